@@ -1,0 +1,1 @@
+"""Subcommands of the `ipvsd` command line, one module each."""

@@ -1,0 +1,63 @@
+"""The contract between ipvsd and an IPVS table: the Kernel protocol, met by the netlink adapter and the fake."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ipvsd.model import (
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    DestAttrs,
+    DestKey,
+    EditDest,
+    EditService,
+    Info,
+    Op,
+    Service,
+    ServiceAttrs,
+    ServiceKey,
+    SyncDaemon,
+    Timeouts,
+)
+
+
+class Kernel(Protocol):
+    """An IPVS table. Errno policy: EEXIST on add and ENOENT/ESRCH on delete count as done;
+    everything else raises `KernelError(op_in_ipvsadm_notation, errno)`."""
+
+    async def info(self) -> Info: ...
+    async def services(self) -> list[Service]: ...  # every service with its dests, in kernel dump order
+    async def service(self, key: ServiceKey) -> Service | None: ...
+    async def add_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None: ...
+    async def edit_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None: ...
+    async def del_service(self, key: ServiceKey) -> None: ...
+    async def add_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None: ...
+    async def edit_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None: ...
+    async def del_dest(self, service: ServiceKey, key: DestKey) -> None: ...
+    async def zero(self, key: ServiceKey | None = None) -> None: ...
+    async def flush(self) -> None: ...  # operator command only; the daemon never calls it
+    async def timeouts(self) -> Timeouts: ...
+    async def set_timeouts(self, t: Timeouts) -> None: ...
+    async def daemons(self) -> list[SyncDaemon]: ...
+    async def start_daemon(self, d: SyncDaemon) -> None: ...
+    async def stop_daemon(self, state: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def apply(kernel: Kernel, op: Op) -> None:
+    """Carry out one planned operation."""
+    match op:
+        case AddService(key, attrs):
+            await kernel.add_service(key, attrs)
+        case EditService(key, attrs):
+            await kernel.edit_service(key, attrs)
+        case DelService(key):
+            await kernel.del_service(key)
+        case AddDest(svc, key, attrs):
+            await kernel.add_dest(svc, key, attrs)
+        case EditDest(svc, key, attrs):
+            await kernel.edit_dest(svc, key, attrs)
+        case DelDest(svc, key):
+            await kernel.del_dest(svc, key)
