@@ -1,0 +1,1 @@
+"""Developer scripts (lab, benchmarks, demo); not part of the ipvsd package."""
