@@ -1,0 +1,183 @@
+"""The pure desired-table builder: config + per-real health + maintenance -> what the planner should reach.
+
+Rules
+-----
+Rule 1: each configured real is in one state, decided in this order:
+        MAINT   it matches a maintenance entry                -> Want.DRAIN (weight 0, deleted once idle)
+        UP      it has no checks, or its health is settled up -> serves at its configured weight
+        DOWN    settled down, or not settled yet with `alpha` -> on_failure "quiesce": weight 0;
+                                                                  "remove": Want.ABSENT
+        UNKNOWN not settled (or no health yet) without alpha  -> Want.KEEP: the kernel's entry stays as it is
+                                                                  and an absent one is not put in
+        A real is down for the pool if any of its checks says so ("all must pass"); folding several probes
+        into one `RealHealth` per (service, dest) is the caller's job.
+Rule 2: fail open (panic). When more than `limits.panic_fraction` of the non-maintenance reals are settled
+        DOWN, every DOWN real serves as if UP (envoy's panic threshold). Unsettled reals never count as failed,
+        or `alpha` at start would open everything.
+Rule 3: quorum. The live weight is the configured weight of UP reals plus the kernel weight of UNKNOWN reals
+        (so a restart that adopts a serving table keeps quorum). As keepalived: quorum is gained when live
+        weight >= quorum + hysteresis and lost when it is < quorum - hysteresis; with no previous state, it
+        holds iff live weight >= quorum + hysteresis.
+Rule 4: fallback (sorry server). Without quorum and with a fallback configured, the fallback serves and the
+        UP reals leave as failed ones do (keepalived removes the alive reals while the sorry server is in).
+        With quorum it is absent (so it drains out), or at weight 0 when `inhibit` is set.
+Rule 5: reals are keyed by their resolved address: an IP literal as is, a hostname through `resolved`; a
+        hostname with no resolution is left out of the table (the caller keeps the last good answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Protocol
+
+from ipvsd import plan
+from ipvsd.config.schema import Config, RealServer, VirtualService
+from ipvsd.model import DestKey, Service, ServiceKey
+from ipvsd.plan import DesiredDest, DesiredService, Want
+from ipvsd.state import MaintenanceKey
+
+
+class RealHealth(Protocol):
+    """What the builder needs from a real's health (`health.HealthState` has it)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def settled(self) -> bool: ...
+
+
+class RealState(Enum):
+    """Where a real stands for the desired table (Rule 1)."""
+
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+    MAINT = "maint"
+
+
+@dataclass(frozen=True)
+class Built:
+    """The desired table plus what the builder decided along the way, for the shell to keep and report."""
+
+    table: dict[ServiceKey, DesiredService]
+    quorum: dict[ServiceKey, bool]  # pass back as `quorum` next time (hysteresis)
+    fail_open: frozenset[ServiceKey]
+    reals: dict[tuple[ServiceKey, DestKey], RealState]
+
+
+def build(
+    config: Config,
+    health: Mapping[tuple[ServiceKey, DestKey], RealHealth],
+    *,
+    maintenance: Iterable[MaintenanceKey] = (),
+    observed: Iterable[Service] = (),
+    quorum: Mapping[ServiceKey, bool] | None = None,
+    resolved: Mapping[str, str] | None = None,
+) -> Built:
+    """Return the desired table for `config` given each real's health (see Rules above)."""
+    maint = frozenset(maintenance)
+    kernel = {s.key: {d.key: d.attrs.weight for d in s.dests} for s in observed}
+    table: dict[ServiceKey, DesiredService] = {}
+    quorums: dict[ServiceKey, bool] = {}
+    opened: set[ServiceKey] = set()
+    reals: dict[tuple[ServiceKey, DestKey], RealState] = {}
+    for vs in config.services:
+        skey = vs.service_key()
+        states = _real_states(vs, skey, health, maint, resolved or {})
+        live = [s for s in states.values() if s[1] is not RealState.MAINT]
+        failed = sum(1 for s in live if s[1] is RealState.DOWN)
+        if live and failed / len(live) > config.settings.limits.panic_fraction:
+            opened.add(skey)
+            states = {k: (r, RealState.UP if st is RealState.DOWN else st) for k, (r, st) in states.items()}
+        in_kernel = kernel.get(skey, {})
+        weight = sum(r.weight if st is RealState.UP else in_kernel.get(k, 0)
+                     for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
+        has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
+        quorums[skey] = has_quorum
+        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum), vs.drain_timeout)
+        reals.update({(skey, k): st for k, (_, st) in states.items()})
+    return Built(table=table, quorum=quorums, fail_open=frozenset(opened), reals=reals)
+
+
+def limits(config: Config, *, force: bool = False) -> plan.Limits:
+    """Return the planner's limits from the config's settings."""
+    s = config.settings
+    return plan.Limits(max_delete_share=s.limits.max_delete_fraction, max_deletes=s.limits.max_deletes,
+                       drain_timeout=s.drain_timeout, force=force)
+
+
+def in_maintenance(maint: frozenset[MaintenanceKey], skey: ServiceKey, dkey: DestKey) -> bool:
+    """Return True when an entry puts this real in maintenance (any port/service when those are unset)."""
+    for port in (dkey.port, 0):
+        for svc in (skey, None):
+            if MaintenanceKey(dkey.addr, port, svc) in maint:
+                return True
+    return False
+
+
+def _real_states(vs: VirtualService, skey: ServiceKey, health: Mapping[tuple[ServiceKey, DestKey], RealHealth],
+                 maint: frozenset[MaintenanceKey], resolved: Mapping[str, str],
+                 ) -> dict[DestKey, tuple[RealServer, RealState]]:
+    out: dict[DestKey, tuple[RealServer, RealState]] = {}
+    for real in vs.reals:
+        addr = _address(real.address, resolved)
+        if addr is None:
+            continue
+        dkey = real.dest_key(addr)
+        out[dkey] = (real, _state(vs, real, skey, dkey, health.get((skey, dkey)), maint))
+    return out
+
+
+def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey, h: RealHealth | None,
+           maint: frozenset[MaintenanceKey]) -> RealState:
+    if in_maintenance(maint, skey, dkey):
+        return RealState.MAINT
+    checks = vs.checks_for(real)
+    if not checks:
+        return RealState.UP
+    if h is not None and h.settled:
+        return RealState.UP if h.up else RealState.DOWN
+    return RealState.DOWN if any(c.alpha for c in checks) else RealState.UNKNOWN
+
+
+def _address(addr: str, resolved: Mapping[str, str]) -> str | None:
+    try:
+        DestKey.of(addr, 0)
+    except ValueError:
+        return resolved.get(addr)
+    return addr
+
+
+def _quorum(vs: VirtualService, weight: int, before: bool | None) -> bool:
+    if before:
+        return weight >= vs.quorum - vs.hysteresis
+    return weight >= vs.quorum + vs.hysteresis
+
+
+def _dests(vs: VirtualService, states: Mapping[DestKey, tuple[RealServer, RealState]],
+           has_quorum: bool) -> dict[DestKey, DesiredDest]:
+    sorry = vs.fallback_dest()
+    use_sorry = sorry is not None and not has_quorum
+    out: dict[DestKey, DesiredDest] = {}
+    for dkey, (real, st) in states.items():
+        if st is RealState.MAINT:
+            out[dkey] = DesiredDest(real.dest_attrs(0), Want.DRAIN)
+        elif st is RealState.UNKNOWN:
+            out[dkey] = DesiredDest(real.dest_attrs(), Want.KEEP)
+        elif st is RealState.UP and not use_sorry:
+            out[dkey] = DesiredDest(real.dest_attrs())
+        elif vs.on_failure_for(real) == "quiesce":
+            out[dkey] = DesiredDest(real.dest_attrs(0))
+        else:
+            out[dkey] = DesiredDest(real.dest_attrs(), Want.ABSENT)
+    if sorry is not None and vs.fallback is not None:
+        key, attrs = sorry
+        if use_sorry:
+            out[key] = DesiredDest(attrs)
+        elif vs.fallback.inhibit:
+            out[key] = DesiredDest(replace(attrs, weight=0))
+    return out
+

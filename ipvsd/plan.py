@@ -1,0 +1,344 @@
+"""The pure planner: desired table + observed kernel table + ownership + drains -> ordered kernel operations.
+
+Theory of operation
+-------------------
+Every reconcile pass re-reads the kernel and calls `plan()` with the full desired table. The plan is the
+difference, as `model` ops in a fixed order. Nothing here reads the clock or touches the kernel; time arrives
+as `now`, and the only memory between passes (ownership, drain start times, the last applied table) comes in
+as arguments and goes out in the returned `Plan` for the shell to persist.
+
+`now` and drain start times are wall-clock seconds (`time.time()`), not `loop.time()`: drains are written to
+the state file and must keep meaning across a restart.
+
+What a desired dest asks for (`Want`):
+
+    want     in kernel                         not in kernel
+    -------  --------------------------------  -------------
+    SERVE    EditDest if attrs differ           AddDest
+    KEEP     untouched (adopt, first check      nothing (an unchecked real is
+             not done yet)                      never put in)
+    DRAIN    weight 0 now; DelDest once          nothing
+             active+inactive == 0 or the
+             drain deadline passed; UDP: DelDest
+             at once (kube-proxy)
+    ABSENT   DelDest now                        nothing
+
+A dest of an owned service that the desired table does not mention is DRAIN: it was removed from the config
+or added by hand, and either way its clients deserve a graceful exit.
+
+Rules
+-----
+Rule 1: only services in `owned | desired.keys()` are ever edited or deleted, nor their dests. Every other
+        service in the kernel is foreign (made by hand or another tool) and never appears in an op. No flush.
+Rule 2: a service whose attrs differ is edited (EditService), a dest whose attrs differ is edited (EditDest):
+        never delete and re-add, which would cut every connection.
+Rule 3: an owned service that is no longer desired is retired: its dests drain as DRAIN dests do; once none
+        would be left, the service is deleted (one DelService, no DelDest before it). UDP retires at once.
+Rule 4: a drain starts at `drains[(service, dest)]` if known, else `now`; its deadline is the desired
+        service's `drain_timeout`, else `limits.drain_timeout`. `Plan.drains` holds every drain still
+        running after this plan, and only those.
+Rule 5: ops come in phases: service adds, service edits, dest adds, dest edits that keep or raise weight,
+        dest edits that lower it, dest deletes, service deletes; inside a phase, by (service, dest) key.
+        Capacity goes in before capacity goes out, and a service exists before its dests.
+Rule 6: blast-radius guard. A *removal* takes a serving dest (weight > 0) out: deleted or set to weight 0.
+        If removals > `limits.guard_floor` and removals > `limits.max_delete_share` x (dests of owned services
+        in the kernel), or removals > `limits.max_deletes`, the plan is refused, whole: no ops, drains
+        unchanged, `refused` says why, `withheld` lists the ops. `limits.force` lifts the guard.
+Rule 7: drift. `previous` is the desired table of the last pass whose plan was applied without error (None
+        after a start). An op is *drift repair* when its key's intent is the same in `previous` and `desired`:
+        the config and health did not move, so the kernel did (ipvsadm -d/-e/-D by hand, another tool, a lost
+        entry). An op on a key whose intent changed is a *change*. For DRAIN the steady state is "absent or
+        weight 0", so a drain delete of a weight-0 dest is neither: it is time passing. DelService is never
+        drift. `Plan.drift` is the subset of `ops` that are drift repairs.
+Rule 8: an empty plan when nothing differs; applying a plan and planning again (same `now`, `Plan.drains`)
+        gives an empty plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from ipvsd.model import (
+    USER_FLAGS,
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    Dest,
+    DestAttrs,
+    DestKey,
+    EditDest,
+    EditService,
+    Fwd,
+    Op,
+    Proto,
+    Service,
+    ServiceAttrs,
+    ServiceKey,
+    SvcFlag,
+)
+
+DrainKey = tuple[ServiceKey, DestKey]
+
+
+class Want(Enum):
+    """What the desired table asks of one dest (see the table in the module docstring)."""
+
+    SERVE = "serve"
+    KEEP = "keep"
+    DRAIN = "drain"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class DesiredDest:
+    """A dest as the config and health want it. `attrs` are used for SERVE only (and kept for reporting)."""
+
+    attrs: DestAttrs
+    want: Want = Want.SERVE
+
+
+@dataclass(frozen=True)
+class DesiredService:
+    """A service as the config wants it; `drain_timeout` overrides `Limits.drain_timeout` for its dests."""
+
+    attrs: ServiceAttrs
+    dests: Mapping[DestKey, DesiredDest] = field(default_factory=dict)
+    drain_timeout: float | None = None
+
+
+Desired = Mapping[ServiceKey, DesiredService]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits of one plan (Rule 4, Rule 6)."""
+
+    max_delete_share: float = 0.5
+    guard_floor: int = 2  # a plan removing at most this many serving dests is never refused for its share
+    max_deletes: int | None = None  # absolute cap on removals in one plan; None: none
+    drain_timeout: float = 300.0
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ops to apply in order, which of them repair drift, and the state the shell must persist first."""
+
+    ops: tuple[Op, ...]
+    drains: Mapping[DrainKey, float]
+    owned: frozenset[ServiceKey]
+    drift: tuple[Op, ...] = ()
+    refused: str | None = None
+    withheld: tuple[Op, ...] = ()
+    removals: int = 0
+
+    @property
+    def empty(self) -> bool:
+        """Return True when there is nothing to do and nothing was refused."""
+        return not self.ops and self.refused is None
+
+
+# --- phases (Rule 5) ---------------------------------------------------------------------------------------
+
+_ADD_SERVICE, _EDIT_SERVICE, _ADD_DEST, _RAISE_DEST, _LOWER_DEST, _DEL_DEST, _DEL_SERVICE = range(7)
+
+
+@dataclass(frozen=True)
+class _Step:
+    phase: int
+    op: Op
+    drift: bool = False
+    removals: int = 0  # serving dests this op takes out (Rule 6)
+
+    def order(self) -> tuple[int, ServiceKey, DestKey | None]:
+        op = self.op
+        if isinstance(op, AddService | EditService | DelService):
+            return (self.phase, op.key, None)
+        return (self.phase, op.service, op.key)
+
+
+# --- comparisons that ignore what the kernel does not keep meaningfully ---------------------------------------
+
+
+def same_service_attrs(a: ServiceAttrs, b: ServiceAttrs) -> bool:
+    """Return True when two service attribute sets configure the same behaviour.
+
+    Timeout, netmask and persistence engine only matter for a persistent service; comparing them otherwise
+    would make an adopted `ipvsadm -A` service look edited forever.
+    """
+    if a.scheduler != b.scheduler or (a.flags & USER_FLAGS) != (b.flags & USER_FLAGS):
+        return False
+    if not a.flags & SvcFlag.PERSISTENT:
+        return True
+    return (a.timeout, a.netmask, a.pe_name) == (b.timeout, b.netmask, b.pe_name)
+
+
+def same_dest_attrs(a: DestAttrs, b: DestAttrs) -> bool:
+    """Return True when two dest attribute sets configure the same behaviour (tunnel fields only for TUNNEL)."""
+    if (a.fwd, a.weight, a.u_thresh, a.l_thresh) != (b.fwd, b.weight, b.u_thresh, b.l_thresh):
+        return False
+    if a.fwd != Fwd.TUNNEL:
+        return True
+    return (a.tun_type, a.tun_port, a.tun_flags) == (b.tun_type, b.tun_port, b.tun_flags)
+
+
+# --- intents, for drift (Rule 7) ------------------------------------------------------------------------------
+
+
+def _dest_intent(table: Desired, skey: ServiceKey, dkey: DestKey) -> DesiredDest | Want:
+    svc = table.get(skey)
+    dd = svc.dests.get(dkey) if svc is not None else None
+    if dd is None or dd.want is Want.DRAIN:
+        return Want.DRAIN  # implicit and explicit drain mean the same thing
+    return dd
+
+
+def _same_intent(a: DesiredDest | Want, b: DesiredDest | Want) -> bool:
+    if isinstance(a, Want) or isinstance(b, Want):
+        return a == b
+    return a.want == b.want and (a.want is not Want.SERVE or same_dest_attrs(a.attrs, b.attrs))
+
+
+# --- the planner ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    """Inputs of one plan() call plus what it accumulates; private to this module."""
+
+    desired: Desired
+    previous: Desired | None
+    drains: Mapping[DrainKey, float]
+    limits: Limits
+    now: float
+    steps: list[_Step] = field(default_factory=list)
+    new_drains: dict[DrainKey, float] = field(default_factory=dict)
+
+    def dest_unchanged(self, skey: ServiceKey, dkey: DestKey) -> bool:
+        if self.previous is None:
+            return False
+        return _same_intent(_dest_intent(self.previous, skey, dkey), _dest_intent(self.desired, skey, dkey))
+
+    def service_unchanged(self, skey: ServiceKey) -> bool:
+        if self.previous is None:
+            return False
+        before, after = self.previous.get(skey), self.desired.get(skey)
+        if before is None or after is None:
+            return before is after
+        return same_service_attrs(before.attrs, after.attrs)
+
+    def drain_timeout(self, skey: ServiceKey) -> float:
+        svc = self.desired.get(skey)
+        if svc is not None and svc.drain_timeout is not None:
+            return svc.drain_timeout
+        return self.limits.drain_timeout
+
+
+def plan(
+    desired: Desired,
+    observed: Iterable[Service],
+    *,
+    owned: Iterable[ServiceKey],
+    limits: Limits,
+    now: float,
+    drains: Mapping[DrainKey, float],
+    previous: Desired | None = None,
+) -> Plan:
+    """Return the ordered ops that make the owned part of `observed` match `desired` (see Rules above)."""
+    kernel = {s.key: s for s in observed}
+    mine = frozenset(owned) | frozenset(desired)
+    p = _Pass(desired=desired, previous=previous, drains=drains, limits=limits, now=now)
+    for skey in sorted(mine):
+        want, have = desired.get(skey), kernel.get(skey)
+        if want is None and have is not None:
+            _retire_service(p, have)
+        elif want is not None and have is None:
+            _create_service(p, skey, want)
+        elif want is not None and have is not None:
+            _sync_service(p, want, have)
+
+    steps = sorted(p.steps, key=_Step.order)
+    ops = tuple(s.op for s in steps)
+    # A service is forgotten only once the kernel shows it gone, so a failed delete is retried next pass.
+    still_owned = frozenset(k for k in mine if k in desired or k in kernel)
+    removals = sum(s.removals for s in steps)
+    total = sum(len(kernel[k].dests) for k in mine if k in kernel)
+    reason = None if limits.force else _guard(limits, removals, total)
+    if reason is not None:
+        return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
+                    removals=removals)
+    return Plan(ops=ops, drains=p.new_drains, owned=still_owned, drift=tuple(s.op for s in steps if s.drift),
+                removals=removals)
+
+
+def _guard(limits: Limits, removals: int, total: int) -> str | None:
+    """Return why a plan with these removals is refused (Rule 6), or None."""
+    if limits.max_deletes is not None and removals > limits.max_deletes:
+        return (f"plan takes {removals} of {total} owned dests out of service, over the cap of "
+                f"{limits.max_deletes}; refused (force to apply)")
+    if removals > limits.guard_floor and removals > limits.max_delete_share * total:
+        return (f"plan takes {removals} of {total} owned dests out of service, over the limit of "
+                f"{limits.max_delete_share:.0%}; refused (force to apply)")
+    return None
+
+
+def _create_service(p: _Pass, skey: ServiceKey, want: DesiredService) -> None:
+    p.steps.append(_Step(_ADD_SERVICE, AddService(skey, want.attrs), drift=p.service_unchanged(skey)))
+    for dkey, dd in want.dests.items():
+        if dd.want is Want.SERVE:
+            p.steps.append(_Step(_ADD_DEST, AddDest(skey, dkey, dd.attrs), drift=p.dest_unchanged(skey, dkey)))
+
+
+def _sync_service(p: _Pass, want: DesiredService, have: Service) -> None:
+    skey = have.key
+    if not same_service_attrs(want.attrs, have.attrs):
+        p.steps.append(_Step(_EDIT_SERVICE, EditService(skey, want.attrs), drift=p.service_unchanged(skey)))
+    in_kernel = {d.key: d for d in have.dests}
+    for dkey in sorted(set(want.dests) | set(in_kernel)):
+        dd = want.dests.get(dkey)
+        hd = in_kernel.get(dkey)
+        drift = p.dest_unchanged(skey, dkey)
+        w = Want.DRAIN if dd is None else dd.want
+        if w is Want.SERVE and dd is not None:
+            if hd is None:
+                p.steps.append(_Step(_ADD_DEST, AddDest(skey, dkey, dd.attrs), drift=drift))
+            elif not same_dest_attrs(dd.attrs, hd.attrs):
+                lower = dd.attrs.weight < hd.attrs.weight
+                p.steps.append(_Step(_LOWER_DEST if lower else _RAISE_DEST, EditDest(skey, dkey, dd.attrs),
+                                     drift=drift, removals=int(hd.attrs.weight > 0 and dd.attrs.weight == 0)))
+        elif w is Want.ABSENT and hd is not None:
+            p.steps.append(_Step(_DEL_DEST, DelDest(skey, dkey), drift=drift, removals=int(hd.attrs.weight > 0)))
+        elif w is Want.DRAIN and hd is not None:
+            _drain_dest(p, skey, hd, drift=drift)
+
+
+def _drain_dest(p: _Pass, skey: ServiceKey, hd: Dest, *, drift: bool) -> bool:
+    """Plan one step of a dest's drain; return True when it will be gone after this plan."""
+    serving = hd.attrs.weight > 0
+    # Drift only if the kernel left the drain's steady state (absent or weight 0): someone raised it by hand.
+    drift = drift and serving
+    start = p.drains.get((skey, hd.key), p.now)
+    idle = hd.active_conns + hd.inact_conns == 0
+    expired = p.now - start >= p.drain_timeout(skey)
+    if skey.protocol == Proto.UDP or idle or expired:
+        p.steps.append(_Step(_DEL_DEST, DelDest(skey, hd.key), drift=drift, removals=int(serving)))
+        return True
+    if serving:
+        p.steps.append(_Step(_LOWER_DEST, EditDest(skey, hd.key, replace(hd.attrs, weight=0)), drift=drift,
+                             removals=1))
+    p.new_drains[(skey, hd.key)] = start
+    return False
+
+
+def _retire_service(p: _Pass, have: Service) -> None:
+    mark = len(p.steps)
+    left = [d for d in have.dests if not _drain_dest(p, have.key, d, drift=p.dest_unchanged(have.key, d.key))]
+    if left:
+        return
+    # Nothing would remain: one DelService replaces the DelDests (the removal counts stay).
+    removals = sum(s.removals for s in p.steps[mark:])
+    del p.steps[mark:]
+    p.steps.append(_Step(_DEL_SERVICE, DelService(have.key), removals=removals))

@@ -1,0 +1,129 @@
+"""The daemon's small state file: owned services, running drains, reals in maintenance; atomic load/save only.
+
+Ownership must outlive a restart and a service's removal from the config, or ipvsd could neither clean up
+after itself nor tell its services from foreign ones. Drain start times are wall-clock seconds, so a drain
+keeps its deadline across a restart. A missing file is an empty state (first start: nothing owned, so nothing
+is ever deleted); an unreadable one raises `IpvsdError` and the caller decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ipvsd.errors import IpvsdError
+from ipvsd.model import DestKey, ServiceKey
+
+VERSION = 1
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, order=True)
+class MaintenanceKey:
+    """A real put in maintenance by an operator: `port` 0 means every port, `service` None every service."""
+
+    addr: str
+    port: int = 0
+    service: ServiceKey | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    """What ipvsd remembers between passes and restarts."""
+
+    owned: frozenset[ServiceKey] = frozenset()
+    drains: Mapping[tuple[ServiceKey, DestKey], float] = field(default_factory=dict)
+    maintenance: frozenset[MaintenanceKey] = frozenset()
+
+
+def load(path: str | os.PathLike[str]) -> State:
+    """Return the state stored at `path`, or an empty state when there is no file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return State()
+    except OSError as e:
+        raise IpvsdError(f"{path}: cannot read state: {e.strerror}") from e
+    try:
+        return _decode(json.loads(text))
+    except (ValueError, TypeError, KeyError) as e:
+        raise IpvsdError(f"{path}: unreadable state file: {e}") from e
+
+
+def save(path: str | os.PathLike[str], state: State) -> None:
+    """Write `state` to `path` atomically: a temp file in the same directory, fsync, rename, fsync the dir."""
+    target = Path(path)
+    data = json.dumps(_encode(state), indent=1, sort_keys=True).encode()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dirfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+# --- JSON shape ----------------------------------------------------------------------------------------------
+
+
+def _encode(state: State) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "owned": [asdict(k) for k in sorted(state.owned)],
+        "drains": [{"service": asdict(s), "dest": asdict(d), "since": t}
+                   for (s, d), t in sorted(state.drains.items())],
+        "maintenance": [{"addr": m.addr, "port": m.port, "service": None if m.service is None else asdict(m.service)}
+                        for m in sorted(state.maintenance, key=_maintenance_order)],
+    }
+
+
+def _maintenance_order(m: MaintenanceKey) -> tuple[str, int, bool, ServiceKey]:
+    return (m.addr, m.port, m.service is not None, m.service or ServiceKey(af=0))
+
+
+def _decode(doc: Any) -> State:
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        raise ValueError(f"expected a version {VERSION} state object")
+    return State(
+        owned=frozenset(_service(x) for x in doc.get("owned", [])),
+        drains={(_service(x["service"]), _dest(x["dest"])): _number(x["since"]) for x in doc.get("drains", [])},
+        maintenance=frozenset(
+            MaintenanceKey(addr=_typed(x["addr"], str), port=_typed(x.get("port", 0), int),
+                           service=None if x.get("service") is None else _service(x["service"]))
+            for x in doc.get("maintenance", [])),
+    )
+
+
+def _service(x: Any) -> ServiceKey:
+    return ServiceKey(af=_typed(x["af"], int), protocol=_typed(x.get("protocol", 0), int),
+                      addr=_typed(x.get("addr", ""), str), port=_typed(x.get("port", 0), int),
+                      fwmark=_typed(x.get("fwmark", 0), int))
+
+
+def _dest(x: Any) -> DestKey:
+    return DestKey(af=_typed(x["af"], int), addr=_typed(x["addr"], str), port=_typed(x["port"], int))
+
+
+def _number(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise TypeError(f"{x!r} is not a number")
+    return float(x)
+
+
+def _typed(x: Any, kind: type[_T]) -> _T:
+    if isinstance(x, bool) or not isinstance(x, kind):
+        raise TypeError(f"{x!r} is not a {kind.__name__}")
+    return x
