@@ -5,7 +5,8 @@
      client's default route is the VIP side of lb; real servers' default route is lb (NAT/masq), lb forwards.
 
 Each real server runs nginx (one event-driven process, no fork per request: the cheapest real HTTP server
-under the lab's emulated CPU) serving index.html = "LAB-OK <name>".
+under the lab's emulated CPU) serving index.html = "debian11-<name>", the seed's hostname page whose
+"debian11" its ldirectord.cf and keepalived.conf check for.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.netns import ip_batch, ipvsadm, run_in, sh
 VIP = "10.2.0.240"
 LB_INT = "10.2.1.240"
 CLIENT = "10.2.0.1"
-RECEIVE = "LAB-OK"
+RECEIVE = "debian11"  # seed 003: ldirectord/keepalived look for it; index.html is the hostname
 SWITCH = "lab-sw"
 
 NGINX_CONF = """daemon off;
@@ -171,7 +172,7 @@ class Lab:
             (r.dir / "www").mkdir(parents=True, exist_ok=True)
             (r.dir / "tmp").mkdir(exist_ok=True)
             (r.dir / "nginx.conf").write_text(NGINX_CONF.format(d=r.dir, port=r.port))
-            r.set_page(f"{RECEIVE} {r.name}\n")
+            r.set_page(f"{RECEIVE}-{r.name}\n")
             r.start()
         return self
 

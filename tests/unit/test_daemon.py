@@ -1,0 +1,193 @@
+"""The daemon end to end against the fake kernel and real loopback HTTP servers: failover, reload, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ipvsd import config as configmod
+from ipvsd.daemon import Daemon, Options
+from ipvsd.kernel.fake import FakeKernel
+from ipvsd.model import DestAttrs, DestKey, Proto, ServiceAttrs, ServiceKey
+
+VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
+FOREIGN = ServiceKey.inet(Proto.TCP, "10.9.9.9", 80)
+
+
+@dataclass
+class Pages:
+    """A loopback HTTP server per real; `body[port]` is what it serves (HTTP/1.0, one request per connection)."""
+
+    body: dict[int, str] = field(default_factory=dict)
+    servers: list[asyncio.Server] = field(default_factory=list)
+
+    async def start(self) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            port = writer.get_extra_info("sockname")[1]
+            await reader.readuntil(b"\r\n\r\n")
+            data = self.body[port].encode()
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        self.body[port] = "debian11-ok"
+        self.servers.append(server)
+        return int(port)
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()
+
+
+CONFIG = """
+[settings]
+state_dir = "{state}"
+metrics_listen = ""
+clean_stop = false
+
+[check_defaults]
+interval = 0.2
+timeout = 0.5
+rise = 1
+fall = 1
+alpha = true
+
+[[services]]
+address = "10.2.0.240"
+port = 80
+scheduler = "rr"
+on_failure = "{on_failure}"
+
+[[services.checks]]
+type = "http"
+path = "/index.html"
+receive = "debian11"
+sentinel = false
+{reals}
+"""
+
+
+def write_config(path: Path, ports: list[int], *, on_failure: str = "remove") -> None:
+    reals = "".join(f'\n[[services.reals]]\naddress = "127.0.0.1"\nport = {p}\n' for p in ports)
+    path.write_text(CONFIG.format(state=path.parent / "state", reals=reals, on_failure=on_failure))
+
+
+async def until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    kernel: FakeKernel
+    pages: Pages
+    ports: list[int]
+    path: Path
+
+    async def weights(self) -> dict[int, int]:
+        svc = await self.kernel.service(VIP)
+        return {} if svc is None else {d.key.port: d.attrs.weight for d in svc.dests}
+
+    def has(self, want: dict[int, int]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await self.weights() == want
+        return check
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    pages = Pages()
+    ports = [await pages.start() for _ in range(3)]
+    path = tmp_path / "ipvsd.toml"
+    write_config(path, ports[:2])
+    kernel = FakeKernel()
+    await kernel.add_service(FOREIGN, ServiceAttrs(scheduler="wlc"))
+    await kernel.add_dest(FOREIGN, DestKey.of("10.9.9.10", 80), DestAttrs())
+    config, _ = configmod.load(str(path))
+    daemon = Daemon(Options(config_path=str(path), watch=False), config, lambda: kernel)
+    task = asyncio.create_task(daemon.run())
+    r = Running(daemon, kernel, pages, ports, path)
+    try:
+        yield r
+    finally:
+        daemon.stopping.set()
+        assert await asyncio.wait_for(task, 10) == 0
+        pages.close()
+
+
+async def test_reals_come_in_fail_out_and_come_back(running: Running) -> None:
+    p1, p2 = running.ports[:2]
+    await until(running.has({p1: 1, p2: 1}), "both reals in")
+    running.pages.body[p1] = "debian10"
+    await until(running.has({p2: 1}), "rs1 removed after its page lost the receive string")
+    running.pages.body[p1] = "debian11-back"
+    await until(running.has({p1: 1, p2: 1}), "rs1 back")
+    # the foreign service was never touched
+    foreign = await running.kernel.service(FOREIGN)
+    assert foreign is not None
+    assert [d.key for d in foreign.dests] == [DestKey.of("10.9.9.10", 80)]
+
+
+async def test_reload_adds_and_removes_and_rejects_bad_config(running: Running) -> None:
+    p1, p2, p3 = running.ports
+    await until(running.has({p1: 1, p2: 1}), "both reals in")
+    write_config(running.path, [p1, p2, p3])
+    await running.daemon.reload("test")
+    await until(running.has({p1: 1, p2: 1, p3: 1}), "rs3 added by the reload")
+    before = await running.kernel.services()
+    running.path.write_text(running.path.read_text().replace('scheduler = "rr"', 'schedulr = "rr"'))
+    await running.daemon.reload("test")
+    assert running.daemon.reloads["error"] == 1
+    # a full pass after the rejected reload changes nothing
+    assert running.daemon.reconciler is not None
+    passes = running.daemon.reconciler.passes
+    running.daemon.dirty.set()
+
+    async def passed() -> bool:
+        assert running.daemon.reconciler is not None
+        return running.daemon.reconciler.passes > passes
+
+    await until(passed, "a reconcile pass")
+    assert await running.kernel.services() == before
+    write_config(running.path, [p1, p3])
+    await running.daemon.reload("test")
+    await until(running.has({p1: 1, p3: 1}), "rs2 drained and deleted (drain_timeout 0)")
+
+
+async def test_unchanged_reload_is_a_no_op(running: Running) -> None:
+    p1, p2 = running.ports[:2]
+    await until(running.has({p1: 1, p2: 1}), "both reals in")
+    running.path.write_text(running.path.read_text() + "\n# a comment\n")
+    await running.daemon.reload("test")
+    assert running.daemon.reloads["unchanged"] == 1
+
+
+async def test_quiesce_keeps_a_failed_real_at_weight_zero(tmp_path: Path) -> None:
+    pages = Pages()
+    ports = [await pages.start() for _ in range(2)]
+    path = tmp_path / "ipvsd.toml"
+    write_config(path, ports, on_failure="quiesce")
+    kernel = FakeKernel()
+    config, _ = configmod.load(str(path))
+    daemon = Daemon(Options(config_path=str(path), watch=False), config, lambda: kernel)
+    task = asyncio.create_task(daemon.run())
+    r = Running(daemon, kernel, pages, ports, path)
+    try:
+        await until(r.has({ports[0]: 1, ports[1]: 1}), "both reals in")
+        pages.body[ports[0]] = "broken"
+        await until(r.has({ports[0]: 0, ports[1]: 1}), "rs1 quiesced")
+    finally:
+        daemon.stopping.set()
+        assert await asyncio.wait_for(task, 10) == 0
+        pages.close()
+    assert await r.weights() == {ports[0]: 0, ports[1]: 1}, "stop without clean_stop leaves the table as it is"
