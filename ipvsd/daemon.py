@@ -109,6 +109,8 @@ class Daemon:
         if state.settled and key not in self.settled:
             self.settled.add(key)
             self.dirty.set()
+            if self.settled >= set(self.probes.jobs):
+                log.info("every check has a result: %s", self.summary())
 
     # --- config --------------------------------------------------------------------------------------------
 
@@ -203,14 +205,19 @@ class Daemon:
         log.info("ipvsd running: %d services, resync every %gs, state in %s%s", len(self.config.services), resync,
                  self.state_path, ", watching the config" if watch else "")
         backoff = 0.0
-        ready = False
+        ready = synced = False
         try:
             while not self.stopping.is_set():
                 self.dirty.clear()
                 delay = resync
                 try:
+                    settled = self.settled >= set(self.probes.jobs)
                     out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved)
                     self.last = out
+                    if settled and not synced and out.error is None and out.refused is None:
+                        synced = True
+                        log.info("table reconciled with every check's result (%d ops in that pass)",
+                                 len(out.applied))
                     backoff = 0.0 if out.error is None else min(BACKOFF_MAX, max(0.5, backoff * 2))
                     delay = backoff or resync
                 except (OSError, IpvsdError) as e:  # the kernel socket itself failed: retry, never die

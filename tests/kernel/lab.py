@@ -39,7 +39,7 @@ http {{
     access_log off;
     client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
     uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
-    keepalive_timeout 30;
+    keepalive_timeout 600;  # long-lived connections must outlive a daemon restart under TCG
     server {{
         listen {port} backlog=4096;
         root {d}/www;
@@ -118,6 +118,29 @@ class RealHost:
         self.proc = None
 
 
+def _hexaddr(text: str) -> str:
+    host, port = text.split(":")
+    return f"{'.'.join(str(int(host[i:i + 2], 16)) for i in range(0, 8, 2))}:{int(port, 16)}"
+
+
+def parse_proc_ip_vs(text: str) -> dict[str, dict[str, int]]:
+    """Parse the kernel's /proc/net/ip_vs (IPv4 services and fwmarks; hex addresses) into service -> dest weights."""
+    table: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    for line in text.splitlines()[3:]:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "->":
+            if current is not None:
+                current[_hexaddr(parts[1])] = int(parts[3])
+        elif parts[0] == "FWM":
+            current = table.setdefault(f"FWM {int(parts[1], 16)}", {})
+        else:
+            current = table.setdefault(f"{parts[0]} {_hexaddr(parts[1])}", {})
+    return table
+
+
 def _listening(pid: int, needle: str) -> bool:
     try:
         return needle in Path(f"/proc/{pid}/net/tcp").read_text()
@@ -189,6 +212,14 @@ class Lab:
 
     def ipvsadm(self, *args: str, check: bool = True) -> str:
         return ipvsadm(self.lb, *args, check=check)
+
+    def table(self) -> dict[str, dict[str, int]]:
+        """The director's IPVS table as {"TCP 10.2.0.240:80": {"10.2.1.242:80": weight}}, read without a fork."""
+        return run_in(self.lb, lambda: parse_proc_ip_vs(Path("/proc/thread-self/net/ip_vs").read_text()))
+
+    def weights(self, service: str | None = None) -> dict[str, int]:
+        """Dest weights of one service (default: the VIP's TCP port 80 service)."""
+        return self.table().get(service or f"TCP {self.vip}:80", {})
 
     def get(self, path: str = "/", *, timeout: float = 5.0) -> tuple[int, str]:
         """One HTTP GET from the client to the VIP."""

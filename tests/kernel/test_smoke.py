@@ -6,7 +6,6 @@ import itertools
 import re
 
 from ipvsd.kernel.netlink import NetlinkKernel
-
 from ipvsd.model import DestAttrs, DestKey, Fwd, Proto, ServiceAttrs, ServiceKey
 from tests.kernel.lab import Lab
 

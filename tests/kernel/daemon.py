@@ -1,0 +1,65 @@
+"""Run `ipvsd run` as a real process in the director's namespace, and read what it logs."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.kernel.lab import Lab, wait_until
+
+
+@dataclass
+class Ipvsd:
+    """One `ipvsd run` process in namespace `lab.lb`; its stderr goes to `log_path`."""
+
+    lab: Lab
+    config: Path
+    state_dir: Path
+    resync: float = 2.0
+    extra: tuple[str, ...] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.log_path = self.state_dir.parent / "ipvsd.log"
+
+    def start(self) -> Ipvsd:
+        self.starts += 1
+        with self.log_path.open("a") as log:
+            log.write(f"--- start {self.starts}\n")
+            log.flush()
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.lab.lb, sys.executable, "-m", "ipvsd", "run", "-c", str(self.config),
+                 "--state-dir", str(self.state_dir), "--resync", str(self.resync), *self.extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=60)
+        self.proc = None
+        return rc
+
+    def log(self, run: int | None = None) -> str:
+        """Everything logged so far, or only what start number `run` logged."""
+        text = self.log_path.read_text()
+        if run is None:
+            return text
+        parts = re.split(r"^--- start (\d+)\n", text, flags=re.M)
+        return next((parts[i + 1] for i in range(1, len(parts), 2) if int(parts[i]) == run), "")
+
+    def wait_log(self, pattern: str, *, timeout: float, run: int | None = None) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            assert self.proc is None or self.proc.poll() is None, f"ipvsd exited:\n{self.log()}"
+            return re.search(pattern, self.log(run), re.M)
+        return wait_until(found, timeout=timeout, what=f"ipvsd to log {pattern!r}")  # type: ignore[return-value]
+
+    def ops(self, run: int | None = None) -> list[str]:
+        """The kernel operations logged (in ipvsadm notation)."""
+        return re.findall(r"ipvsadm (-[AEDaed] .*)$", self.log(run), re.M)
