@@ -1,0 +1,106 @@
+"""`ipvsd check`: validate a configuration without touching the kernel; exit 0 valid, 1 invalid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ipvsd import model
+from ipvsd.config import FORMATS, ConfigErrors, load, sniff
+from ipvsd.config.schema import Check, Config, HttpCheck, RealServer, VirtualService
+from ipvsd.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/ipvsd/ipvsd.toml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: guessed from the file)")
+    parser.add_argument("--json", action="store_true", help="print the normalized configuration as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+
+
+def describe_check(check: Check) -> str:
+    """One line an operator reads: type, target and the decisive parameters."""
+    parts: list[str] = [check.type]
+    if isinstance(check, HttpCheck):
+        parts.append(f"{check.method} {check.path}")
+        codes = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in check.expect_status)
+        parts.append(f"status {codes}")
+        if check.regex:
+            parts.append(f"regex {check.regex!r}")
+        if check.receive:
+            parts.append(f"receive {check.receive!r}")
+    if check.port is not None:
+        parts.append(f"port {check.port}")
+    parts.append(f"every {check.interval:g}s timeout {check.timeout:g}s rise {check.rise} fall {check.fall}")
+    return " ".join(parts)
+
+
+def _dest(svc: VirtualService, real: RealServer) -> str:
+    try:
+        return str(model.AddDest(svc.service_key(), real.dest_key(), real.dest_attrs()))
+    except ValueError:  # a hostname: resolved by the daemon
+        return f"-a {svc.service_key()} -r {model.addrport(real.address, real.port)} {real.dest_attrs().notation()}"
+
+
+def _fallback_attrs(svc: VirtualService) -> str:
+    fb = svc.fallback
+    assert fb is not None
+    return RealServer(address=fb.address, forward=fb.forward, weight=fb.weight).dest_attrs().notation()
+
+
+def summary(config: Config) -> list[str]:
+    """What would be programmed: ipvsadm-notation lines for services and reals, with their checks."""
+    lines: list[str] = []
+    n_reals = n_checks = 0
+    for svc in config.services:
+        key = svc.service_key()
+        title = f"  # {svc.name}" if svc.name else ""
+        lines.append(f"{model.AddService(key, svc.service_attrs())}{title}")
+        extras = [f"on failure: {svc.on_failure}"]
+        if svc.fallback is not None:
+            fb = svc.fallback
+            target = model.addrport(fb.address, fb.port or svc.port)
+            extras.append(f"fallback {target} {_fallback_attrs(svc)}")
+        if svc.quorum != 1 or svc.hysteresis:
+            extras.append(f"quorum {svc.quorum} hysteresis {svc.hysteresis}")
+        lines.append("    " + "; ".join(extras))
+        for real in svc.reals:
+            n_reals += 1
+            own = f"  # on failure: {real.on_failure}" if real.on_failure not in (None, svc.on_failure) else ""
+            lines.append(f"  {_dest(svc, real)}{own}")
+            checks = svc.checks_for(real)
+            n_checks += len(checks)
+            if not checks:
+                lines.append("      check: none (always up)")
+            for c in checks:
+                lines.append(f"      check: {describe_check(c)}")
+    lines.append(f"{len(config.services)} service(s), {n_reals} real(s), {n_checks} check(s)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        fmt = args.format or sniff(args.config)
+        config, warnings = load(args.config, fmt)
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(f"error: {err}", file=sys.stderr)
+        print(f"{args.config}: invalid ({len(e.errors)} error(s))", file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(f"{args.config}: invalid", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(w, file=sys.stderr)
+    if args.json:
+        print(config.model_dump_json(indent=2))
+        return 0
+    if not args.quiet:
+        print(f"{args.config}: valid ({fmt} format)")
+        for line in summary(config):
+            print(line)
+    return 0

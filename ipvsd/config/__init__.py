@@ -1,0 +1,71 @@
+"""Configuration: load a native TOML, ldirectord.cf or keepalived.conf file into the one validated `Config`.
+
+`load(path)` sniffs the format (or takes it explicitly), parses and validates, and returns the Config with the
+warnings an operator should see. It never touches the kernel and never resolves hostnames. Every failure is a
+`ConfigError` located at `file:line` and key (a `ConfigErrors` when there are several).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from typing import Literal
+
+from ipvsd.config._report import ConfigErrors, ConfigWarning
+from ipvsd.config.schema import Config
+from ipvsd.errors import ConfigError
+
+Format = Literal["native", "ldirectord", "keepalived"]
+FORMATS: tuple[Format, ...] = ("native", "ldirectord", "keepalived")
+
+__all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "load", "sniff"]
+
+_KEEPALIVED_WORDS = re.compile(r"^\s*(virtual_server(_group)?|global_defs|vrrp_\w+|real_server|include)\b", re.M)
+_LDIRECTORD_LINE = re.compile(r"^(virtual6?|checktimeout|checkinterval|quiescent|autoreload|logfile|fallback6?|"
+                              r"negotiatetimeout|failurecount|emailalert\w*|cleanstop|fork|supervised)\s*=", re.M)
+
+
+def sniff_text(text: str, path: str = "") -> Format:
+    """Guess the format from the file name, then the content."""
+    name = os.path.basename(path).lower()
+    if name.endswith(".toml"):
+        return "native"
+    if name.endswith(".cf") or "ldirectord" in name:
+        return "ldirectord"
+    if "keepalived" in name:
+        return "keepalived"
+    if _KEEPALIVED_WORDS.search(text) or "{" in text:
+        return "keepalived"
+    if _LDIRECTORD_LINE.search(text):
+        return "ldirectord"
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return "ldirectord"
+    return "native"
+
+
+def sniff(path: str) -> Format:
+    """The format of the file at `path`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20).decode("utf-8", errors="replace")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
+    return sniff_text(head, path)
+
+
+def load(path: str, format: Format | None = None) -> tuple[Config, list[ConfigWarning]]:
+    """Read, validate and return the configuration at `path` with its warnings."""
+    fmt = format or sniff(path)
+    if fmt == "native":
+        from ipvsd.config import native
+        return native.read(path)
+    if fmt == "ldirectord":
+        from ipvsd.config import ldirectord
+        return ldirectord.read(path)
+    if fmt == "keepalived":
+        from ipvsd.config import keepalived
+        return keepalived.read(path)
+    raise ConfigError(f"unknown format {fmt!r} (native, ldirectord or keepalived)", path=path)

@@ -1,0 +1,637 @@
+"""keepalived.conf (the LVS and health-checker side) read verbatim into the canonical Config.
+
+keepalived's defaults are kept (delay_loop 60, connect_timeout 5, retry 1 — 3 for DNS, 0 for MISC —,
+delay_before_retry 1 — 3 for HTTP/SSL, delay_loop for DNS —, alpha off, wlc, NAT), so a migrated config
+behaves as before. `retry N` becomes fall = N+1 with retry_delay = delay_before_retry. VRRP and the other
+keepalived-only blocks are skipped with an info line: VRRP stays with keepalived.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from ipvsd.config import _lexer, _report
+from ipvsd.config._lexer import Node
+from ipvsd.config._ranges import expand_group_address
+from ipvsd.config._report import ConfigWarning, Loc, Where
+from ipvsd.config.schema import Config
+from ipvsd.errors import ConfigError
+
+VRRP_BLOCKS = ("vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "vrrp_track_file",
+               "static_ipaddress", "static_routes", "static_rules", "garp_group", "linkbeat_interfaces",
+               "bfd_instance", "track_file", "track_process")
+IGNORED_TOP = ("SSL", "net_namespace", "net_namespace_ipvs", "child_wait_time", "instance", "use_pid_dir",
+               "namespace_with_ipsets", "linkbeat_use_polling")
+TIMING = ("delay_loop", "connect_timeout", "retry", "nb_get_retry", "delay_before_retry", "warmup", "alpha")
+CHECKERS = ("HTTP_GET", "SSL_GET", "TCP_CHECK", "SMTP_CHECK", "DNS_CHECK", "MISC_CHECK", "UDP_CHECK", "PING_CHECK",
+            "FILE_CHECK", "BFD_CHECK")
+UNSUPPORTED_CHECKERS = {"FILE_CHECK": "FILE_CHECK is not supported by ipvsd; use `ipvsd drain` or maintenance_dir",
+                        "BFD_CHECK": "BFD_CHECK is not supported by ipvsd"}
+DEFAULT_TIMING: dict[str, Any] = {"delay_loop": 60.0, "connect_timeout": 5.0, "delay_before_retry": 1.0}
+
+_FWD = {"NAT": "masq", "DR": "route", "TUN": "tunnel"}
+_VS_FIELD = {"lvs_sched": "scheduler", "lb_algo": "scheduler", "protocol": "protocol",
+             "persistence_timeout": "persistence", "persistence_granularity": "persistence",
+             "persistence_engine": "persistence", "quorum": "quorum", "hysteresis": "hysteresis",
+             "quorum_up": "quorum_up", "quorum_down": "quorum_down", "sorry_server": "fallback",
+             "sorry_server_inhibit": "fallback", "sorry_server_lvs_method": "fallback",
+             "inhibit_on_failure": "on_failure", "ops": "ops", "ip_family": "family"}
+_RS_FIELD = {"weight": "weight", "uthreshold": "u_threshold", "lthreshold": "l_threshold",
+             "inhibit_on_failure": "on_failure", "lvs_method": "forward", "lb_kind": "forward"}
+_FLAGS = ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh-fallback")
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.warnings: list[ConfigWarning] = []
+        self.where: dict[Loc, Where] = {}
+        self.groups: dict[str, Node] = {}
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def w(n: Node, key: str | None = None) -> Where:
+        return Where(n.path, n.line, key or n.keyword)
+
+    def err(self, n: Node, message: str) -> ConfigError:
+        return ConfigError(message, path=n.path, line=n.line, key=n.keyword)
+
+    def warn(self, n: Node, message: str, level: str = "warning") -> None:
+        self.warnings.append(ConfigWarning(message, path=n.path, line=n.line, key=n.keyword,
+                                           level="info" if level == "info" else "warning"))
+
+    def arg(self, n: Node, count: int = 1) -> str:
+        if len(n.args) < count:
+            raise self.err(n, "needs a value")
+        if len(n.args) > count:
+            raise self.err(n, f"takes {count} value{'s' if count > 1 else ''}, got {len(n.args)}")
+        return n.args[count - 1]
+
+    def int_(self, n: Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
+        v = self.arg(n)
+        if not re.fullmatch(r"-?\d+", v) or not lo <= int(v) <= hi:
+            raise self.err(n, f"must be an integer in {lo}..{hi} (got {v!r})")
+        return int(v)
+
+    def seconds(self, n: Node) -> float:
+        v = self.arg(n)
+        try:
+            f = float(v)
+        except ValueError:
+            raise self.err(n, f"must be a number of seconds (got {v!r})") from None
+        if not 0 <= f <= 86400 * 7:
+            raise self.err(n, f"must be between 0 and 604800 seconds (got {v!r})")
+        return f
+
+    def flag(self, n: Node) -> bool:
+        """A keyword that is on when present, or takes an explicit boolean."""
+        if not n.args:
+            return True
+        v = self.arg(n).lower()
+        if v in ("true", "on", "yes", "1"):
+            return True
+        if v in ("false", "off", "no", "0"):
+            return False
+        raise self.err(n, f"must be empty or a boolean (got {v!r})")
+
+    def children(self, n: Node) -> list[Node]:
+        if n.children is None:
+            raise self.err(n, "needs a { ... } block")
+        return n.children
+
+    def no_block(self, n: Node) -> None:
+        if n.children is not None:
+            raise self.err(n, "does not take a { ... } block")
+
+    def method(self, n: Node) -> tuple[str, dict[str, Any] | None]:
+        """lvs_method NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]."""
+        if not n.args:
+            raise self.err(n, "needs NAT, DR or TUN")
+        kind = n.args[0].upper()
+        if kind not in _FWD:
+            raise self.err(n, f"must be NAT, DR or TUN (got {n.args[0]!r})")
+        rest = [a.lower() for a in n.args[1:]]
+        if kind != "TUN":
+            if rest:
+                raise self.err(n, f"unexpected {' '.join(rest)!r} after {kind}")
+            return _FWD[kind], None
+        tunnel: dict[str, Any] = {}
+        while rest:
+            word = rest.pop(0)
+            if word == "type" and rest and rest[0] in ("ipip", "gue", "gre"):
+                tunnel["type"] = rest.pop(0)
+            elif word == "port" and rest and rest[0].isdigit():
+                tunnel["port"] = int(rest.pop(0))
+            elif word in ("nocsum", "csum", "remcsum"):
+                tunnel["csum"] = word
+            else:
+                raise self.err(n, f"unexpected {word!r} in the TUN options (type ipip|gue port N|gre, "
+                                  "nocsum|csum|remcsum)")
+        return "tunnel", tunnel or None
+
+    # --- top level ------------------------------------------------------------------------------------------
+
+    def read(self, nodes: list[Node]) -> dict[str, Any]:
+        # keepalived removes its services on stop unless run with --dont-release-ipvs; ipvsd keeps the table
+        # (hitless restart), which is what that flag exists for.
+        data: dict[str, Any] = {"settings": {}}
+        vs_nodes: list[Node] = []
+        for n in nodes:
+            if n.keyword.startswith("@") or n.keyword.startswith("$"):
+                raise self.err(n, "conditional configuration and $parameters are not supported by ipvsd; "
+                                  "expand them first")
+            if n.keyword == "virtual_server":
+                vs_nodes.append(n)
+            elif n.keyword == "virtual_server_group":
+                name = self.arg(n)
+                self.children(n)
+                if name in self.groups:
+                    raise self.err(n, f"virtual_server_group {name!r} is defined twice")
+                self.groups[name] = n
+            elif n.keyword == "global_defs":
+                self.global_defs(n, data)
+            elif n.keyword in VRRP_BLOCKS:
+                label = f"{n.keyword} {' '.join(n.args)}".strip()
+                self.warn(n, f"{label} skipped: VRRP and tracking stay with keepalived", "info")
+            elif n.keyword in IGNORED_TOP:
+                self.warn(n, "not used by ipvsd; ignored", "info")
+            else:
+                raise self.err(n, "unknown top-level keyword (check the spelling)")
+        services: list[dict[str, Any]] = []
+        for n in vs_nodes:
+            for svc in self.virtual_server(n):
+                self.where[("services", len(services))] = self.w(n)
+                for loc, where in svc.pop("_where").items():
+                    self.where[("services", len(services), *loc)] = where
+                services.append(svc)
+        data["services"] = services
+        data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
+                                  "alpha": False}
+        return data
+
+    def global_defs(self, n: Node, data: dict[str, Any]) -> None:
+        ignored: list[str] = []
+        for c in self.children(n):
+            if c.keyword == "lvs_timeouts":
+                t: dict[str, int] = {}
+                args = list(c.args)
+                while args:
+                    key = args.pop(0).lower()
+                    if key not in ("tcp", "tcpfin", "udp") or not args or not args[0].isdigit():
+                        raise self.err(c, "expected [tcp N] [tcpfin N] [udp N]")
+                    t["tcp_fin" if key == "tcpfin" else key] = int(args.pop(0))
+                data["lvs_timeouts"] = t
+                self.where[("lvs_timeouts",)] = self.w(c)
+            elif c.keyword in ("lvs_sync_daemon", "lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo",
+                               "lvs_notify_fifo_script"):
+                self.warn(c, "not implemented by ipvsd; ignored")
+            else:
+                ignored.append(c.keyword)
+        if ignored:
+            self.warn(n, f"ignored (not about IPVS): {', '.join(sorted(set(ignored)))}", "info")
+
+    # --- virtual servers ------------------------------------------------------------------------------------
+
+    def identities(self, n: Node) -> list[dict[str, Any]]:
+        """The (address, port) or fwmark identities a virtual_server line stands for."""
+        args = n.args
+        if len(args) == 2 and args[0] == "fwmark":
+            if not args[1].isdigit() or not 0 < int(args[1]) <= 0xFFFFFFFF:
+                raise self.err(n, f"invalid fwmark {args[1]!r}")
+            return [{"fwmark": int(args[1])}]
+        if len(args) == 2 and args[0] == "group":
+            g = self.groups.get(args[1])
+            if g is None:
+                raise self.err(n, f"no virtual_server_group named {args[1]!r}")
+            out: list[dict[str, Any]] = []
+            for e in g.children or []:
+                out.extend(self.group_entry(e))
+            if not out:
+                raise self.err(g, "the group has no entries")
+            return out
+        if len(args) == 2:
+            if not args[1].isdigit() or not 0 < int(args[1]) <= 65535:
+                raise self.err(n, f"invalid port {args[1]!r}")
+            return [{"address": args[0], "port": int(args[1])}]
+        if len(args) == 1:
+            raise self.err(n, "needs a port after the address (ip port, fwmark N or group NAME)")
+        raise self.err(n, "expected ip port, fwmark N or group NAME")
+
+    def group_entry(self, e: Node) -> list[dict[str, Any]]:
+        self.no_block(e)
+        if e.keyword == "fwmark":
+            if not e.args or not e.args[0].isdigit() or len(e.args) > 2:
+                raise self.err(e, "expected fwmark N [inet|inet6]")
+            fam = e.args[1] if len(e.args) == 2 else "inet"
+            if fam not in ("inet", "inet6"):
+                raise self.err(e, f"family must be inet or inet6 (got {fam!r})")
+            return [{"fwmark": int(e.args[0]), "family": fam}]
+        if len(e.args) != 1 or not e.args[0].isdigit():
+            raise self.err(e, "expected an address (or a.b.c.d-e range, or CIDR) and a port")
+        try:
+            addrs = list(expand_group_address(e.keyword))
+        except ValueError as ex:
+            raise self.err(e, str(ex)) from None
+        return [{"address": a, "port": int(e.args[0])} for a in addrs]
+
+    def virtual_server(self, n: Node) -> list[dict[str, Any]]:
+        idents = self.identities(n)
+        svc: dict[str, Any] = {}
+        where: dict[Loc, Where] = {}
+        timing: dict[str, Any] = {}
+        forward, tunnel = "masq", None
+        vhost: str | None = None
+        sorry: Node | None = None
+        sorry_method: tuple[str, dict[str, Any] | None] | None = None
+        sorry_inhibit = False
+        flags: list[str] = []
+        persistence: dict[str, Any] = {}
+        real_nodes: list[Node] = []
+        seen_sched = seen_method = False
+        for c in self.children(n):
+            if c.keyword not in _VS_KEYWORDS:
+                raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
+            if c.keyword != "real_server":
+                self.no_block(c)
+            field = _VS_FIELD.get(c.keyword)
+            if field:
+                where[(field,)] = self.w(c)
+            k = c.keyword
+            if k in ("lvs_sched", "lb_algo"):
+                svc["scheduler"] = self.arg(c)
+                seen_sched = True
+            elif k in ("lvs_method", "lb_kind"):
+                forward, tunnel = self.method(c)
+                seen_method = True
+            elif k == "protocol":
+                p = self.arg(c).lower()
+                if p not in ("tcp", "udp", "sctp"):
+                    raise self.err(c, f"must be TCP, UDP or SCTP (got {c.args[0]!r})")
+                svc["protocol"] = p
+            elif k == "persistence_timeout":
+                persistence["timeout"] = self.int_(c, 1) if c.args else 360
+            elif k == "persistence_granularity":
+                persistence["netmask"] = self.arg(c)
+                persistence.setdefault("timeout", 360)
+            elif k == "persistence_engine":
+                persistence["pe"] = self.arg(c)
+            elif k in TIMING:
+                timing[k] = self.timing_value(c)
+            elif k == "quorum":
+                svc["quorum"] = self.int_(c)
+            elif k == "hysteresis":
+                svc["hysteresis"] = self.int_(c)
+            elif k in ("quorum_up", "quorum_down"):
+                svc[k] = self.script(c)
+            elif k == "sorry_server":
+                sorry = c
+            elif k == "sorry_server_inhibit":
+                sorry_inhibit = self.flag(c)
+            elif k == "sorry_server_lvs_method":
+                sorry_method = self.method(c)
+            elif k == "inhibit_on_failure":
+                svc["on_failure"] = "quiesce" if self.flag(c) else "remove"
+            elif k == "ops":
+                svc["ops"] = self.flag(c)
+            elif k in _FLAGS:
+                if self.flag(c):
+                    flags.append(k)
+                where[("sched_flags",)] = self.w(c)
+            elif k == "ip_family":
+                fam = self.arg(c)
+                if fam not in ("inet", "inet6"):
+                    raise self.err(c, f"must be inet or inet6 (got {fam!r})")
+                svc["family"] = fam
+            elif k == "virtualhost":
+                vhost = self.arg(c)
+            elif k == "real_server":
+                real_nodes.append(c)
+            elif k in ("hashed",):
+                self.warn(c, "legacy flag; the kernel manages it; ignored", "info")
+            elif k in ("omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"):
+                self.warn(c, "not implemented by ipvsd; ignored")
+            else:
+                raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
+        if not seen_sched:
+            svc["scheduler"] = "wlc"
+            self.warn(n, "no lvs_sched; keepalived's default wlc is used", "info")
+        if not seen_method:
+            self.warn(n, "no lvs_method; keepalived's default NAT is used", "info")
+        if flags:
+            svc["sched_flags"] = flags
+        if persistence:
+            svc["persistence"] = persistence
+        if sorry is not None:
+            if not 1 <= len(sorry.args) <= 2:
+                raise self.err(sorry, "expected ip [port]")
+            fb_fwd = (sorry_method or (forward, tunnel))[0]
+            svc["fallback"] = {"address": sorry.args[0], "forward": fb_fwd, "inhibit": sorry_inhibit}
+            if len(sorry.args) == 2:
+                if not sorry.args[1].isdigit():
+                    raise self.err(sorry, f"invalid port {sorry.args[1]!r}")
+                svc["fallback"]["port"] = int(sorry.args[1])
+        reals: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
+        for ident in idents:
+            vport = ident.get("port", 0)
+            reals = []
+            rwhere: dict[Loc, Where] = {}
+            for j, rn in enumerate(real_nodes):
+                real, rw = self.real_server(rn, vport, forward, tunnel, timing, vhost)
+                rwhere[("reals", j)] = self.w(rn)
+                for loc, wh in rw.items():
+                    rwhere[("reals", j, *loc)] = wh
+                reals.append(real)
+            name = f"group {n.args[1]}" if n.args and n.args[0] == "group" else None
+            entry = {**svc, **ident, "reals": reals, "_where": {**where, **rwhere}}
+            if name:
+                entry["name"] = name
+            if "fwmark" in ident and "family" in svc:
+                entry["family"] = svc["family"]
+            out.append(entry)
+        return out
+
+    def script(self, n: Node) -> str:
+        if not n.args:
+            raise self.err(n, "needs a script")
+        return " ".join(shlex.quote(a) if " " in a and len(n.args) > 1 else a for a in n.args)
+
+    def timing_value(self, c: Node) -> Any:
+        if c.keyword == "alpha":
+            return self.flag(c)
+        if c.keyword in ("retry", "nb_get_retry"):
+            return self.int_(c, 0, 999)
+        return self.seconds(c)
+
+    # --- real servers and checkers --------------------------------------------------------------------------
+
+    def real_server(self, n: Node, vport: int, forward: str, tunnel: dict[str, Any] | None,
+                    vs_timing: dict[str, Any], vhost: str | None) -> tuple[dict[str, Any], dict[Loc, Where]]:
+        if not 1 <= len(n.args) <= 2:
+            raise self.err(n, "expected ip [port]")
+        real: dict[str, Any] = {"address": n.args[0], "port": vport, "forward": forward}
+        if tunnel:
+            real["tunnel"] = tunnel
+        if len(n.args) == 2:
+            if not n.args[1].isdigit() or int(n.args[1]) > 65535:
+                raise self.err(n, f"invalid port {n.args[1]!r}")
+            real["port"] = int(n.args[1])
+        where: dict[Loc, Where] = {("address",): self.w(n), ("port",): self.w(n)}
+        timing = dict(vs_timing)
+        checker_nodes: list[Node] = []
+        for c in n.children or []:
+            if c.keyword not in _RS_KEYWORDS:
+                raise self.err(c, "unknown keyword in real_server (check the spelling)")
+            if c.keyword not in CHECKERS:
+                self.no_block(c)
+            field = _RS_FIELD.get(c.keyword)
+            if field:
+                where[(field,)] = self.w(c)
+            k = c.keyword
+            if k == "weight":
+                real["weight"] = self.int_(c)
+            elif k in ("lvs_method", "lb_kind"):
+                real["forward"], tun = self.method(c)
+                real.pop("tunnel", None)
+                if tun:
+                    real["tunnel"] = tun
+            elif k == "inhibit_on_failure":
+                real["on_failure"] = "quiesce" if self.flag(c) else "remove"
+            elif k == "uthreshold":
+                real["u_threshold"] = self.int_(c)
+            elif k == "lthreshold":
+                real["l_threshold"] = self.int_(c)
+            elif k in TIMING:
+                timing[k] = self.timing_value(c)
+            elif k == "virtualhost":
+                vhost = self.arg(c)
+            elif k in CHECKERS:
+                checker_nodes.append(c)
+            elif k in ("notify_up", "notify_down"):
+                self.warn(c, "notify scripts are not implemented; use `ipvsd events`")
+            elif k in ("smtp_alert", "snmp_name"):
+                self.warn(c, "not implemented by ipvsd; ignored")
+            else:
+                raise self.err(c, "unknown keyword in real_server (check the spelling)")
+        checks: list[dict[str, Any]] = []
+        for c in checker_nodes:
+            for check in self.checker(c, timing, vhost):
+                where[("checks", len(checks))] = self.w(c)
+                for loc, wh in check.pop("_where", {}).items():
+                    where[("checks", len(checks), *loc)] = wh
+                checks.append(check)
+        # keepalived: a real with no checker is always up, which is what the service's empty check list means.
+        if checks:
+            real["checks"] = checks
+        return real, where
+
+    def checker(self, n: Node, inherited: dict[str, Any], vhost: str | None) -> list[dict[str, Any]]:
+        if n.keyword in UNSUPPORTED_CHECKERS:
+            raise self.err(n, UNSUPPORTED_CHECKERS[n.keyword])
+        kind = n.keyword
+        timing = dict(inherited)
+        common: dict[str, Any] = {}
+        where: dict[Loc, Where] = {}
+        extra: dict[str, Any] = {}
+        urls: list[Node] = []
+        hosts: list[Node] = []
+        sni_on = False
+        sni_name: str | None = None
+        for c in self.children(n):
+            if c.keyword not in ("url", "host"):
+                self.no_block(c)
+            k = c.keyword
+            if k in TIMING:
+                timing[k] = self.timing_value(c)
+            elif k == "connect_ip" and kind != "MISC_CHECK":
+                common["address"] = self.arg(c)
+                where[("address",)] = self.w(c)
+            elif k == "connect_port" and kind != "MISC_CHECK":
+                common["port"] = self.int_(c, 1, 65535)
+            elif k == "bindto" and kind != "MISC_CHECK":
+                common["bindto"] = self.arg(c)
+                where[("bindto",)] = self.w(c)
+            elif k == "fwmark" and kind != "MISC_CHECK":
+                common["mark"] = self.int_(c, 1, 0xFFFFFFFF)
+            elif k in ("bind_port", "bind_if", "log_all_failures", "dont_track_primary") and kind != "MISC_CHECK":
+                self.warn(c, "not implemented by ipvsd; ignored", "info")
+            elif kind in ("HTTP_GET", "SSL_GET") and k == "url":
+                urls.append(c)
+            elif kind in ("HTTP_GET", "SSL_GET") and k in ("http_protocol", "fast_recovery", "tls_compliant"):
+                self.warn(c, "not needed by ipvsd's HTTP client; ignored", "info")
+            elif kind in ("HTTP_GET", "SSL_GET") and k == "virtualhost":
+                vhost = self.arg(c)
+            elif kind == "SSL_GET" and k == "enable_sni":
+                sni_on = self.flag(c)
+            elif kind == "SSL_GET" and k == "sni_name":
+                sni_name = self.arg(c)
+                sni_on = True
+            elif kind == "SMTP_CHECK" and k in ("helo_name",):
+                extra["helo"] = self.arg(c)
+            elif kind == "SMTP_CHECK" and k == "host":
+                hosts.append(c)
+            elif kind == "DNS_CHECK" and k == "type":
+                extra["qtype"] = self.arg(c).upper()
+                where[("qtype",)] = self.w(c)
+            elif kind == "DNS_CHECK" and k == "name":
+                extra["name"] = self.arg(c)
+            elif kind == "MISC_CHECK" and k == "misc_path":
+                if not c.args:
+                    raise self.err(c, "needs a command")
+                try:
+                    argv = shlex.split(" ".join(c.args)) if len(c.args) == 1 else c.args
+                except ValueError as e:
+                    raise self.err(c, f"cannot split the command: {e}") from None
+                if not argv:
+                    raise self.err(c, "needs a command")
+                extra["command"], extra["args"] = argv[0], list(argv[1:])
+            elif kind == "MISC_CHECK" and k == "misc_timeout":
+                extra["timeout"] = self.seconds(c)
+            elif kind == "MISC_CHECK" and k == "misc_dynamic":
+                extra["dynamic_weight"] = self.flag(c)
+            elif kind == "MISC_CHECK" and k == "user":
+                extra["user"] = self.arg(c) if len(c.args) == 1 else c.args[0]
+            elif kind == "UDP_CHECK" and k == "payload":
+                extra["payload"] = self.arg(c)
+                where[("payload",)] = self.w(c)
+            elif kind == "UDP_CHECK" and k == "require_reply":
+                extra["expect"] = self.arg(c) if c.args else None
+                where[("expect",)] = self.w(c)
+            elif kind == "UDP_CHECK" and k in ("min_reply_length", "max_reply_length"):
+                extra[k] = self.int_(c, 0, 65535)
+            else:
+                raise self.err(c, f"unknown keyword in {kind} (check the spelling)")
+        base = {**self.resolve(kind, timing), **common}
+        if kind in ("HTTP_GET", "SSL_GET"):
+            t = "https" if kind == "SSL_GET" else "http"
+            if not urls:
+                self.warn(n, f"{kind} without a url block checks \"/\" for a 2xx status")
+                return [{**base, "type": t, **({"host": vhost} if vhost else {}), "_where": where}]
+            out = []
+            for u in urls:
+                check = {**base, "type": t, **self.url(u, vhost)}
+                if sni_on and (sni_name or check.get("host")):
+                    check["sni"] = sni_name or check["host"]
+                check["_where"] = {**where, **{(k,): self.w(u) for k in ("path", "expect_status", "regex",
+                                                                          "regex_no_match", "digest", "host")}}
+                for c in u.children or []:
+                    check["_where"][(_URL_FIELD.get(c.keyword, c.keyword),)] = self.w(c)
+                out.append(check)
+            return out
+        if kind == "SMTP_CHECK":
+            if hosts:
+                out = []
+                for h in hosts:
+                    hc: dict[str, Any] = {}
+                    for c in self.children(h):
+                        if c.keyword == "connect_ip":
+                            hc["address"] = self.arg(c)
+                        elif c.keyword == "connect_port":
+                            hc["port"] = self.int_(c, 1, 65535)
+                        elif c.keyword == "bindto":
+                            hc["bindto"] = self.arg(c)
+                        elif c.keyword == "fwmark":
+                            hc["mark"] = self.int_(c, 1, 0xFFFFFFFF)
+                        elif c.keyword in ("bind_port", "bind_if"):
+                            self.warn(c, "not implemented by ipvsd; ignored", "info")
+                        else:
+                            raise self.err(c, "unknown keyword in SMTP_CHECK host (check the spelling)")
+                    out.append({**base, "type": "smtp", **extra, **hc, "_where": where})
+                return out
+            return [{**base, "type": "smtp", **extra, "_where": where}]
+        if kind == "MISC_CHECK":
+            if "command" not in extra:
+                raise self.err(n, "MISC_CHECK needs misc_path")
+            if "timeout" not in extra:
+                extra["timeout"] = base["interval"]
+            return [{**base, "type": "external", "pass_target": False, **extra, "_where": where}]
+        t = {"TCP_CHECK": "tcp", "DNS_CHECK": "dns", "UDP_CHECK": "udp", "PING_CHECK": "ping"}[kind]
+        return [{**base, "type": t, **extra, "_where": where}]
+
+    def resolve(self, kind: str, t: dict[str, Any]) -> dict[str, Any]:
+        """keepalived timing (with its per-checker defaults) as ipvsd check timing."""
+        interval = t.get("delay_loop", DEFAULT_TIMING["delay_loop"])
+        retry_default = {"DNS_CHECK": 3, "MISC_CHECK": 0}.get(kind, 1)
+        retry = t.get("retry", t.get("nb_get_retry", retry_default))
+        delay_default = {"HTTP_GET": 3.0, "SSL_GET": 3.0, "DNS_CHECK": interval}.get(kind, 1.0)
+        out: dict[str, Any] = {
+            "interval": interval if interval > 0 else 60.0,
+            "timeout": t.get("connect_timeout", DEFAULT_TIMING["connect_timeout"]) or 5.0,
+            "rise": 1,
+            "fall": retry + 1,
+            "retry_delay": t.get("delay_before_retry", delay_default),
+            "alpha": bool(t.get("alpha", False)),
+        }
+        if "warmup" in t:
+            out["warmup"] = t["warmup"]
+        return out
+
+    def url(self, u: Node, vhost: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if vhost:
+            out["host"] = vhost
+        for c in self.children(u):
+            self.no_block(c)
+            k = c.keyword
+            if k == "path":
+                out["path"] = self.arg(c)
+            elif k == "status_code":
+                if not c.args:
+                    raise self.err(c, "needs at least one code or range")
+                out["expect_status"] = c.args
+            elif k == "digest":
+                out["digest"] = self.arg(c)
+            elif k == "virtualhost":
+                out["host"] = self.arg(c)
+            elif k == "regex":
+                out["regex"] = self.arg(c)
+            elif k == "regex_no_match":
+                if c.args:
+                    out["regex_no_match"] = self.arg(c)
+                elif "regex" in out:
+                    out["regex_no_match"] = out.pop("regex")
+            elif k in ("regex_options", "regex_stack", "regex_min_offset", "regex_max_offset", "tls_compliant"):
+                self.warn(c, "not implemented by ipvsd; ignored")
+            else:
+                raise self.err(c, "unknown keyword in url (check the spelling)")
+        return out
+
+
+_VS_KEYWORDS = frozenset({
+    "lvs_sched", "lb_algo", "lvs_method", "lb_kind", "protocol", "persistence_timeout", "persistence_granularity",
+    "persistence_engine", *TIMING, "quorum", "hysteresis", "quorum_up", "quorum_down", "sorry_server",
+    "sorry_server_inhibit", "sorry_server_lvs_method", "inhibit_on_failure", "ops", *_FLAGS, "ip_family",
+    "virtualhost", "real_server", "hashed", "omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"})
+_RS_KEYWORDS = frozenset({"weight", "lvs_method", "lb_kind", "inhibit_on_failure", "uthreshold", "lthreshold", *TIMING,
+                          "virtualhost", *CHECKERS, "notify_up", "notify_down", "smtp_alert", "snmp_name"})
+
+_URL_FIELD = {"path": "path", "status_code": "expect_status", "digest": "digest", "virtualhost": "host",
+              "regex": "regex", "regex_no_match": "regex_no_match"}
+
+
+def _finish(data: dict[str, Any]) -> None:
+    """Drop bookkeeping keys the reader hung on nested dicts."""
+    for svc in data["services"]:
+        for r in svc.get("reals", []):
+            for c in r.get("checks", []):
+                c.pop("_where", None)
+
+
+def read(path: str) -> tuple[Config, list[ConfigWarning]]:
+    """Parse and validate a keepalived.conf (and its includes)."""
+    return _build(_lexer.read(path), path)
+
+
+def parse(text: str, path: str = "<keepalived.conf>") -> tuple[Config, list[ConfigWarning]]:
+    """Parse keepalived.conf text (includes resolve relative to the current directory)."""
+    return _build(_lexer.read_text(text, path), path)
+
+
+def _build(nodes: list[Node], path: str) -> tuple[Config, list[ConfigWarning]]:
+    r = _Reader()
+    data = r.read(nodes)
+    _finish(data)
+    return _report.validate(data, r.where, Where(path)), r.warnings
+

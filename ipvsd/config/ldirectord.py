@@ -1,0 +1,635 @@
+"""ldirectord.cf, read verbatim with ldirectord's *code* semantics, into the canonical Config.
+
+Differences from ldirectord, all deliberate: checks run concurrently (never serially, so a per-virtual
+checkinterval is honoured); a virtual's lines may be indented by any amount and may be separated by blank
+lines; hostnames are kept for the daemon to resolve; directives ipvsd does not implement are accepted with a
+warning naming the line; a negotiate check that ldirectord would silently skip (service "none") warns loudly.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ipvsd.config import _report
+from ipvsd.config._ranges import expand_range
+from ipvsd.config._report import ConfigWarning, Loc, Where
+from ipvsd.config.schema import Config
+from ipvsd.errors import ConfigError
+
+# ldirectord's port → negotiate service table (ld_port_to_service); any other port means "none".
+PORT_SERVICE = {21: "ftp", 25: "smtp", 53: "dns", 80: "http", 110: "pop", 119: "nntp", 143: "imap", 389: "ldap",
+                443: "https", 587: "submission", 636: "ldaps", 993: "imaps", 995: "pops", 1521: "oracle",
+                1812: "radius", 3128: "http_proxy", 3306: "mysql", 5060: "sip", 5432: "pgsql"}
+SERVICES = frozenset(PORT_SERVICE.values()) | {"none", "simpletcp"}
+UNSUPPORTED_SERVICES = frozenset({"ldap", "ldaps", "mysql", "oracle", "pgsql", "radius", "sip", "http_proxy"})
+CHECKTYPES = ("connect", "negotiate", "ping", "external", "external-perl", "on", "off")
+# Service names when /etc/services is absent (minimal containers): the ones ldirectord configs use.
+_WELL_KNOWN = {"ftp": 21, "ssh": 22, "smtp": 25, "domain": 53, "http": 80, "www": 80, "pop3": 110, "nntp": 119,
+               "imap": 143, "imap2": 143, "ldap": 389, "https": 443, "submission": 587, "ldaps": 636,
+               "imaps": 993, "pop3s": 995, "mysql": 3306, "postgresql": 5432, "sip": 5060, "radius": 1812}
+
+GLOBAL_ONLY = ("autoreload", "callback", "logfile", "emailalertfrom", "execute", "supervised", "fork",
+               "readdquiescent", "maintenancedir")
+SHARED = ("checktimeout", "negotiatetimeout", "checkinterval", "checkcount", "failurecount", "fallback",
+          "fallback6", "fallbackcommand", "quiescent", "emailalert", "emailalertfreq", "emailalertstatus",
+          "smtp", "cleanstop")
+VIRTUAL_ONLY = ("real", "real6", "request", "receive", "checktype", "checkcommand", "checkport", "login",
+                "passwd", "database", "secret", "load", "scheduler", "schedflags", "persistent", "netmask",
+                "protocol", "ops", "service", "httpmethod", "virtualhost", "monitorfile", "servicename",
+                "comment")
+REMOVED = {"timeout": "removed from ldirectord; use checktimeout and negotiatetimeout",
+           "connecttimeout": "removed from ldirectord; use negotiatetimeout"}
+NOT_IMPLEMENTED = {
+    "emailalert": "e-mail alerts are not implemented; use `ipvsd events` or the metrics",
+    "emailalertfrom": "e-mail alerts are not implemented",
+    "emailalertfreq": "e-mail alerts are not implemented",
+    "emailalertstatus": "e-mail alerts are not implemented",
+    "smtp": "e-mail alerts are not implemented",
+    "execute": "starting other ldirectord instances is not implemented; run one ipvsd per config",
+    "monitorfile": "monitor files are not implemented; use `ipvsd events`",
+    "logfile": "ipvsd logs to stderr (the journal); logfile is ignored",
+    "load": "ldirectord parses but never uses `load`; ignored",
+    "database": "database checks are not implemented; ignored",
+    "secret": "radius checks are not implemented; ignored",
+}
+INFO_ONLY = {"supervised": "ipvsd always runs in the foreground; ignored",
+             "fork": "ipvsd runs all checks concurrently; fork is not needed"}
+
+
+@dataclass
+class _Directive:
+    name: str
+    value: str
+    line: int
+
+
+@dataclass
+class _Virtual:
+    line: int
+    af6: bool
+    target: str
+    items: list[_Directive] = field(default_factory=list)
+
+    def get(self, name: str) -> _Directive | None:
+        found = [d for d in self.items if d.name == name]
+        return found[-1] if found else None
+
+
+_DIRECTIVE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*(?:=\s*(.*?))?\s*$")
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+class _Reader:
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.warnings: list[ConfigWarning] = []
+        self.glob: dict[str, _Directive] = {}
+        self.virtuals: list[_Virtual] = []
+        self.where: dict[Loc, Where] = {}
+        self.defaults: dict[str, Any] = {}
+        self.global_timeouts = (5, 30)
+
+    def at(self, line: int, key: str | None) -> Where:
+        return Where(self.path, line, key)
+
+    def err(self, d: _Directive | _Virtual, message: str, key: str | None = None) -> ConfigError:
+        name = key if key is not None else (d.name if isinstance(d, _Directive) else "virtual")
+        return ConfigError(message, path=self.path, line=d.line, key=name)
+
+    def warn(self, d: _Directive, message: str, level: str = "warning") -> None:
+        self.warnings.append(ConfigWarning(message, path=self.path, line=d.line, key=d.name,
+                                           level="info" if level == "info" else "warning"))
+
+    # --- lines ----------------------------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        current: _Virtual | None = None
+        for no, raw in enumerate(self.text.splitlines(), 1):
+            line = raw.replace("\t", "    ")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            # ldirectord strips "#..." on virtual lines; doing it everywhere accepts a superset.
+            body = _strip_comment(line)
+            if not body.strip():
+                continue
+            indented = body[0] == " "
+            m = _DIRECTIVE.match(body.strip())
+            if not m:
+                raise ConfigError(f"cannot parse {body.strip()!r} (expected name=value)", path=self.path, line=no)
+            d = _Directive(m.group(1), (m.group(2) or "").strip(), no)
+            if d.name in ("virtual", "virtual6") and not indented:
+                current = _Virtual(no, d.name == "virtual6", d.value)
+                self.virtuals.append(current)
+                continue
+            if indented:
+                if current is None:
+                    raise self.err(d, "indented directive outside a virtual block")
+                if d.name not in VIRTUAL_ONLY and d.name not in SHARED and d.name not in REMOVED:
+                    if d.name in GLOBAL_ONLY:
+                        raise self.err(d, "is a global directive; it cannot be set inside a virtual block")
+                    raise self.err(d, "unknown directive (check the spelling)")
+                if d.name in REMOVED:
+                    raise self.err(d, REMOVED[d.name])
+                current.items.append(d)
+                continue
+            current = None
+            if d.name in REMOVED:
+                raise self.err(d, REMOVED[d.name])
+            if d.name in VIRTUAL_ONLY:
+                raise self.err(d, "belongs inside a virtual block (indent it under a virtual= line)")
+            if d.name not in GLOBAL_ONLY and d.name not in SHARED:
+                raise self.err(d, "unknown directive (check the spelling)")
+            if d.name == "supervised" and m.group(2) is None:
+                d.value = "yes"
+            elif m.group(2) is None:
+                raise self.err(d, "needs a value (name=value)")
+            self.glob[d.name] = d
+
+    # --- values ---------------------------------------------------------------------------------------------
+
+    def yesno(self, d: _Directive) -> bool:
+        if d.value not in ("yes", "no"):
+            raise self.err(d, f"must be 'yes' or 'no' (got {d.value!r})")
+        return d.value == "yes"
+
+    def positive(self, d: _Directive) -> int:
+        if not d.value.isdigit() or int(d.value) <= 0:
+            raise self.err(d, f"must be a positive number of seconds/times (got {d.value!r})")
+        return int(d.value)
+
+    def port(self, d: _Directive | _Virtual, text: str, proto: str = "tcp") -> int:
+        if text.isdigit():
+            p = int(text)
+        else:
+            try:
+                p = socket.getservbyname(text, proto)
+            except OSError:
+                if text not in _WELL_KNOWN:
+                    raise self.err(d, f"unknown service name {text!r}") from None
+                p = _WELL_KNOWN[text]
+        if not 0 <= p <= 65535:
+            raise self.err(d, f"port {p} is out of range")
+        return p
+
+    def setting(self, v: _Virtual | None, name: str) -> _Directive | None:
+        """A per-virtual value, else the global one."""
+        if v is not None:
+            d = v.get(name)
+            if d is not None:
+                return d
+        return self.glob.get(name)
+
+    # --- build ----------------------------------------------------------------------------------------------
+
+    def build(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"clean_stop": True}
+        for name, d in self.glob.items():
+            if name in NOT_IMPLEMENTED:
+                self.warn(d, NOT_IMPLEMENTED[name])
+            elif name in INFO_ONLY:
+                self.warn(d, INFO_ONLY[name], "info")
+            elif name == "autoreload":
+                settings["watch_config"] = self.yesno(d)
+            elif name == "callback":
+                settings["config_callback"] = _unquote(d.value)
+            elif name == "readdquiescent":
+                settings["readd_quiescent"] = self.yesno(d)
+            elif name == "cleanstop":
+                settings["clean_stop"] = self.yesno(d)
+            elif name == "maintenancedir":
+                settings["maintenance_dir"] = _unquote(d.value)
+            elif name in ("quiescent",):
+                self.yesno(d)
+            elif name in ("checktimeout", "negotiatetimeout", "checkinterval", "checkcount", "failurecount"):
+                self.positive(d)
+                if name == "checkcount":
+                    self.warn(d, "deprecated in ldirectord; applies to ping checks only (use failurecount)", "info")
+        interval = self.positive(self.glob["checkinterval"]) if "checkinterval" in self.glob else 10
+        ct, nt = self._timeouts(None, 5, 30)
+        fall = self.positive(self.glob["failurecount"]) if "failurecount" in self.glob else 1
+        self.defaults = {"interval": float(interval), "timeout": float(ct), "rise": 1, "fall": fall,
+                         "warmup": 0.0, "alpha": True}
+        self.global_timeouts = (ct, nt)
+        services = [with_check_defaults(self.virtual(i, v), self.defaults) for i, v in enumerate(self.virtuals)]
+        return {"settings": settings, "check_defaults": self.defaults, "services": services}
+
+    def _timeouts(self, v: _Virtual | None, ct_default: int, nt_default: int) -> tuple[int, int]:
+        """(checktimeout, negotiatetimeout): each falls back to the other when only that one is set."""
+        def own(name: str) -> int | None:
+            d = v.get(name) if v is not None else self.glob.get(name)
+            return self.positive(d) if d is not None else None
+        ct, nt = own("checktimeout"), own("negotiatetimeout")
+        return (ct if ct is not None else (nt if nt is not None else ct_default),
+                nt if nt is not None else (ct if ct is not None else nt_default))
+
+    def virtual(self, i: int, v: _Virtual) -> dict[str, Any]:
+        d: _Directive | None
+        loc: Loc = ("services", i)
+        self.where[loc] = self.at(v.line, "virtual6" if v.af6 else "virtual")
+        svc: dict[str, Any] = {}
+        target = v.target
+        fwmark: int | None = None
+        vport_text: str | None = None
+        if re.fullmatch(r"\d+", target):
+            fwmark = int(target)
+            svc["fwmark"] = fwmark
+            if v.af6:
+                svc["family"] = "inet6"
+            self.where[(*loc, "fwmark")] = self.where[loc]
+        else:
+            m6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)", target)
+            m4 = re.fullmatch(r"([0-9A-Za-z._+-]+):([0-9A-Za-z_-]+)", target)
+            if m6 and not v.af6:
+                raise self.err(v, 'an IPv6 address needs "virtual6" instead of "virtual"')
+            m = m6 or m4
+            if m is None:
+                raise self.err(v, f"invalid address for virtual service {target!r} (ip:port, [ipv6]:port or a "
+                                  "fwmark number)")
+            svc["address"] = m.group(1)
+            vport_text = m.group(2)
+            self.where[(*loc, "address")] = self.where[loc]
+        proto = "fwm" if fwmark is not None else ("udp" if vport_text in ("53", "domain") else "tcp")
+        pd = v.get("protocol")
+        if pd is not None:
+            if pd.value not in ("tcp", "udp", "fwm"):
+                raise self.err(pd, f"must be tcp, udp or fwm (got {pd.value!r})")
+            if (pd.value == "fwm") != (fwmark is not None):
+                raise self.err(pd, "must be fwm for a fwmark virtual, tcp or udp for an address" if fwmark is None
+                               else "a fwmark virtual service must use protocol=fwm")
+            proto = pd.value
+            self.where[(*loc, "protocol")] = self.at(pd.line, "protocol")
+        vport = 0
+        if vport_text is not None:
+            vport = self.port(v, vport_text, proto)
+            svc["port"] = vport
+            svc["protocol"] = proto
+
+        for d in v.items:
+            self.where.setdefault((*loc, _FIELD.get(d.name, d.name)), self.at(d.line, d.name))
+            if d.name in NOT_IMPLEMENTED:
+                self.warn(d, NOT_IMPLEMENTED[d.name])
+        if (d := v.get("scheduler")) is not None:
+            svc["scheduler"] = d.value
+        else:
+            svc["scheduler"] = "wrr"
+        if (d := v.get("schedflags")) is not None:
+            svc["sched_flags"] = d.value
+        if (d := v.get("persistent")) is not None:
+            if not d.value.isdigit():
+                raise self.err(d, f"invalid persistent timeout {d.value!r}")
+            svc["persistence"] = {"timeout": int(d.value)}
+            if (n := v.get("netmask")) is not None:
+                svc["persistence"]["netmask"] = n.value
+                self.where[(*loc, "persistence", "netmask")] = self.at(n.line, "netmask")
+        elif (n := v.get("netmask")) is not None:
+            self.warn(n, "netmask has no effect without persistent=; ignored")
+        if (d := v.get("ops")) is not None:
+            svc["ops"] = self.yesno(d)
+        if (d := v.get("servicename")) is not None or (d := v.get("comment")) is not None:
+            svc["name"] = _unquote(d.value)
+        q = self.setting(v, "quiescent")
+        svc["on_failure"] = "quiesce" if q is not None and self.yesno(q) else "remove"
+        if (d := v.get("cleanstop")) is not None:
+            self.yesno(d)
+            self.warn(d, "a per-virtual cleanstop is not supported; the global cleanstop applies to every service")
+        if (d := self.setting(v, "fallbackcommand")) is not None:
+            svc["fallback_command"] = _unquote(d.value)
+        fb = v.get("fallback6" if v.af6 else "fallback")
+        wrong = v.get("fallback" if v.af6 else "fallback6")
+        if wrong is not None:
+            raise self.err(wrong, f'use "{"fallback6" if v.af6 else "fallback"}" in a '
+                                  f'{"virtual6" if v.af6 else "virtual"} block')
+        fb = fb or self.glob.get("fallback6" if v.af6 else "fallback")
+        if fb is not None:
+            svc["fallback"] = self.fallback(fb)
+            self.where[(*loc, "fallback")] = self.at(fb.line, fb.name)
+
+        checks, service_check = self.checks(v, proto, vport, fwmark)
+        svc["checks"] = checks
+        reals: list[dict[str, Any]] = []
+        for d in v.items:
+            if d.name in ("real", "real6"):
+                if (d.name == "real6") != v.af6:
+                    raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
+                                      f'{"virtual6" if v.af6 else "virtual"} block')
+                for real in self.real(d, vport if fwmark is None else 0, service_check):
+                    self.where[(*loc, "reals", len(reals))] = self.at(d.line, d.name)
+                    reals.append(real)
+        svc["reals"] = reals
+        return svc
+
+    def fallback(self, d: _Directive) -> dict[str, Any]:
+        parts = _unquote(d.value).split()
+        if not parts or len(parts) > 2:
+            raise self.err(d, f"expected host[:port] [gate|masq|ipip], got {d.value!r}")
+        host, port = _split_hostport(parts[0])
+        fb: dict[str, Any] = {"address": host, "forward": "route"}
+        if port is not None:
+            fb["port"] = self.port(d, port)
+        if len(parts) == 2:
+            if parts[1] not in ("gate", "masq", "ipip"):
+                raise self.err(d, f"forward method must be gate, masq or ipip (got {parts[1]!r})")
+            fb["forward"] = parts[1]
+        return fb
+
+    def real(self, d: _Directive, default_port: int, service_check: dict[str, Any] | None) -> list[dict[str, Any]]:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:->(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+))?"
+                         r"(?::([0-9A-Za-z_-]+))?(?:\s+(.*))?", d.value)
+        if m is None:
+            raise self.err(d, f"invalid real server {d.value!r} (host[->host2][:port] gate|masq|ipip [weight])")
+        first, last, port_text, flags = m.group(1), m.group(2), m.group(3), (m.group(4) or "")
+        port = self.port(d, port_text) if port_text is not None else default_port
+        # ipvsadm gives a portless real the service's port; ldirectord passes ":0" and relies on that.
+        if port == 0:
+            port = default_port
+        tokens = _real_tokens(flags)
+        if not tokens or tokens[0] not in ("gate", "masq", "ipip"):
+            raise self.err(d, "forward method must be gate, masq or ipip")
+        real: dict[str, Any] = {"forward": tokens.pop(0), "port": port, "weight": 1}
+        if tokens and tokens[0].isdigit():
+            real["weight"] = int(tokens.pop(0))
+        request = receive = None
+        if tokens and tokens[0].startswith('"'):
+            if len(tokens) < 2 or not tokens[1].startswith('"'):
+                raise self.err(d, 'a per-real check needs both "request" and "receive"')
+            request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
+        while tokens and re.fullmatch(r"[lu]:\d+", tokens[0]):
+            t = tokens.pop(0)
+            real["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
+        if tokens:
+            raise self.err(d, f"invalid real server line, around {' '.join(tokens)!r}")
+        if request is not None and service_check is not None:
+            try:
+                real["checks"] = [_with_request(service_check, request, receive or "")]
+            except ConfigError as e:
+                raise self.err(d, e.message) from None
+        elif request is not None:
+            self.warn(d, "this virtual's check type does not use request/receive; ignored")
+        if last is not None:
+            if first.startswith("["):
+                raise self.err(d, "address ranges are IPv4 only")
+            try:
+                addrs = list(expand_range(f"{first}->{last}"))
+            except ValueError as e:
+                raise self.err(d, str(e)) from None
+        else:
+            addrs = [first.strip("[]")]
+        return [{**real, "address": a} for a in addrs]
+
+    def checks(self, v: _Virtual, proto: str, vport: int, fwmark: int | None
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The virtual's check list, and the negotiate check a per-real request/receive may override."""
+        ct, nt = self._timeouts(v, *self.global_timeouts)
+        timing: dict[str, Any] = {}
+        if (d := v.get("checkinterval")) is not None:
+            timing["interval"] = float(self.positive(d))
+            if "fork" not in self.glob or self.glob["fork"].value != "yes":
+                self.warn(d, "ldirectord ignores a per-virtual checkinterval unless fork=yes; ipvsd honours it",
+                          "info")
+        if (d := v.get("failurecount")) is not None:
+            timing["fall"] = self.positive(d)
+        port: dict[str, Any] = {}
+        if (d := v.get("checkport")) is not None:
+            if not d.value.isdigit() or not 0 < int(d.value) < 65536:
+                raise self.err(d, f"checkport must be in 1..65535 (got {d.value!r})")
+            port["port"] = int(d.value)
+        ctd = v.get("checktype")
+        kind = ctd.value if ctd is not None else "negotiate"
+        rounds = 0
+        if re.fullmatch(r"\d+", kind):
+            rounds, kind = int(kind), "negotiate"
+        elif kind not in CHECKTYPES:
+            assert ctd is not None
+            raise self.err(ctd, f"checktype must be connect, negotiate, ping, external, external-perl, on, off or "
+                                f"a number (got {kind!r})")
+        anchor = ctd or v.get("service") or _Directive("virtual", v.target, v.line)
+        base = {**timing, **port}
+        if kind in ("on", "off"):
+            return [{"type": kind, **base, "timeout": float(ct)}], None
+        if kind == "ping" or (kind == "connect" and proto == "udp"):
+            count = self.setting(v, "checkcount")
+            c: dict[str, Any] = {"type": "ping", **timing, "timeout": float(ct)}
+            if count is not None:
+                c["count"] = self.positive(count)
+            return [c], None
+        if kind == "connect":
+            return [{"type": "tcp", **base, "timeout": float(ct)}], None
+        if kind in ("external", "external-perl"):
+            cmd = v.get("checkcommand")
+            try:
+                argv = shlex.split(_unquote(cmd.value)) if cmd is not None else ["/bin/true"]
+            except ValueError as e:
+                raise self.err(cmd or anchor, f"cannot split the command: {e}") from None
+            if not argv:
+                raise self.err(cmd or anchor, "checkcommand is empty")
+            if kind == "external-perl":
+                self.warn(anchor, "external-perl runs as an external `perl SCRIPT` process in ipvsd", "info")
+                argv = ["perl", *argv]
+            return [{"type": "external", **base, "timeout": float(ct), "command": argv[0],
+                     "args": argv[1:]}], None
+        # negotiate (or combined)
+        sd = v.get("service")
+        if sd is not None:
+            if sd.value not in SERVICES:
+                raise self.err(sd, f"unknown service {sd.value!r} (one of {', '.join(sorted(SERVICES))})")
+            service = sd.value
+        else:
+            service = "none" if fwmark is not None else PORT_SERVICE.get(vport, "none")
+        common = {**base, "timeout": float(nt)}
+        if rounds:
+            common["connect_rounds"] = rounds
+        check = self.negotiate(v, service, common, proto, anchor)
+        return [check], (check if check["type"] not in ("on", "tcp") else None)
+
+    def negotiate(self, v: _Virtual, service: str, common: dict[str, Any], proto: str,
+                  anchor: _Directive) -> dict[str, Any]:
+        req = v.get("request")
+        rec = v.get("receive")
+        request = _unquote(req.value) if req is not None else "/"
+        receive = _unquote(rec.value) if rec is not None else ""
+        if service == "none":
+            self.warn(anchor, "NO HEALTH CHECK: ldirectord does no check here (no known service for this port, "
+                              "so its 'none' check always reports up); ipvsd keeps every real up. Set service= "
+                              "or checktype=connect to really check the reals.")
+            return {"type": "on", **{k: val for k, val in common.items() if k != "connect_rounds"}}
+        if service in UNSUPPORTED_SERVICES:
+            self.warn(anchor, f"NOT CHECKED AS {service.upper()}: the {service} negotiate check is not "
+                              "implemented in ipvsd; a TCP connect check is used instead")
+            return {"type": "tcp", **common}
+        login = v.get("login")
+        passwd = v.get("passwd")
+        if service in ("http", "https"):
+            c: dict[str, Any] = {"type": service, **common}
+            try:
+                c.update(_http_request(request))
+            except ConfigError as e:
+                raise self.err(req or anchor, e.message) from None
+            if receive:
+                c["regex"] = receive
+            if (d := v.get("httpmethod")) is not None:
+                if d.value.upper() not in ("GET", "HEAD"):
+                    raise self.err(d, f"httpmethod must be GET or HEAD (got {d.value!r})")
+                c["method"] = d.value.upper()
+            if (d := v.get("virtualhost")) is not None:
+                c["host"] = _unquote(d.value)
+            return c
+        if service == "dns":
+            c = {"type": "dns", **common, "name": request.lstrip("/") or ".", "qtype": "A",
+                 "transport": "tcp" if proto == "tcp" else "udp"}
+            if receive:
+                c["expect"] = receive
+            return c
+        if service == "simpletcp":
+            send = request[1:] if request.startswith("/") else request
+            c = {"type": "simpletcp", **common, "send": send.replace("\\n", "\n")}
+            if receive:
+                c["expect"] = receive
+            return c
+        if service == "ftp":
+            c = {"type": "ftp", **common}
+            if login is not None:
+                c["login"] = _unquote(login.value)
+            if passwd is not None:
+                c["password"] = _unquote(passwd.value)
+            if req is not None and request != "/":
+                c["path"] = request
+            if receive:
+                c["receive"] = receive
+            return c
+        if service in ("smtp", "submission"):
+            return {"type": "smtp", **common}
+        if service in ("pop", "pops", "imap", "imaps"):
+            c = {"type": service.rstrip("s") if service != "pops" else "pop", **common,
+                 "tls": service.endswith("s")}
+            if service == "imaps":
+                c["type"] = "imap"
+            if login is not None:
+                c["login"] = _unquote(login.value)
+            if passwd is not None:
+                c["password"] = _unquote(passwd.value)
+            return c
+        return {"type": "nntp", **common}
+
+
+_FIELD = {"servicename": "name", "comment": "name", "persistent": "persistence", "netmask": "persistence",
+          "schedflags": "sched_flags", "quiescent": "on_failure", "checktype": "checks", "service": "checks",
+          "request": "checks", "receive": "checks", "checkport": "checks", "checkcommand": "checks",
+          "httpmethod": "checks", "virtualhost": "checks", "checktimeout": "checks", "negotiatetimeout": "checks",
+          "checkinterval": "checks", "failurecount": "checks", "checkcount": "checks", "login": "checks",
+          "passwd": "checks", "fallbackcommand": "fallback_command", "fallback6": "fallback"}
+
+
+def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A service dict whose checks (and its reals' own checks) carry every timing key they leave unset."""
+    def fill(checks: Any) -> Any:
+        return [{**defaults, **c} if isinstance(c, dict) else c for c in checks] if isinstance(checks, list) \
+            else checks
+    out = {**svc, "checks": fill(svc.get("checks", []))}
+    if isinstance(svc.get("reals"), list):
+        out["reals"] = [{**r, "checks": fill(r["checks"])} if isinstance(r, dict) and "checks" in r else r
+                        for r in svc["reals"]]
+    return out
+
+
+def _strip_comment(line: str) -> str:
+    """Drop a `#` comment that is not inside double quotes."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _split_hostport(text: str) -> tuple[str, str | None]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+def _real_tokens(flags: str) -> list[str]:
+    """Split a real's trailing flags, keeping "quoted strings" (which may hold spaces) whole."""
+    return re.findall(r'"[^"]*"|\S+', flags.replace('",', '" '))
+
+
+def _http_request(request: str) -> dict[str, Any]:
+    """ldirectord's request is a path, or a whole http(s):// URL that names its own target."""
+    if re.match(r"https?://", request):
+        try:
+            u = urlsplit(request)
+            port = u.port
+        except ValueError as e:
+            raise ConfigError(f"invalid URL {request!r}: {e}") from None
+        out: dict[str, Any] = {"path": (u.path or "/") + (f"?{u.query}" if u.query else "")}
+        if u.hostname:
+            out["address"] = u.hostname
+            out["host"] = u.hostname
+        if port:
+            out["port"] = port
+        return out
+    return {"path": request}
+
+
+def _with_request(check: dict[str, Any], request: str, receive: str) -> dict[str, Any]:
+    """The service check with a real's own request/receive (the same fields each check type reads)."""
+    c = dict(check)
+    t = c["type"]
+    if t in ("http", "https"):
+        c.pop("regex", None)
+        c.update(_http_request(request if request.startswith(("/", "http")) else "/" + request))
+        if receive:
+            c["regex"] = receive
+    elif t == "dns":
+        c["name"] = request.lstrip("/") or "."
+        c.pop("expect", None)
+        if receive:
+            c["expect"] = receive
+    elif t == "simpletcp":
+        c["send"] = request.replace("\\n", "\n")
+        c.pop("expect", None)
+        if receive:
+            c["expect"] = receive
+    elif t == "ftp":
+        c["path"] = request
+        c.pop("receive", None)
+        if receive:
+            c["receive"] = receive
+    return c
+
+
+def read(path: str) -> tuple[Config, list[ConfigWarning]]:
+    """Parse and validate an ldirectord.cf."""
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 at byte {e.start}", path=path) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[ConfigWarning]]:
+    """Parse ldirectord.cf text."""
+    r = _Reader(path, text)
+    r.scan()
+    data = r.build()
+    for name, d in r.glob.items():
+        r.where[("settings", name)] = Where(path, d.line, name)
+    return _report.validate(data, r.where, Where(path)), r.warnings

@@ -1,0 +1,695 @@
+"""The one canonical configuration: frozen pydantic models every reader converges on, defaults on every field.
+
+Nothing outside `ipvsd.config` learns which syntax a file used; the daemon, the checks and the planner see only
+these models. Readers resolve inheritance (global check defaults, service-wide forward/weight) before
+validation, so every field of a validated model is concrete except where `None` is documented to mean
+"inherit from the enclosing service".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import warnings
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from ipvsd import model
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True)
+
+
+# --- small value types ---------------------------------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+
+
+def _ip(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("an IP address must be a string")
+    try:
+        return model.canonical_addr(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _host(value: Any) -> str:
+    """An IP literal (canonicalised) or a syntactically valid hostname, kept as given for later resolution."""
+    if not isinstance(value, str):
+        raise ValueError("an address must be a string")
+    try:
+        return model.canonical_addr(value)
+    except ValueError:
+        pass
+    if value.replace(".", "").isdigit() or not _HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is neither an IP address nor a valid hostname")
+    return value.lower()
+
+
+IPAddr = Annotated[str, BeforeValidator(_ip)]
+"""An IP address literal, stored in canonical text form (compressed IPv6, no brackets)."""
+
+HostAddr = Annotated[str, BeforeValidator(_host)]
+"""An IP address or a hostname (resolved by the daemon, not at load)."""
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(ge=0, le=86400 * 7)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400 * 7)]
+
+
+def _status_codes(value: Any) -> tuple[tuple[int, int], ...]:
+    """Accept 200, "200", "200-299", "200,301-302" or a list of those; return sorted (lo, hi) ranges."""
+    items: list[Any] = list(value) if isinstance(value, list | tuple) else [value]
+    out: list[tuple[int, int]] = []
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2:
+            lo, hi = int(item[0]), int(item[1])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            lo = hi = item
+        elif isinstance(item, str):
+            for part in item.replace(" ", ",").split(","):
+                if not part:
+                    continue
+                a, sep, b = part.partition("-")
+                if not a.isdigit() or (sep and not b.isdigit()):
+                    raise ValueError(f"{part!r} is not a status code or range like 200-299")
+                out.append((int(a), int(b) if sep else int(a)))
+            continue
+        else:
+            raise ValueError(f"{item!r} is not a status code or range")
+        out.append((lo, hi))
+    for lo, hi in out:
+        if not (100 <= lo <= hi <= 599):
+            raise ValueError(f"status range {lo}-{hi} is outside 100-599 or reversed")
+    if not out:
+        raise ValueError("at least one status code is needed")
+    return tuple(sorted(set(out)))
+
+
+def _status_text(ranges: tuple[tuple[int, int], ...]) -> list[str]:
+    return [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges]
+
+
+StatusCodes = Annotated[
+    tuple[tuple[int, int], ...],
+    BeforeValidator(_status_codes),
+    PlainSerializer(_status_text, return_type=list[str]),
+]
+"""HTTP status codes as inclusive ranges; written as ["200-299", "301"]."""
+
+
+def _regex(value: Any) -> Any:
+    if value is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                re.compile(value)
+        except (re.error, TypeError, OverflowError, RecursionError) as e:
+            raise ValueError(f"invalid regular expression {value!r}: {e}") from None
+    return value
+
+
+Regex = Annotated[str, BeforeValidator(_regex)]
+
+
+def _slash(value: Any) -> Any:
+    return "/" + value if isinstance(value, str) and not value.startswith("/") else value
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"([0-9A-Fa-f]{2})*", value):
+        raise ValueError(f"{value!r} is not an even-length hex string")
+    return value.lower() if isinstance(value, str) else value
+
+
+def _hex_pattern(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"([0-9A-Fa-fXx]{2})*", value):
+        raise ValueError(f"{value!r} is not an even-length hex pattern (X is a wildcard nibble)")
+    return value.lower() if isinstance(value, str) else value
+
+
+HexBytes = Annotated[str, BeforeValidator(_hex)]
+HexPattern = Annotated[str, BeforeValidator(_hex_pattern)]
+
+
+# --- checks ---------------------------------------------------------------------------------------------------
+
+
+class CheckTiming(_Frozen):
+    """When a check runs and how its results become up/down (keepalived's names where they exist)."""
+
+    interval: PositiveSeconds = 10.0
+    """Seconds between checks of one real while its state is settled (ldirectord checkinterval, keepalived
+    delay_loop)."""
+    timeout: PositiveSeconds = 5.0
+    """Seconds one attempt may take before it counts as a failure (checktimeout / connect_timeout)."""
+    rise: int = Field(default=1, ge=1, le=1000)
+    """Consecutive successes before a down real is marked up."""
+    fall: int = Field(default=1, ge=1, le=1000)
+    """Consecutive failures before an up real is marked down (ldirectord failurecount; keepalived retry+1)."""
+    retry_delay: Seconds | None = None
+    """Seconds to the next attempt while a failure streak has not yet reached `fall` (keepalived
+    delay_before_retry). None: the normal interval."""
+    warmup: Seconds | None = None
+    """The first check runs after a random delay in [0, warmup). None: up to `interval`; 0: at once."""
+    alpha: bool = True
+    """Start each real down until its checks pass (keepalived alpha). ipvsd's default avoids sending traffic
+    to a never-checked real; the keepalived reader keeps keepalived's default (off) unless `alpha` is set."""
+
+
+class CheckTarget(CheckTiming):
+    """Where a check connects, when it differs from the real itself."""
+
+    address: HostAddr | None = None
+    """Address to connect to (keepalived connect_ip). None: the real's address."""
+    port: Port | None = None
+    """Port to connect to (ldirectord checkport, keepalived connect_port). None: the real's port."""
+    bindto: IPAddr | None = None
+    """Source address of the check's socket."""
+    mark: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
+    """SO_MARK for the check's packets (keepalived fwmark), to steer checks along the data path."""
+    connect_rounds: int = Field(default=0, ge=0, le=1000)
+    """ldirectord checktype=N: run N plain TCP connects between two full protocol checks. 0: always full."""
+
+
+class HttpCheck(CheckTarget):
+    """An HTTP or HTTPS request whose status and body are checked (ldirectord negotiate http/https,
+    keepalived HTTP_GET/SSL_GET with one `url` block)."""
+
+    type: Literal["http", "https"]
+    method: Literal["GET", "HEAD"] = "GET"
+    """HTTP method."""
+    path: Annotated[str, BeforeValidator(_slash)] = "/"
+    """Request target; a leading "/" is added if missing."""
+    host: str | None = None
+    """Host header (ldirectord/keepalived virtualhost). None: the target address."""
+    expect_status: StatusCodes = ((200, 299),)
+    """Acceptable status codes and ranges."""
+    receive: str | None = None
+    """A substring the body must contain."""
+    regex: Regex | None = None
+    """A regular expression the body must match (ldirectord receive, keepalived regex)."""
+    regex_no_match: Regex | None = None
+    """A regular expression the body must not match (keepalived regex_no_match)."""
+    digest: HexBytes | None = None
+    """MD5 hex digest the body must have (keepalived url digest)."""
+    max_body_bytes: int = Field(default=65536, ge=0, le=1 << 30)
+    """Read at most this many body bytes for receive/regex/digest."""
+    tls_verify: bool = False
+    """Verify the server certificate (https). Off by default: reals are addressed by IP, as in both peers."""
+    ca_file: str | None = None
+    """CA bundle for tls_verify. None: the system store."""
+    sni: str | None = None
+    """TLS server name. None: `host` if set, else no SNI for an IP target."""
+    reuse_connection: bool = False
+    """Keep the connection open between checks (HTTP keep-alive)."""
+    sentinel: bool = True
+    """Between checks, watch the kept connection so a peer close/reset marks the real down at once."""
+
+    def accepts(self, status: int) -> bool:
+        """True when `status` is one of the expected codes."""
+        return any(lo <= status <= hi for lo, hi in self.expect_status)
+
+
+class TcpCheck(CheckTarget):
+    """A TCP connect (ldirectord connect, keepalived TCP_CHECK)."""
+
+    type: Literal["tcp"]
+    sentinel: bool = True
+    """Hold the connection between checks and mark the real down when the peer closes or resets it."""
+
+
+class SimpleTcpCheck(CheckTarget):
+    """Send a string, expect a reply matching a regex (ldirectord service=simpletcp)."""
+
+    type: Literal["simpletcp"]
+    send: str = ""
+    """Bytes to send (UTF-8), "\\n" sequences already expanded."""
+    expect: Regex | None = None
+    """Regular expression the reply must match. None: any reply, even empty, after a successful send."""
+
+
+class UdpCheck(CheckTarget):
+    """A UDP datagram and optional reply match (keepalived UDP_CHECK)."""
+
+    type: Literal["udp"]
+    payload: HexBytes | None = None
+    """Datagram as hex. None: a random payload."""
+    expect: HexPattern | None = None
+    """Required reply prefix as hex, X as a wildcard nibble. None: no reply needed (ICMP unreachable = down)."""
+    min_reply_length: int = Field(default=0, ge=0, le=65535)
+    """Shortest acceptable reply (bytes)."""
+    max_reply_length: int = Field(default=255, ge=0, le=65535)
+    """Longest acceptable reply (bytes)."""
+
+
+class DnsCheck(CheckTarget):
+    """A DNS query (ldirectord service=dns, keepalived DNS_CHECK)."""
+
+    type: Literal["dns"]
+    name: str = "."
+    """Name to query."""
+    qtype: Literal["A", "AAAA", "NS", "CNAME", "SOA", "MX", "TXT", "PTR", "SRV"] = "SOA"
+    """Record type to query."""
+    expect: str | None = None
+    """An answer (e.g. an address) that must be present. None: any NOERROR answer with records."""
+    transport: Literal["udp", "tcp"] = "udp"
+    """Query over UDP or TCP."""
+
+
+class PingCheck(CheckTarget):
+    """ICMP echo (ldirectord ping, keepalived PING_CHECK)."""
+
+    type: Literal["ping"]
+    count: int = Field(default=1, ge=1, le=100)
+    """Echo requests per attempt; one reply is enough (ldirectord checkcount)."""
+
+
+class SmtpCheck(CheckTarget):
+    """SMTP greeting + HELO/EHLO + QUIT (ldirectord smtp/submission, keepalived SMTP_CHECK)."""
+
+    type: Literal["smtp"]
+    helo: str | None = None
+    """Name sent in HELO. None: this host's name."""
+
+
+class FtpCheck(CheckTarget):
+    """FTP login, optionally fetch a file (ldirectord service=ftp)."""
+
+    type: Literal["ftp"]
+    login: str = "anonymous"
+    """User name."""
+    password: str | None = None
+    """Password. Unset: ldirectord's anonymous-FTP convention (an e-mail-like string)."""
+    path: str | None = None
+    """File to RETR. None: login only."""
+    receive: Regex | None = None
+    """Regular expression the fetched file must match."""
+
+
+class MailboxCheck(CheckTarget):
+    """POP3 or IMAP greeting, optional login (ldirectord pop/pops/imap/imaps)."""
+
+    type: Literal["pop", "imap"]
+    tls: bool = False
+    """Implicit TLS (pops/imaps)."""
+    login: str | None = None
+    """User to log in as. Unset: greeting only."""
+    password: str | None = None
+    """Password for login."""
+
+
+class NntpCheck(CheckTarget):
+    """NNTP greeting (ldirectord service=nntp)."""
+
+    type: Literal["nntp"]
+
+
+class ExternalCheck(CheckTarget):
+    """Run a command; exit 0 means up (ldirectord external, keepalived MISC_CHECK)."""
+
+    type: Literal["external"]
+    command: str
+    """Executable path."""
+    args: tuple[str, ...] = ()
+    """Arguments before the target ones."""
+    pass_target: bool = True
+    """Append vip vport rip rport to the arguments, as ldirectord does (fwmark services pass the mark as vip)."""
+    dynamic_weight: bool = False
+    """keepalived misc_dynamic: exit 2-255 sets the weight to status-2."""
+    user: str | None = None
+    """Run as this user (keepalived MISC_CHECK user)."""
+
+
+class StaticCheck(CheckTarget):
+    """Always up (`on`) or always down (`off`)."""
+
+    type: Literal["on", "off"]
+
+
+Check = Annotated[
+    HttpCheck | TcpCheck | SimpleTcpCheck | UdpCheck | DnsCheck | PingCheck | SmtpCheck | FtpCheck
+    | MailboxCheck | NntpCheck | ExternalCheck | StaticCheck,
+    Field(discriminator="type"),
+]
+"""Any check, chosen by its `type`."""
+
+CHECK_TYPES: tuple[str, ...] = ("http", "https", "tcp", "simpletcp", "udp", "dns", "ping", "smtp", "ftp", "pop",
+                                "imap", "nntp", "external", "on", "off")
+
+
+# --- servers -------------------------------------------------------------------------------------------------
+
+OnFailure = Literal["remove", "quiesce"]
+"""What a failed real becomes: deleted from the table, or kept at weight 0 (ldirectord quiescent=yes,
+keepalived inhibit_on_failure)."""
+
+Forward = Literal["masq", "route", "tunnel"]
+
+
+def _forward(value: Any) -> Any:
+    aliases = {"nat": "masq", "masq": "masq", "m": "masq", "dr": "route", "gate": "route", "route": "route",
+               "direct": "route", "g": "route", "tun": "tunnel", "tunnel": "tunnel", "ipip": "tunnel", "i": "tunnel"}
+    if isinstance(value, str) and value.lower() in aliases:
+        return aliases[value.lower()]
+    return value
+
+
+ForwardName = Annotated[Forward, BeforeValidator(_forward)]
+
+
+class Tunnel(_Frozen):
+    """Encapsulation of a tunnel-forwarded real (keepalived lvs_method TUN type ...)."""
+
+    type: Literal["ipip", "gue", "gre"] = "ipip"
+    """Encapsulation."""
+    port: Port = 0
+    """GUE destination port (required for gue)."""
+    csum: Literal["nocsum", "csum", "remcsum"] = "nocsum"
+    """Checksum option of gue/gre."""
+
+    @model_validator(mode="after")
+    def _gue_port(self) -> Tunnel:
+        if self.type == "gue" and not self.port:
+            raise ValueError("a gue tunnel needs a port")
+        if self.type == "ipip" and self.csum != "nocsum":
+            raise ValueError("checksum options apply to gue and gre tunnels only")
+        return self
+
+
+_FWD = {"masq": model.Fwd.MASQ, "route": model.Fwd.ROUTE, "tunnel": model.Fwd.TUNNEL}
+
+
+class RealServer(_Frozen):
+    """A backend of a virtual service."""
+
+    address: HostAddr
+    """IP address or hostname (hostnames are resolved by the daemon, not at load). Native files may write an
+    IPv4 range `a->b`."""
+    port: Port = 0
+    """Destination port; 0 for fwmark services means "the packet's own port"."""
+    forward: ForwardName = "masq"
+    """masq (NAT), route (DR, ldirectord gate) or tunnel (ipip/gue/gre)."""
+    tunnel: Tunnel | None = None
+    """Tunnel details when forward = tunnel. None: plain ipip."""
+    weight: int = Field(default=1, ge=0, le=2147483647)
+    """Weight while healthy; 0 keeps the real in the table without new connections."""
+    u_threshold: int = Field(default=0, ge=0, le=2147483647)
+    """Upper connection threshold (ipvsadm -x); 0: none."""
+    l_threshold: int = Field(default=0, ge=0, le=2147483647)
+    """Lower connection threshold (ipvsadm -y); 0: none."""
+    checks: tuple[Check, ...] | None = None
+    """This real's own checks (all must pass). None: the service's checks."""
+    on_failure: OnFailure | None = None
+    """Override of the service's on_failure. None: the service's."""
+
+    @model_validator(mode="after")
+    def _tunnel_needs_tunnel(self) -> RealServer:
+        if self.tunnel is not None and self.forward != "tunnel":
+            raise ValueError("tunnel settings need forward = \"tunnel\"")
+        return self
+
+    def dest_key(self, address: str | None = None) -> model.DestKey:
+        """The kernel key, with `address` the resolved IP when the real is a hostname."""
+        return model.DestKey.of(address or self.address, self.port)
+
+    def dest_attrs(self, weight: int | None = None) -> model.DestAttrs:
+        """Kernel attributes; `weight` overrides the configured one (0 when quiesced)."""
+        tun = self.tunnel or Tunnel()
+        return model.DestAttrs(
+            fwd=_FWD[self.forward],
+            weight=self.weight if weight is None else weight,
+            u_thresh=self.u_threshold,
+            l_thresh=self.l_threshold,
+            tun_type=model.TunType[tun.type.upper()] if self.forward == "tunnel" else model.TunType.IPIP,
+            tun_port=tun.port if self.forward == "tunnel" else 0,
+            tun_flags=model.TunFlags[tun.csum.upper()] if self.forward == "tunnel" else model.TunFlags.NOCSUM,
+        )
+
+
+class FallbackServer(_Frozen):
+    """Where traffic goes when no real is up or quorum is lost (ldirectord fallback, keepalived sorry_server)."""
+
+    address: HostAddr
+    """IP address or hostname of the sorry server."""
+    port: Port = 0
+    """0: the service's port."""
+    forward: ForwardName = "route"
+    """ldirectord's default is gate (route); the keepalived reader sets the service's method."""
+    weight: int = Field(default=1, ge=0, le=2147483647)
+    """Weight while in use."""
+    inhibit: bool = False
+    """Keep the sorry server in the table at weight 0 while not needed (keepalived sorry_server_inhibit)."""
+
+
+class Persistence(_Frozen):
+    """Client affinity (ipvsadm -p/-M/--pe)."""
+
+    timeout: int = Field(default=300, ge=1, le=2147483647)
+    """Seconds a client stays on its real after its last connection."""
+    netmask: str | int | None = None
+    """Group clients by network: IPv4 dotted mask ("255.255.255.0"), or an IPv6 prefix length. None: one
+    client address."""
+    pe: Literal["sip"] | None = None
+    """Persistence engine."""
+
+
+def _sched_flags(value: Any) -> Any:
+    names = {"flag-1": 1, "flag-2": 2, "flag-3": 3, "sh-fallback": 1, "sh-port": 2, "mh-fallback": 1,
+             "mh-port": 2, "1": 1, "2": 2, "3": 3}
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", ",").split(",") if v]
+    if isinstance(value, list | tuple):
+        out = []
+        for v in value:
+            key = str(v).lower()
+            if key not in names:
+                raise ValueError(f"unknown scheduler flag {v!r} (flag-1..3, sh-port, sh-fallback, mh-port, "
+                                 "mh-fallback)")
+            out.append(names[key])
+        return tuple(sorted(set(out)))
+    return value
+
+
+SchedFlags = Annotated[tuple[Literal[1, 2, 3], ...], BeforeValidator(_sched_flags)]
+
+_SCHED_FLAG_BITS = {1: model.SvcFlag.SCHED1, 2: model.SvcFlag.SCHED2, 3: model.SvcFlag.SCHED3}
+
+
+class VirtualService(_Frozen):
+    """A virtual service: VIP:port/protocol or fwmark, its scheduling, reals, checks and failure policy."""
+
+    name: str | None = None
+    """Free text for logs and metrics (ldirectord servicename)."""
+    address: IPAddr | None = None
+    """VIP. Exactly one of address and fwmark is set."""
+    port: Port = 0
+    """VIP port (required with an address)."""
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    """Transport protocol of an address service."""
+    fwmark: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
+    """Firewall mark of a fwmark service."""
+    family: Literal["inet", "inet6"] = "inet"
+    """Address family of a fwmark service (ignored with an address, whose family wins)."""
+    scheduler: str = Field(default="wlc", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    """IPVS scheduler name (rr, wrr, lc, wlc, lblc, lblcr, dh, sh, mh, sed, nq, fo, ovf, twos)."""
+    sched_flags: SchedFlags = ()
+    """Scheduler flags 1..3 (sh-fallback/mh-fallback = 1, sh-port/mh-port = 2)."""
+    persistence: Persistence | None = None
+    """Client affinity. Unset: none."""
+    ops: bool = False
+    """One-packet scheduling (UDP)."""
+    reals: tuple[RealServer, ...] = ()
+    """The backends."""
+    checks: tuple[Check, ...] = ()
+    """Checks of every real without its own (all must pass). Empty: reals are always considered up."""
+    on_failure: OnFailure = "remove"
+    """remove: delete a failed real; quiesce: keep it at weight 0."""
+    fallback: FallbackServer | None = None
+    """Sorry server. Unset: none."""
+    fallback_command: str | None = None
+    """Run as `cmd start|stop vip:vport proto` when the last real goes down / the first comes back."""
+    quorum: int = Field(default=1, ge=0, le=2147483647)
+    """Minimum total weight of healthy reals; below it the fallback server is used."""
+    hysteresis: int = Field(default=0, ge=0, le=2147483647)
+    """Quorum is lost below quorum-hysteresis and regained at quorum+hysteresis."""
+    quorum_up: str | None = None
+    """Command run when quorum is gained."""
+    quorum_down: str | None = None
+    """Command run when quorum is lost."""
+    drain_timeout: Seconds | None = None
+    """Seconds a real removed from the config stays at weight 0 before deletion. None: the global default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_netmask(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        p = data.get("persistence")
+        if isinstance(p, dict) and p.get("netmask") is not None:
+            six = ":" in str(data.get("address") or "") or bool(data.get("fwmark") and data.get("family") == "inet6")
+            data = {**data, "persistence": {**p, "netmask": _netmask(p["netmask"], six)}}
+        return data
+
+    @model_validator(mode="after")
+    def _identity(self) -> VirtualService:
+        if (self.address is None) == (self.fwmark is None):
+            raise ValueError("a virtual service needs exactly one of address (with port) or fwmark")
+        if self.address is not None and self.port == 0:
+            raise ValueError("a virtual service on an address needs a port")
+        if self.ops and self.protocol != "udp" and self.fwmark is None:
+            raise ValueError("ops (one-packet scheduling) applies to udp services")
+        seen: set[tuple[str, int]] = set()
+        for r in self.reals:
+            if (r.address, r.port) in seen:
+                raise ValueError(f"real {model.addrport(r.address, r.port)} appears twice")
+            seen.add((r.address, r.port))
+        return self
+
+    @property
+    def af(self) -> int:
+        if self.address is not None:
+            return model.family_of(self.address)
+        return model.AF_INET6 if self.family == "inet6" else model.AF_INET
+
+    def service_key(self) -> model.ServiceKey:
+        """The kernel key of this service."""
+        if self.fwmark is not None:
+            return model.ServiceKey.mark(self.fwmark, self.af)
+        assert self.address is not None
+        return model.ServiceKey.inet(model.Proto[self.protocol.upper()], self.address, self.port)
+
+    def service_attrs(self) -> model.ServiceAttrs:
+        """The kernel attributes of this service."""
+        flags = 0
+        for f in self.sched_flags:
+            flags |= _SCHED_FLAG_BITS[f]
+        if self.ops:
+            flags |= model.SvcFlag.ONEPACKET
+        netmask = model.full_netmask(self.af)
+        timeout = 0
+        pe = ""
+        if self.persistence is not None:
+            flags |= model.SvcFlag.PERSISTENT
+            timeout = self.persistence.timeout
+            pe = self.persistence.pe or ""
+            if self.persistence.netmask is not None:
+                m = self.persistence.netmask
+                netmask = int(ipaddress.IPv4Address(m)) if isinstance(m, str) else int(m)
+        return model.ServiceAttrs(scheduler=self.scheduler, flags=flags, timeout=timeout, netmask=netmask,
+                                  pe_name=pe)
+
+    def checks_for(self, real: RealServer) -> tuple[Check, ...]:
+        """The checks that decide `real`'s health."""
+        return self.checks if real.checks is None else real.checks
+
+    def on_failure_for(self, real: RealServer) -> OnFailure:
+        """What a failure of `real` does."""
+        return self.on_failure if real.on_failure is None else real.on_failure
+
+    def fallback_dest(self, address: str | None = None) -> tuple[model.DestKey, model.DestAttrs] | None:
+        """The fallback server as a kernel dest (its port defaults to the service's); `address` is the resolved
+        IP when the fallback is a hostname."""
+        if self.fallback is None:
+            return None
+        fb = self.fallback
+        real = RealServer(address=fb.address, port=fb.port or self.port, forward=fb.forward, weight=fb.weight)
+        return real.dest_key(address), real.dest_attrs()
+
+
+def _netmask(value: Any, six: bool) -> Any:
+    """IPv4: dotted mask (a prefix length is converted); IPv6: a prefix length."""
+    if six:
+        text = str(value).lstrip("/")
+        if not text.isdigit() or not 0 <= int(text) <= 128:
+            raise ValueError(f"IPv6 persistence netmask {value!r} must be a prefix length 0-128")
+        return int(text)
+    text = str(value).lstrip("/")
+    if text.isdigit():
+        if not 0 <= int(text) <= 32:
+            raise ValueError(f"IPv4 persistence netmask {value!r} must be a dotted mask or a prefix 0-32")
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 netmask") from None
+
+
+# --- global settings -------------------------------------------------------------------------------------------
+
+
+class Limits(_Frozen):
+    """Blast-radius guards on what one reconcile may do."""
+
+    max_deletes: int | None = Field(default=None, ge=0)
+    """Refuse a plan deleting more services+reals than this. None: no absolute cap."""
+    max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
+    """Refuse a plan deleting more than this fraction of owned entries (a full wipe needs `ipvsd` flags)."""
+    panic_fraction: float = Field(default=1.0, ge=0, le=1)
+    """When more than this fraction of a service's reals fail, keep them all (fail open). 1.0: never."""
+    check_concurrency: int = Field(default=256, ge=1, le=100000)
+    """Most checks in flight at once."""
+
+
+class Settings(_Frozen):
+    """Daemon-wide settings."""
+
+    resync_interval: PositiveSeconds = 30.0
+    """Seconds between full reconciles against the kernel (drift repair)."""
+    metrics_listen: str | None = "127.0.0.1:9597"
+    """host:port of the Prometheus endpoint. None: no metrics endpoint."""
+    control_socket: str = "/run/ipvsd/control.sock"
+    """Unix socket of the control API (`ipvsd status`, `drain`, `reload`)."""
+    state_dir: str = "/var/lib/ipvsd"
+    """Where ipvsd keeps what it owns and its maintenance state across restarts."""
+    drain_timeout: Seconds = 0.0
+    """Default seconds a real removed from the config is drained at weight 0 before deletion. 0: delete at once
+    (both peers' behaviour)."""
+    clean_stop: bool = False
+    """Delete owned services and reals on stop (ldirectord cleanstop). Off: a stop or restart leaves the table
+    serving (hitless). The ldirectord reader defaults it on, as ldirectord does."""
+    maintenance_dir: str | None = None
+    """A file named ip[:port] or host[:port] here forces that real down (ldirectord maintenancedir)."""
+    readd_quiescent: bool = False
+    """Re-add a quiesced real that vanished from the table (ldirectord readdquiescent)."""
+    watch_config: bool = False
+    """Reload when the config files change (ldirectord autoreload). SIGHUP and `ipvsd reload` always work."""
+    config_callback: str | None = None
+    """Command run with the config path when the config changes on disk (ldirectord callback)."""
+    limits: Limits = Limits()
+    """Blast-radius guards."""
+
+
+class LvsTimeouts(_Frozen):
+    """IPVS connection timeouts to set (keepalived lvs_timeouts); 0 leaves the kernel's value."""
+
+    tcp: int = Field(default=0, ge=0)
+    """TCP established timeout (s)."""
+    tcp_fin: int = Field(default=0, ge=0)
+    """TCP FIN_WAIT timeout (s)."""
+    udp: int = Field(default=0, ge=0)
+    """UDP timeout (s)."""
+
+
+class Config(_Frozen):
+    """A whole ipvsd configuration."""
+
+    settings: Settings = Settings()
+    check_defaults: CheckTiming = CheckTiming()
+    """Timing every check inherits unless it sets its own (already applied to every check by the readers)."""
+    lvs_timeouts: LvsTimeouts | None = None
+    services: tuple[VirtualService, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> Config:
+        seen: set[model.ServiceKey] = set()
+        for s in self.services:
+            k = s.service_key()
+            if k in seen:
+                raise ValueError(f"virtual service {k} is defined twice")
+            seen.add(k)
+        return self

@@ -1,0 +1,132 @@
+"""Every rejected configuration names file:line and the key, in one line, as a ConfigError (never a traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipvsd.config import ConfigErrors, ldirectord, load
+from ipvsd.config import keepalived as ka
+from ipvsd.errors import ConfigError
+
+LD_BASE = "checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n"
+
+
+@pytest.mark.parametrize(("text", "line", "key", "fragment"), [
+    ("checktimout=3\n", 1, "checktimout", "unknown directive"),
+    (LD_BASE + "\tsceduler=rr\n", 4, "sceduler", "unknown directive"),
+    (LD_BASE + "\tquiescent=maybe\n", 4, "quiescent", "'yes' or 'no'"),
+    ("timeout=5\n", 1, "timeout", "checktimeout"),
+    (LD_BASE + "\treal=10.0.1.2:80 masquerade\n", 4, "real", "gate, masq or ipip"),
+    (LD_BASE + "\treal=10.0.1.2:80 masq 1 extra\n", 4, "real", "around"),
+    (LD_BASE + "\treal=10.0.1.9->10.0.1.2:80 masq\n", 4, "real", "before its first"),
+    (LD_BASE + "\tchecktype=sometimes\n", 4, "checktype", "checktype must be"),
+    (LD_BASE + "\tservice=gopher\n", 4, "service", "unknown service"),
+    (LD_BASE + "\tscheduler=RR\n", 4, "scheduler", "should match"),
+    (LD_BASE + "\treceive=\"(open\"\n\tservice=http\n", 4, "receive", "regular expression"),
+    ("virtual=10.0.0.1:80\n\treal6=[2001:db8::1]:80 masq\n", 2, "real6", "real"),
+    ("virtual=[2001:db8::1]:80\n\treal=10.0.0.1 gate\n", 1, "virtual", "virtual6"),
+    ("\treal=10.0.0.1:80 masq\n", 1, "real", "outside a virtual"),
+    ("scheduler=rr\n", 1, "scheduler", "inside a virtual"),
+    (LD_BASE + "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n", 4, "virtual", "defined twice"),
+    (LD_BASE + "\treal=10.0.1.1:80 gate\n", 2, "virtual", "appears twice"),
+    (LD_BASE + "\tprotocol=fwm\n", 4, "protocol", "fwm"),
+    (LD_BASE + "\tops=yes\n", 2, "virtual", "udp"),
+])
+def test_ldirectord_errors_are_located(text: str, line: int, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        ldirectord.parse(text, "ld.cf")
+    err = e.value.errors[0] if isinstance(e.value, ConfigErrors) else e.value
+    assert (err.path, err.line) == ("ld.cf", line), str(err)
+    assert err.key is not None and err.key.startswith(key), str(err)
+    assert fragment in err.message, str(err)
+    assert "\n" not in str(err)
+
+
+KA_BASE = "virtual_server 10.0.0.1 80 {\n  lvs_sched rr\n  real_server 10.0.1.1 80 {\n"
+
+
+@pytest.mark.parametrize(("text", "line", "key", "fragment"), [
+    ("virtual_servre 10.0.0.1 80 {\n}\n", 1, "virtual_servre", "unknown top-level"),
+    (KA_BASE + "    weigth 2\n  }\n}\n", 4, "weigth", "unknown keyword in real_server"),
+    (KA_BASE + "    HTTP_GET {\n      url {\n        pth /\n      }\n    }\n  }\n}\n", 6, "pth",
+     "unknown keyword in url"),
+    (KA_BASE + "    FILE_CHECK {\n    }\n  }\n}\n", 4, "FILE_CHECK", "not supported"),
+    (KA_BASE + "    FOO_CHECK {\n    }\n  }\n}\n", 4, "FOO_CHECK", "unknown keyword"),
+    (KA_BASE + "    weight x\n  }\n}\n", 4, "weight", "integer"),
+    (KA_BASE + "  }\n", 1, None, "never closed"),
+    ("}\n", 1, None, "without a matching"),
+    ("virtual_server group NOPE {\n}\n", 1, "virtual_server", "no virtual_server_group"),
+    ("virtual_server 10.0.0.1 {\n}\n", 1, "virtual_server", "port"),
+    (KA_BASE + "    lvs_method FOO\n  }\n}\n", 4, "lvs_method", "NAT, DR or TUN"),
+    (KA_BASE + "    HTTP_GET {\n      url {\n        status_code 99\n      }\n    }\n  }\n}\n", 6, "status_code",
+     "100-599"),
+    ("virtual_server 10.0.0.1 80 {\n  protocol ICMP\n}\n", 2, "protocol", "TCP, UDP or SCTP"),
+    (KA_BASE + "    DNS_CHECK {\n      type BOGUS\n    }\n  }\n}\n", 5, "type", "must be"),
+    ("virtual_server 10.0.0.300 80 {\n}\n", 1, "virtual_server", "not an IP address"),
+    ("include nothing-here.conf\n", 1, "include", "no such file"),
+])
+def test_keepalived_errors_are_located(text: str, line: int, key: str | None, fragment: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        ka.parse(text, "ka.conf")
+    err = e.value.errors[0] if isinstance(e.value, ConfigErrors) else e.value
+    assert (err.path, err.line) == ("ka.conf", line), str(err)
+    if key is not None:
+        assert err.key is not None and err.key.startswith(key), str(err)
+    assert fragment in err.message, str(err)
+
+
+@pytest.mark.parametrize(("text", "line", "key", "fragment"), [
+    ("[settings]\nresync_intervall = 3\n", 2, "settings.resync_intervall", "unknown key"),
+    ("servicez = []\n", 1, "servicez", "unknown top-level key"),
+    ("[[services]]\naddress = \"10.0.0.1\"\nport = 80\n[[services.reals]]\naddress = \"10.0.1.1\"\nweight = -1\n",
+     6, "services.reals.weight", "greater than or equal"),
+    ("[[services]]\naddress = \"10.0.0.1\"\nport = 80\n[[services.checks]]\ntype = \"htp\"\n", 4,
+     "services.checks", "tag"),
+    ("[[services]]\naddress = \"10.0.0.1\"\nport = 80\n\n[[services]]\naddress = \"10.0.0.2\"\nport = 70000\n", 7,
+     "services.port", "less than or equal"),
+    ("[[services]]\naddress = \"10.0.0.1\"\nport = 80\n[[services.reals]]\naddress = \"a..b\"\n", 5,
+     "services.reals.address", "hostname"),
+    ("x = [\n", 1, None, "TOML syntax"),
+])
+def test_native_errors_are_located(tmp_path: Path, text: str, line: int, key: str | None, fragment: str) -> None:
+    f = tmp_path / "ipvsd.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(str(f))
+    err = e.value.errors[0] if isinstance(e.value, ConfigErrors) else e.value
+    assert (err.path, err.line) == (str(f), line), str(err)
+    if key is not None:
+        assert err.key == key, str(err)
+    assert fragment in err.message, str(err)
+
+
+def test_native_dropin_error_names_the_dropin(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "ipvsd.toml").write_text("[settings]\nresync_interval = 5\n")
+    (tmp_path / "conf.d" / "web.toml").write_text("[[services]]\naddress = \"10.0.0.1\"\n\nport = \"http\"\n")
+    with pytest.raises(ConfigErrors) as e:
+        load(str(tmp_path / "ipvsd.toml"))
+    assert [(x.path, x.line, x.key) for x in e.value.errors] == [
+        (str(tmp_path / "conf.d" / "web.toml"), 4, "services.port")]
+
+
+def test_all_errors_are_reported_not_just_the_first(tmp_path: Path) -> None:
+    f = tmp_path / "ipvsd.toml"
+    f.write_text("[settings]\nbogus = 1\n[[services]]\naddress = \"10.0.0.1\"\nport = 80\nscheduler = \"R R\"\n")
+    with pytest.raises(ConfigErrors) as e:
+        load(str(f))
+    assert sorted(x.line or 0 for x in e.value.errors) == [2, 6]
+
+
+def test_unimplemented_ldirectord_directives_warn_with_their_line() -> None:
+    _, warnings = ldirectord.parse('emailalert="a@b"\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n'
+                                   '\tmonitorfile="/tmp/m"\n\tservice=http\n', "ld.cf")
+    assert [(w.line, w.key) for w in warnings] == [(1, "emailalert"), (4, "monitorfile")]
+
+
+def test_ldirectord_silent_none_check_warns_loudly() -> None:
+    config, warnings = ldirectord.parse("virtual=10.0.0.1:8080\n\treal=10.0.1.1:8080 masq\n", "ld.cf")
+    assert config.services[0].checks[0].type == "on"
+    assert any(w.line == 1 and "NO HEALTH CHECK" in w.message for w in warnings)

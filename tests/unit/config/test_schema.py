@@ -1,0 +1,106 @@
+"""The model's own rules and its translation into kernel keys and attributes."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ipvsd import model
+from ipvsd.config.schema import Config, HttpCheck, RealServer, VirtualService
+
+
+def svc(**kw: object) -> VirtualService:
+    return VirtualService.model_validate({"address": "10.0.0.1", "port": 80, **kw})
+
+
+def test_service_key_and_attrs_for_an_inet_service() -> None:
+    s = svc(protocol="udp", scheduler="sh", sched_flags="sh-port,sh-fallback", ops=True,
+            persistence={"timeout": 600, "netmask": 24})
+    assert s.service_key() == model.ServiceKey.inet(model.Proto.UDP, "10.0.0.1", 80)
+    attrs = s.service_attrs()
+    assert attrs.flags == (model.SvcFlag.SCHED1 | model.SvcFlag.SCHED2 | model.SvcFlag.ONEPACKET
+                           | model.SvcFlag.PERSISTENT)
+    assert (attrs.timeout, attrs.netmask) == (600, 0xFFFFFF00)
+    assert attrs.notation(s.af) == "-s sh -b flag-1,flag-2 -p 600 -M 255.255.255.0 -o"
+
+
+def test_netmask_defaults_to_one_client_per_family() -> None:
+    assert svc().service_attrs().netmask == model.full_netmask(model.AF_INET)
+    v6 = VirtualService(address="2001:db8::1", port=80, persistence={"timeout": 5})  # type: ignore[arg-type]
+    assert v6.service_attrs().netmask == 128
+    v6m = VirtualService(address="2001:db8::1", port=80, persistence={"netmask": "/64"})  # type: ignore[arg-type]
+    assert v6m.service_attrs().netmask == 64
+    assert v6m.service_attrs().timeout == 300
+
+
+def test_fwmark_service_key_carries_the_family() -> None:
+    s = VirtualService(fwmark=7, family="inet6")
+    assert s.service_key() == model.ServiceKey.mark(7, model.AF_INET6)
+    assert str(s.service_key()) == "-f 7 -6"
+
+
+def test_dest_attrs_map_forwarding_weight_thresholds_and_tunnel() -> None:
+    r = RealServer.model_validate({"address": "10.0.1.1", "port": 80, "forward": "tun", "weight": 4,
+                                   "u_threshold": 9, "l_threshold": 2,
+                                   "tunnel": {"type": "gue", "port": 5555, "csum": "remcsum"}})
+    a = r.dest_attrs()
+    assert (a.fwd, a.weight, a.u_thresh, a.l_thresh) == (model.Fwd.TUNNEL, 4, 9, 2)
+    assert (a.tun_type, a.tun_port, a.tun_flags) == (model.TunType.GUE, 5555, model.TunFlags.REMCSUM)
+    assert r.dest_attrs(weight=0).weight == 0
+    assert RealServer(address="10.0.1.1", forward="gate").dest_attrs().fwd == model.Fwd.ROUTE  # type: ignore[arg-type]
+
+
+def test_hostname_reals_are_kept_and_keyed_by_their_resolved_address() -> None:
+    r = RealServer(address="Web1.Example.com", port=80)
+    assert r.address == "web1.example.com"
+    assert r.dest_key("10.0.1.9") == model.DestKey.of("10.0.1.9", 80)
+
+
+@pytest.mark.parametrize("bad", ["1.2.3", "a..b", "-x", "10.0.0.256", "x" * 64])
+def test_invalid_real_addresses_are_rejected(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        RealServer(address=bad)
+
+
+def test_status_ranges_parse_and_match() -> None:
+    c = HttpCheck.model_validate({"type": "http", "expect_status": [200, "204", "300-302"], "path": "x"})
+    assert c.path == "/x"
+    assert [c.accepts(s) for s in (200, 204, 301, 299, 404)] == [True, True, True, False, False]
+    assert c.model_dump(mode="json")["expect_status"] == ["200", "204", "300-302"]
+    with pytest.raises(ValidationError):
+        HttpCheck.model_validate({"type": "http", "expect_status": "302-300"})
+
+
+def test_real_checks_and_failure_policy_inherit_from_the_service() -> None:
+    s = svc(checks=[{"type": "tcp"}], on_failure="quiesce",
+            reals=[{"address": "10.0.1.1", "port": 80}, {"address": "10.0.1.2", "port": 80, "checks": [],
+                                                            "on_failure": "remove"}])
+    a, b = s.reals
+    assert [c.type for c in s.checks_for(a)] == ["tcp"] and s.checks_for(b) == ()
+    assert (s.on_failure_for(a), s.on_failure_for(b)) == ("quiesce", "remove")
+
+
+def test_fallback_takes_the_service_port() -> None:
+    s = svc(fallback={"address": "127.0.0.1"})
+    assert s.fallback_dest() == (model.DestKey.of("127.0.0.1", 80), model.DestAttrs(fwd=model.Fwd.ROUTE, weight=1))
+
+
+@pytest.mark.parametrize("data", [
+    {"address": "10.0.0.1"},                       # no port
+    {"fwmark": 1, "address": "10.0.0.1", "port": 80},
+    {"address": "10.0.0.1", "port": 80, "ops": True},
+    {"address": "10.0.0.1", "port": 80, "scheduler": "Round Robin"},
+    {"address": "10.0.0.1", "port": 80, "sched_flags": ["flag-9"]},
+    {"address": "10.0.0.1", "port": 80, "reals": [{"address": "10.0.1.1", "forward": "masq",
+                                                   "tunnel": {"type": "gre"}}]},
+])
+def test_invalid_services_are_rejected(data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        VirtualService.model_validate(data)
+
+
+def test_models_are_frozen_and_hashable() -> None:
+    c = Config.model_validate({"services": [{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp"}]}]})
+    with pytest.raises(ValidationError):
+        c.services[0].port = 81
+    assert hash(c.services[0].checks[0]) == hash(c.services[0].checks[0].model_copy())
