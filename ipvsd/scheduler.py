@@ -1,0 +1,403 @@
+"""The probe scheduler: one asyncio task per distinct probe, jittered intervals, a global concurrency limit.
+
+Probes are identified by `ProbeKey` (target + check parameters, without timing), so two virtual services that
+share a real and a check share one probe (keepalived issue #2358, seesaw `dedup`). `update()` is warm: probes
+whose key survives keep their health state; only their timing policy is replaced. Transitions go out through
+the `on_transition` callback; the daemon decides what they mean for the table. Time is `loop.time()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ipvsd.checks import make_probe
+from ipvsd.checks.base import Kind, Probe, ProbeResult, ProbeTarget
+from ipvsd.checks.sentinel import Sentinel
+from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
+from ipvsd.health import HealthState, Policy, Start, Transition, first_delay, fold, initial, sentinel_event
+from ipvsd.model import DestKey, ServiceKey
+
+log = logging.getLogger(__name__)
+
+GRACE = 0.15  # seconds past a probe's own timeout before the watchdog cuts it off (a probe bug, never normal)
+WATCHDOG_TICK = 0.1
+_TIMING_FIELDS = frozenset(CheckTiming.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKey:
+    """The identity of a probe: where it goes and what it checks, not how often."""
+
+    target: ProbeTarget
+    check: str  # canonical JSON of the check's parameters minus its timing
+
+    @classmethod
+    def of(cls, target: ProbeTarget, check: Any) -> ProbeKey:
+        return cls(target, check_identity(check))
+
+    def __str__(self) -> str:
+        kind = json.loads(self.check).get("type", "?")
+        return f"{kind} {self.target}"
+
+
+def check_identity(check: Any) -> str:
+    """Return the canonical text of a check's parameters, timing excluded."""
+    return json.dumps(check.model_dump(mode="json", exclude=_TIMING_FIELDS), sort_keys=True, separators=(",", ":"))
+
+
+def policy_of(check: CheckTiming) -> Policy:
+    """Return the health policy of a check model (warmup None: spread over one interval)."""
+    return Policy(interval=check.interval, timeout=check.timeout, rise=check.rise, fall=check.fall,
+                  retry_delay=check.retry_delay, start=Start.DOWN if check.alpha else Start.UP,
+                  warmup=check.interval if check.warmup is None else check.warmup)
+
+
+def target_of(service: VirtualService, real: RealServer, check: Check, *, real_addr: str | None = None) -> ProbeTarget:
+    """Return where `check` of `real` goes; only external checks see the virtual service (so others dedup)."""
+    addr = check.address or real_addr or real.address
+    port = check.port or real.port or service.port
+    vip, vport = "", 0
+    if check.type == "external" and check.pass_target:
+        vip = service.address if service.address is not None else str(service.fwmark)
+        vport = service.port
+    return ProbeTarget(addr, port, vip, vport, check.bindto, check.mark)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """Every distinct probe of a config, and which probes decide each real (all must pass)."""
+
+    jobs: dict[ProbeKey, Check]
+    reals: dict[tuple[ServiceKey, DestKey], tuple[ProbeKey, ...]]
+
+
+def plan_probes(config: Config, *, resolve: Callable[[str], str] = lambda a: a) -> ProbePlan:
+    """Return the probes of `config`; `resolve` turns a hostname real or connect address into an IP."""
+    jobs: dict[ProbeKey, Check] = {}
+    reals: dict[tuple[ServiceKey, DestKey], tuple[ProbeKey, ...]] = {}
+    for service in config.services:
+        for real in service.reals:
+            addr = resolve(real.address)
+            keys = []
+            for check in service.checks_for(real):
+                target = target_of(service, real, check, real_addr=addr)
+                if target.addr != addr:
+                    target = ProbeTarget(resolve(target.addr), target.port, target.vip, target.vport,
+                                         target.source, target.mark)
+                key = ProbeKey.of(target, check)
+                jobs.setdefault(key, check)
+                keys.append(key)
+            reals[(service.service_key(), real.dest_key(addr))] = tuple(keys)
+    return ProbePlan(jobs, reals)
+
+
+def all_up(states: Iterable[HealthState | None]) -> bool:
+    """A real is up when every one of its probes is up (keepalived: no checker failed); no probe: up."""
+    return all(s is not None and s.up for s in states)
+
+
+@dataclass
+class Stats:
+    """Counters a benchmark or metrics exporter reads; lag is the delay between due time and probe start."""
+
+    probes: int = 0
+    transitions: int = 0
+    sentinel_events: int = 0
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=65536))
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: ProbeKey
+    check: Check
+    probe: Probe
+    policy: Policy
+    state: HealthState
+    next_at: float = 0.0
+    wake: asyncio.Future[None] | None = None
+    task: asyncio.Task[None] | None = None
+    last: ProbeResult | None = None
+    cut: bool = False
+    repoke: bool = False  # a sentinel event arrived while a probe was in flight: that result predates it
+
+
+TransitionSink = Callable[[ProbeKey, Transition], None]
+ResultSink = Callable[[ProbeKey, ProbeResult, HealthState], None]
+
+
+class Scheduler:
+    """Runs probes on their schedule and reports transitions; `update()` starts, stops and retimes them."""
+
+    def __init__(self, *, on_transition: TransitionSink, on_result: ResultSink | None = None,
+                 concurrency: int = 256, jitter: float = 0.1, rng: random.Random | None = None,
+                 factory: Callable[[Any], Probe] = make_probe, sentinels: bool = True,
+                 sentinel_backoff: float = 1.0) -> None:
+        self.on_transition = on_transition
+        self.on_result = on_result
+        self.jitter = jitter
+        self.rng = rng or random.Random()
+        self.factory = factory
+        self.use_sentinels = sentinels
+        self.sentinel_backoff = sentinel_backoff
+        self.stats = Stats()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._entries: dict[ProbeKey, _Entry] = {}
+        # One sentinel per distinct (addr, port, source, mark), shared by every probe of that real.
+        self._sentinels: dict[ProbeTarget, tuple[Sentinel, set[ProbeKey]]] = {}
+        # Probes in flight and when they must be over. One watchdog task enforces the bound for all of them,
+        # which costs far less than a timeout context per probe at thousands of probes per second.
+        self._in_flight: dict[_Entry, float] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    # --- public API ---------------------------------------------------------------------------------------
+
+    def update(self, jobs: Mapping[ProbeKey, Check], *, kernel_up: Mapping[ProbeKey, bool] | None = None) -> None:
+        """Make the running probes exactly `jobs`, keeping the state of those that stay.
+
+        `kernel_up` adopts the kernel's view as the start state of new probes (ldirectord at start/reload).
+        """
+        loop = asyncio.get_running_loop()
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch(), name="probe watchdog")
+        for key in [k for k in self._entries if k not in jobs]:
+            self._stop(key)
+        for key, check in jobs.items():
+            policy = policy_of(check)
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.check, entry.policy = check, policy
+                continue
+            if kernel_up is not None and key in kernel_up:
+                state = initial(replace(policy, start=Start.ADOPT), now=loop.time(), kernel_up=kernel_up[key])
+            else:
+                state = initial(policy, now=loop.time())
+            entry = _Entry(key, check, self.factory(check), policy, state)
+            entry.next_at = loop.time() + first_delay(policy, u=self.rng.random())
+            self._entries[key] = entry
+            entry.task = loop.create_task(self._run(entry), name=f"probe {key}")
+            if self.use_sentinels and getattr(check, "sentinel", False):
+                self._subscribe(key)
+
+    def last(self, key: ProbeKey) -> ProbeResult | None:
+        """The latest result of a probe, None before its first."""
+        entry = self._entries.get(key)
+        return entry.last if entry is not None else None
+
+    def state(self, key: ProbeKey) -> HealthState | None:
+        entry = self._entries.get(key)
+        return entry.state if entry is not None else None
+
+    def states(self) -> dict[ProbeKey, HealthState]:
+        return {k: e.state for k, e in self._entries.items()}
+
+    def keys(self) -> set[ProbeKey]:
+        return set(self._entries)
+
+    def sentinels(self) -> list[Sentinel]:
+        """The sentinels currently held, one per distinct real."""
+        return [sentinel for sentinel, _ in self._sentinels.values()]
+
+    def policy(self, key: ProbeKey) -> Policy | None:
+        entry = self._entries.get(key)
+        return entry.policy if entry is not None else None
+
+    def poke(self, key: ProbeKey) -> None:
+        """Run the probe of `key` now, as urgent (rule 5 of ipvsd.health)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        entry.state = sentinel_event(entry.state)
+        entry.next_at = asyncio.get_running_loop().time()
+        if entry.wake is not None and not entry.wake.done():
+            entry.wake.set_result(None)
+        elif entry.wake is None:
+            entry.repoke = True
+
+    async def close(self) -> None:
+        """Stop every probe and sentinel and wait for them."""
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        for key in list(self._entries):
+            self._stop(key)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sentinel, _ in self._sentinels.values():
+            await sentinel.close()
+        self._sentinels.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+
+    # --- the probe loop -----------------------------------------------------------------------------------
+
+    async def _run(self, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._sleep_until(entry)
+            except asyncio.CancelledError:
+                # The watchdog's cancel can land here when the probe finished in the same loop turn.
+                task = asyncio.current_task()
+                if not entry.cut or task is None:
+                    raise
+                task.uncancel()
+            entry.cut = False
+            async with self._sem:
+                self.stats.lags.append(loop.time() - entry.next_at)
+                result = await self._probe_once(entry)
+            self.stats.probes += 1
+            now = loop.time()
+            step = fold(entry.state, result, now=now, policy=entry.policy)
+            entry.state = step.state
+            entry.last = result
+            if self.on_result is not None:
+                self.on_result(entry.key, result, step.state)
+            if step.transition is not None:
+                self.stats.transitions += 1
+                self.on_transition(entry.key, step.transition)
+            self._arm(entry)
+            delay = step.delay
+            if entry.repoke:  # confirm with a probe that starts after the event
+                entry.repoke = False
+                entry.state = sentinel_event(entry.state)
+                delay = 0.0
+            if delay > 0 and self.jitter:
+                delay *= 1 + self.jitter * (2 * self.rng.random() - 1)
+            # Keep the cadence: the next run is due one delay after this one was *due*, not after it started,
+            # so schedule lag does not stretch the interval (a real probed at 1 Hz stays at 1 Hz). A probe
+            # that overran its slot runs again at once, never in a burst to catch up.
+            entry.next_at = max(entry.next_at + delay, now) if delay > 0 else now
+
+    async def _probe_once(self, entry: _Entry) -> ProbeResult:
+        timeout = entry.policy.timeout
+        entry.cut = False
+        self._in_flight[entry] = asyncio.get_running_loop().time() + timeout + GRACE
+        try:
+            return await entry.probe.probe(entry.key.target, timeout=timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not entry.cut or task is None:
+                raise
+            task.uncancel()
+            return ProbeResult.down(Kind.TIMEOUT, f"timed out after {timeout:g}s (cut off by the scheduler)",
+                                    timeout + GRACE)
+        except Exception as exc:  # a probe bug must not stop the schedule; it counts as a failure
+            log.exception("probe %s raised", entry.key)
+            return ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
+        finally:
+            del self._in_flight[entry]
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCHDOG_TICK)
+            now = loop.time()
+            for entry, deadline in list(self._in_flight.items()):
+                if now > deadline and not entry.cut and entry.task is not None:
+                    log.warning("probe %s overran its timeout; cutting it off", entry.key)
+                    entry.cut = True
+                    entry.task.cancel()
+
+    async def _sleep_until(self, entry: _Entry) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry.wake = fut
+        heapq.heappush(self._heap, (entry.next_at, next(self._seq), fut))
+        if entry.next_at < self._timer_at:
+            self._set_timer(entry.next_at)
+        try:
+            await fut
+        finally:
+            entry.wake = None
+
+    # One timer for the whole schedule: a heap of (due, seq, future) in C-compared tuples costs far less per
+    # probe than one asyncio TimerHandle each (whose heap compares in Python). A woken-early (poked) or
+    # stopped probe leaves a done future in the heap, which the dispatcher skips.
+
+    def _set_timer(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(at, self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap = self._heap
+        now = asyncio.get_running_loop().time()
+        while heap and heap[0][0] <= now:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+        if heap:
+            self._set_timer(heap[0][0])
+
+    def _stop(self, key: ProbeKey) -> None:
+        entry = self._entries.pop(key)
+        if entry.task is not None:
+            entry.task.cancel()
+        close = getattr(entry.probe, "close", None)
+        if close is not None:  # a probe holding a connection between runs (http reuse_connection)
+            close()
+        self._unsubscribe(key)
+
+    # --- sentinels ----------------------------------------------------------------------------------------
+
+    def _subscribe(self, key: ProbeKey) -> None:
+        t = key.target
+        skey = ProbeTarget(t.addr, t.port, source=t.source, mark=t.mark)
+        if skey not in self._sentinels:
+            timeout = self._entries[key].policy.timeout
+            sentinel = Sentinel(skey, lambda: self._sentinel_event(skey), timeout=timeout,
+                                min_backoff=self.sentinel_backoff)
+            self._sentinels[skey] = (sentinel, set())
+        self._sentinels[skey][1].add(key)
+
+    def _unsubscribe(self, key: ProbeKey) -> None:
+        t = key.target
+        skey = ProbeTarget(t.addr, t.port, source=t.source, mark=t.mark)
+        held = self._sentinels.get(skey)
+        if held is None:
+            return
+        held[1].discard(key)
+        if not held[1]:
+            del self._sentinels[skey]
+            asyncio.get_running_loop().create_task(held[0].close())
+
+    def _sentinel_event(self, skey: ProbeTarget) -> None:
+        self.stats.sentinel_events += 1
+        for key in self._sentinels[skey][1]:
+            self.poke(key)
+
+    def _arm(self, entry: _Entry) -> None:
+        t = entry.key.target
+        held = self._sentinels.get(ProbeTarget(t.addr, t.port, source=t.source, mark=t.mark))
+        if held is None or entry.key not in held[1]:
+            return
+        sentinel, keys = held
+        # Hold the connection only while every probe of this real just succeeded: up, settled, no failure streak.
+        states = [self._entries[k].state for k in keys if k in self._entries]
+        if all(s.up and s.settled and s.streak == 0 for s in states):
+            sentinel.arm()
+        else:
+            sentinel.disarm()
+
+

@@ -1,0 +1,286 @@
+"""The probe scheduler: dedup by ProbeKey, transitions out, warm update, concurrency, hard bound, sentinels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ipvsd.checks.base import Kind, ProbeResult, ProbeTarget
+from ipvsd.config.schema import Config, TcpCheck
+from ipvsd.health import Transition
+from ipvsd.scheduler import ProbeKey, Scheduler, all_up, plan_probes, policy_of
+
+FAST = {"interval": 0.02, "timeout": 0.2, "warmup": 0}
+
+
+async def until(cond: Callable[[], bool], deadline: float = 3.0) -> None:
+    """Wait until `cond()` holds, or fail after `deadline` seconds."""
+    async with asyncio.timeout(deadline):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+def config(*services: dict[str, Any]) -> Config:
+    return Config.model_validate({"services": list(services)})
+
+
+def svc(vip: str, *reals: int, checks: list[dict[str, Any]] | None = None, port: int = 80) -> dict[str, Any]:
+    return {"address": vip, "port": port, "reals": [{"address": "127.0.0.1", "port": p} for p in reals],
+            "checks": checks if checks is not None else [{"type": "tcp", **FAST}]}
+
+
+class Scripted:
+    """A probe factory whose probes answer from a mutable verdict table: key port -> ok."""
+
+    def __init__(self) -> None:
+        self.ok: dict[int, bool] = {}
+        self.calls: dict[int, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.hold = 0.0
+        self.hang = False
+
+    def __call__(self, check: Any) -> Scripted:
+        return self
+
+    async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
+        self.calls[target.port] = self.calls.get(target.port, 0) + 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.hang:
+                await asyncio.sleep(3600)  # a buggy probe that ignores its timeout
+            if self.hold:
+                await asyncio.sleep(self.hold)
+        finally:
+            self.in_flight -= 1
+        if self.ok.get(target.port, True):
+            return ProbeResult.up("fine")
+        return ProbeResult.down(Kind.REFUSED, "connection refused")
+
+
+@contextlib.asynccontextmanager
+async def scheduler(factory: Any = None, **kw: Any) -> Any:
+    events: list[tuple[ProbeKey, Transition]] = []
+    s = Scheduler(on_transition=lambda k, t: events.append((k, t)), factory=factory or Scripted(), **kw)
+    s.events = events  # type: ignore[attr-defined]
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def test_shared_real_and_check_is_one_probe() -> None:
+    plan = plan_probes(config(svc("10.0.0.1", 8080, 8081), svc("10.0.0.2", 8080), svc("10.0.0.3", 8080, port=443)))
+    assert len(plan.jobs) == 2  # 127.0.0.1:8080 and :8081, whatever the VIP
+    assert len(plan.reals) == 4
+    assert len({keys for keys in plan.reals.values()}) == 2
+
+
+def test_timing_is_not_identity_but_parameters_are() -> None:
+    a = plan_probes(config(svc("10.0.0.1", 8080, checks=[{"type": "tcp", "interval": 1}]))).jobs
+    b = plan_probes(config(svc("10.0.0.1", 8080, checks=[{"type": "tcp", "interval": 9, "fall": 3}]))).jobs
+    c = plan_probes(config(svc("10.0.0.1", 8080, checks=[{"type": "tcp", "interval": 1, "mark": 7}]))).jobs
+    assert a.keys() == b.keys()
+    assert a.keys() != c.keys()
+
+
+def test_external_checks_see_the_virtual_service_and_do_not_dedup_across_it() -> None:
+    ext = [{"type": "external", "command": "/bin/true"}]
+    plan = plan_probes(config(svc("10.0.0.1", 8080, checks=ext), svc("10.0.0.2", 8080, checks=ext)))
+    assert sorted(k.target.vip for k in plan.jobs) == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_several_checks_per_real_all_must_pass() -> None:
+    plan = plan_probes(config(svc("10.0.0.1", 8080, checks=[{"type": "tcp"}, {"type": "http", "path": "/h"}])))
+    (keys,) = plan.reals.values()
+    assert len(keys) == 2
+    assert all_up([]) is True
+    assert all_up([None]) is False
+
+
+def test_policy_maps_alpha_and_warmup() -> None:
+    p = policy_of(TcpCheck(type="tcp", interval=4, alpha=False))
+    assert (p.start.value, p.warmup) == ("up", 4)
+    assert policy_of(TcpCheck(type="tcp", warmup=0)).start.value == "down"
+
+
+async def test_transitions_follow_results() -> None:
+    factory = Scripted()
+    plan = plan_probes(config(svc("10.0.0.1", 1, 2, checks=[{"type": "tcp", **FAST, "fall": 2}])))
+    async with scheduler(factory) as s:
+        s.update(plan.jobs)
+        await until(lambda: len(s.events) == 2)  # alpha: both start down and go up at the first success
+        assert all(t.up for _, t in s.events)
+        factory.ok[2] = False
+        await until(lambda: len(s.events) == 3)
+        key, t = s.events[2]
+        assert key.target.port == 2 and not t.up and t.result.kind is Kind.REFUSED
+        assert s.state(key) is not None and s.state(key).transitions == 2  # type: ignore[union-attr]
+        factory.ok[2] = True
+        await until(lambda: len(s.events) == 4)
+        assert s.events[3][1].up
+
+
+async def test_warm_update_keeps_state_of_unchanged_probes() -> None:
+    factory = Scripted()
+    old = plan_probes(config(svc("10.0.0.1", 1, 2))).jobs
+    async with scheduler(factory) as s:
+        s.update(old)
+        await until(lambda: len(s.events) == 2)
+        kept = next(k for k in old if k.target.port == 1)
+        before = s.state(kept)
+        # Retimed (interval changed), one real dropped, one added: the kept one neither restarts nor flaps.
+        new = plan_probes(config(svc("10.0.0.1", 1, 3, checks=[{"type": "tcp", **FAST, "interval": 0.03}]))).jobs
+        s.update(new)
+        assert s.keys() == set(new)
+        assert s.state(kept) is before or s.state(kept).since == before.since  # type: ignore[union-attr]
+        await until(lambda: len(s.events) == 3)
+        assert s.events[2][0].target.port == 3  # only the new probe transitioned
+        assert s.policy(kept) == policy_of(new[kept])
+
+
+async def test_adopt_starts_as_the_kernel_shows() -> None:
+    factory = Scripted()
+    factory.ok[1] = False
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "warmup": 5}]))).jobs
+    async with scheduler(factory) as s:
+        s.update(jobs, kernel_up=dict.fromkeys(jobs, True))
+        assert all(st.up for st in s.states().values())
+
+
+async def test_global_concurrency_limit() -> None:
+    factory = Scripted()
+    factory.hold = 0.02
+    jobs = plan_probes(config(svc("10.0.0.1", *range(1, 21)))).jobs
+    async with scheduler(factory, concurrency=3) as s:
+        s.update(jobs)
+        await until(lambda: sum(factory.calls.values()) >= 40)
+    assert factory.max_in_flight == 3
+
+
+async def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
+    factory = Scripted()
+    factory.hang = True
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
+    async with scheduler(factory) as s:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        s.update(jobs)
+        await until(lambda: len(s.events) == 1)
+        assert loop.time() - start < 0.2 + 0.25 + 0.1
+        assert s.events[0][1].result.kind is Kind.TIMEOUT
+
+
+async def test_jittered_interval_and_lag_recorded() -> None:
+    factory = Scripted()
+    jobs = plan_probes(config(svc("10.0.0.1", 1))).jobs
+    async with scheduler(factory) as s:
+        s.update(jobs)
+        await until(lambda: factory.calls.get(1, 0) >= 10)
+    assert s.stats.probes >= 10
+    assert max(s.stats.lags) < 0.05
+
+
+# --- sentinels over real loopback sockets ---
+
+
+class Backend:
+    """A TCP (and minimal HTTP) server on 127.0.0.1 that can drop its idle connections, or die."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        if await reader.read(1024):  # a probe: answer as an HTTP server would; a sentinel sends nothing
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.close()
+
+    def drop_idle(self) -> None:
+        for w in self.writers:
+            w.close()
+        self.writers.clear()
+
+    async def die(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.drop_idle()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http"])
+async def test_sentinel_sees_a_dead_real_long_before_the_next_probe(kind: str) -> None:
+    backend = Backend()
+    await backend.start()
+    check = {"type": kind, "interval": 30, "timeout": 0.3, "warmup": 0, "fall": 3, "retry_delay": 5}
+    jobs = plan_probes(config(svc("10.0.0.1", backend.port, checks=[check]))).jobs
+    events: list[Transition] = []
+    s = Scheduler(on_transition=lambda k, t: events.append(t))
+    try:
+        s.update(jobs)
+        await until(lambda: len(events) == 1 and events[0].up)
+        sentinel = s.sentinels()[0]
+        await until(lambda: sentinel.connected)
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+        await backend.die()
+        await until(lambda: any(not t.up for t in events))
+        assert loop.time() - died < 0.2  # three confirming probes, all refused at once; interval is 30 s
+        down = next(t for t in events if not t.up)
+        assert down.result.kind is Kind.REFUSED
+        assert s.stats.sentinel_events == 1
+    finally:
+        await s.close()
+
+
+async def test_sentinel_closed_by_a_live_server_costs_one_probe_and_reopens() -> None:
+    backend = Backend()
+    await backend.start()
+    check = {"type": "tcp", "interval": 30, "timeout": 0.3, "warmup": 0}
+    jobs = plan_probes(config(svc("10.0.0.1", backend.port, checks=[check]))).jobs
+    events: list[Transition] = []
+    s = Scheduler(on_transition=lambda k, t: events.append(t), sentinel_backoff=0.01)
+    try:
+        s.update(jobs)
+        await until(lambda: len(events) == 1)
+        sentinel = s.sentinels()[0]
+        await until(lambda: sentinel.connected)
+        probes = s.stats.probes
+        backend.drop_idle()  # an idle timeout on the server: not a failure
+        await until(lambda: sentinel.opens == 2 and sentinel.connected)
+        assert s.stats.probes == probes + 1  # exactly one confirming probe
+        assert len(events) == 1  # no flap
+    finally:
+        await s.close()
+        await backend.die()
+
+
+async def test_cadence_is_kept_when_probes_take_time() -> None:
+    starts: list[float] = []
+
+    class Slow(Scripted):
+        async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
+            starts.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.03)
+            return ProbeResult.up("fine")
+
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "interval": 0.05}]))).jobs
+    async with scheduler(Slow(), jitter=0) as s:
+        s.update(jobs)
+        await until(lambda: len(starts) >= 12)
+    periods = sorted(b - a for a, b in itertools.pairwise(starts))
+    assert periods[len(periods) // 2] < 0.065  # one interval apart, not interval + probe duration (0.08)
