@@ -1,0 +1,203 @@
+"""The kernel adapter: the Kernel protocol over IPVS generic netlink, with pyroute2's asyncio socket.
+
+pyroute2 0.9 sockets are asyncio-native (AsyncGenericNetlinkSocket reads through the running loop's datagram
+transport), so no thread is involved. One socket serves all requests; a lock keeps them in call order, which
+is the order a plan was made in. This is the only module of ipvsd that talks to pyroute2's socket layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+import socket
+from typing import Any
+
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
+
+from ipvsd.errors import KernelError
+from ipvsd.kernel import _messages as m
+from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
+from ipvsd.model import (
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
+    Dest,
+    DestAttrs,
+    DestKey,
+    EditDest,
+    EditService,
+    Info,
+    Service,
+    ServiceAttrs,
+    ServiceKey,
+    SyncDaemon,
+    Timeouts,
+)
+
+_CLONE_NEWNET = 0x40000000
+_NETLINK_GENERIC = 16
+_DAEMON_NAMES = {1: "master", 2: "backup"}
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def netlink_socket(netns: str | None) -> socket.socket:
+    """A generic netlink socket, opened inside the named network namespace when one is given.
+
+    A socket stays bound to the namespace it was created in, so only the creating thread visits the namespace
+    and comes straight back; the rest of the process never leaves its own.
+    """
+    if netns is None:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_GENERIC)
+    path = netns if "/" in netns else f"/run/netns/{netns}"
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_GENERIC)
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+class NetlinkKernel:
+    """The IPVS table of a network namespace (ours by default), reached through generic netlink."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self._netns = netns
+        self._sock: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _socket(self) -> Any:
+        if self._sock is None:
+            sock = AsyncGenericNetlinkSocket(use_socket=netlink_socket(self._netns))
+            try:
+                await sock.bind(m.GENL_NAME, m.IpvsMessage)
+            except NetlinkError as e:
+                sock.close()
+                # ENOENT from the genl controller: the ip_vs module is not loaded.
+                raise KernelError("(open the IPVS netlink family)", e.code) from None
+            self._sock = sock
+        return self._sock
+
+    async def _talk(self, op: str, cmd: int, attrs: m.Attrs, flags: int, done: frozenset[int]) -> list[Any]:
+        """Send one request; return its replies, or [] when the kernel's errno counts as done under `done`."""
+        async with self._lock:
+            sock = await self._socket()
+            try:
+                replies = await sock.nlm_request(m.request(cmd, attrs), msg_type=sock.prid, msg_flags=flags)
+                return [r async for r in replies]
+            except NetlinkError as e:
+                err = e.code
+        settle(op, err, done)
+        return []
+
+    async def _do(self, op: str, cmd: int, attrs: m.Attrs, done: frozenset[int] = STRICT) -> None:
+        await self._talk(op, cmd, attrs, NLM_F_REQUEST | NLM_F_ACK, done)
+
+    async def _get(self, op: str, cmd: int, attrs: m.Attrs, done: frozenset[int] = STRICT) -> list[Any]:
+        # A doit GET answers with its reply alone; asking for an ACK too would leave a stray message behind.
+        return await self._talk(op, cmd, attrs, NLM_F_REQUEST, done)
+
+    async def _dump(self, op: str, cmd: int, attrs: m.Attrs) -> list[Any]:
+        return await self._talk(op, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP, STRICT)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def info(self) -> Info:
+        (reply,) = await self._get("--version", m.CMD_GET_INFO, [])
+        return m.decode_info(m.raw_bytes(reply))
+
+    async def _dests(self, key: ServiceKey) -> tuple[Dest, ...]:
+        replies = await self._dump(f"-L {key}", m.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))])
+        return tuple(m.decode_dest(r, key.af) for r in replies)
+
+    async def services(self) -> list[Service]:
+        found = [m.decode_service(r) for r in await self._dump("-L", m.CMD_GET_SERVICE, [])]
+        return [Service(s.key, s.attrs, await self._dests(s.key), s.stats) for s in found]
+
+    async def service(self, key: ServiceKey) -> Service | None:
+        replies = await self._get(f"-L {key}", m.CMD_GET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))],
+                                  done=frozenset({errno.ESRCH, errno.ENOENT}))
+        if not replies:
+            return None
+        s = m.decode_service(replies[0])
+        return Service(s.key, s.attrs, await self._dests(s.key), s.stats)
+
+    async def timeouts(self) -> Timeouts:
+        (reply,) = await self._get("-L --timeout", m.CMD_GET_CONFIG, [])
+        return m.decode_timeouts(reply)
+
+    async def daemons(self) -> list[SyncDaemon]:
+        return [m.decode_daemon(r) for r in await self._dump("-L --daemon", m.CMD_GET_DAEMON, [])]
+
+    # --- services and dests ----------------------------------------------------------------------
+
+    async def add_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
+        await self._do(str(AddService(key, attrs)), m.CMD_NEW_SERVICE,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], DONE_ON_ADD)
+
+    async def edit_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
+        await self._do(str(EditService(key, attrs)), m.CMD_SET_SERVICE,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))])
+
+    async def del_service(self, key: ServiceKey) -> None:
+        await self._do(str(DelService(key)), m.CMD_DEL_SERVICE,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))], DONE_ON_DELETE)
+
+    async def add_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
+        await self._do(str(AddDest(service, key, attrs)), m.CMD_NEW_DEST,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                        ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], DONE_ON_ADD)
+
+    async def edit_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
+        await self._do(str(EditDest(service, key, attrs)), m.CMD_SET_DEST,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                        ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))])
+
+    async def del_dest(self, service: ServiceKey, key: DestKey) -> None:
+        await self._do(str(DelDest(service, key)), m.CMD_DEL_DEST,
+                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                        ("IPVS_CMD_ATTR_DEST", m.dest_key_nest(key))], DONE_ON_DELETE)
+
+    async def zero(self, key: ServiceKey | None = None) -> None:
+        if key is None:
+            await self._do("-Z", m.CMD_ZERO, [])
+        else:
+            await self._do(f"-Z {key}", m.CMD_ZERO, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))])
+
+    async def flush(self) -> None:
+        await self._do("-C", m.CMD_FLUSH, [])
+
+    # --- global settings -------------------------------------------------------------------------
+
+    async def set_timeouts(self, t: Timeouts) -> None:
+        await self._do(f"--set {t.tcp} {t.tcp_fin} {t.udp}", m.CMD_SET_CONFIG, m.timeout_attrs(t))
+
+    async def start_daemon(self, d: SyncDaemon) -> None:
+        op = f"--start-daemon {_DAEMON_NAMES.get(d.state, d.state)} --mcast-interface {d.mcast_ifn} --syncid {d.syncid}"
+        await self._do(op, m.CMD_NEW_DAEMON, [("IPVS_CMD_ATTR_DAEMON", m.daemon_nest(d))], DONE_ON_ADD)
+
+    async def stop_daemon(self, state: int) -> None:
+        await self._do(f"--stop-daemon {_DAEMON_NAMES.get(state, state)}", m.CMD_DEL_DAEMON,
+                       [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state)]})], DONE_ON_DELETE)
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
