@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from ipvsd.errors import ConfigError, IpvsdError
 from ipvsd.health import HealthState, Transition
 from ipvsd.kernel import Kernel
 from ipvsd.model import DestKey, ServiceKey
+from ipvsd.observe import Observer
 from ipvsd.reconciler import Outcome, Reconciler
 from ipvsd.scheduler import ProbeKey, ProbePlan, Scheduler, all_up, plan_probes
 from ipvsd.sdnotify import Notifier
@@ -49,6 +51,9 @@ class Options:
     watch: bool | None = None
     force: bool = False
     clean_stop: bool | None = None
+    socket: str | None = None
+    metrics_listen: str | None = None  # None: the config's; "": no endpoint
+    events_file: str | None = None
 
 
 def log_config_error(e: ConfigError, prefix: str) -> None:
@@ -95,6 +100,7 @@ class Daemon:
         self.reloads = {"ok": 0, "error": 0, "unchanged": 0}
         state_dir = Path(opts.state_dir or config.settings.state_dir)
         self.state_path = state_dir / "state.json"
+        self.obs = Observer(self, state_dir, events_file=opts.events_file)
         self.scheduler: Scheduler | None = None
         self.reconciler: Reconciler | None = None
 
@@ -102,9 +108,11 @@ class Daemon:
 
     def on_transition(self, key: ProbeKey, t: Transition) -> None:
         log.warning("real %s: %s", key, t)
+        self.obs.transition(key, t)
         self.dirty.set()
 
     def on_result(self, key: ProbeKey, result: ProbeResult, state: HealthState) -> None:
+        self.obs.result(key, result)
         # A real whose first check completes leaves KEEP (adopted as the kernel had it): reconcile then too.
         if state.settled and key not in self.settled:
             self.settled.add(key)
@@ -121,6 +129,7 @@ class Daemon:
         self.probes = plan_probes(config, resolve=lambda a: self.resolved.get(a, a))
         self.scheduler.update(self.probes.jobs)
         self.settled &= set(self.probes.jobs)
+        self.obs.config_applied()
         self.dirty.set()
 
     async def reload(self, why: str) -> None:
@@ -129,17 +138,20 @@ class Daemon:
             config, warnings = await asyncio.to_thread(configmod.load, self.opts.config_path, self.opts.format)
         except ConfigError as e:
             self.reloads["error"] += 1
+            self.obs.reloaded("error", why, "; ".join(str(x) for x in getattr(e, "errors", [e])))
             log_config_error(e, f"reload ({why}) rejected, the running configuration stays")
             self.notifier.status(f"config error: {e}")
             return
         except OSError as e:
             self.reloads["error"] += 1
+            self.obs.reloaded("error", why, str(e))
             log.error("reload (%s) rejected, the running configuration stays: %s", why, e)
             return
         finally:
             self.notifier.ready(self.summary())
         if config == self.config:
             self.reloads["unchanged"] += 1
+            self.obs.reloaded("unchanged", why)
             log.info("reload (%s): configuration unchanged", why)
             return
         for w in warnings:
@@ -147,6 +159,7 @@ class Daemon:
         self.reloads["ok"] += 1
         log.info("reload (%s): new configuration, %d services", why, len(config.services))
         self.apply_config(config)
+        self.obs.reloaded("ok", why)
 
     async def watch(self) -> None:
         """Reload when the config file or its drop-in directory changes (editors replace files: watch dirs)."""
@@ -188,6 +201,7 @@ class Daemon:
         self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.reconciler.load_state()
+            self.obs.load()
         except IpvsdError as e:
             log.error("%s", e)
             return 1
@@ -204,16 +218,20 @@ class Daemon:
         resync = self.opts.resync or self.config.settings.resync_interval
         log.info("ipvsd running: %d services, resync every %gs, state in %s%s", len(self.config.services), resync,
                  self.state_path, ", watching the config" if watch else "")
+        await self.obs.start()
         backoff = 0.0
         ready = synced = False
         try:
             while not self.stopping.is_set():
                 self.dirty.clear()
                 delay = resync
+                t0 = time.monotonic()
                 try:
                     settled = self.settled >= set(self.probes.jobs)
-                    out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved)
+                    out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved,
+                                                          maintenance=self.obs.maintenance())
                     self.last = out
+                    self.obs.passed(out)
                     if settled and not synced and out.error is None and out.refused is None:
                         synced = True
                         log.info("table reconciled with every check's result (%d ops in that pass)",
@@ -224,6 +242,7 @@ class Daemon:
                     backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
                     delay = backoff
                     log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
+                    self.obs.pass_failed(e, time.monotonic() - t0)
                 if not ready:
                     self.notifier.ready(self.summary())
                     ready = True
@@ -232,6 +251,7 @@ class Daemon:
                 await self._wait(delay)
         finally:
             self.notifier.stopping()
+            await self.obs.stop()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

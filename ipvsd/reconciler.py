@@ -18,7 +18,7 @@ from ipvsd import state as statefile
 from ipvsd.config.schema import Config
 from ipvsd.errors import KernelError
 from ipvsd.kernel import Kernel, apply
-from ipvsd.model import DelService, DestKey, Op, ServiceKey
+from ipvsd.model import DelService, DestKey, Op, Service, ServiceKey
 
 log = logging.getLogger("ipvsd.reconcile")
 
@@ -47,6 +47,7 @@ class Reconciler:
     quorum: dict[ServiceKey, bool] = field(default_factory=dict)
     previous: plan.Desired | None = None
     passes: int = 0
+    observed: list[Service] = field(default_factory=list)  # the table as the last pass read it (for metrics)
 
     def load_state(self) -> None:
         self.state = statefile.load(self.state_path)
@@ -58,6 +59,7 @@ class Reconciler:
         t0 = time.monotonic()
         self.passes += 1
         observed = await self.kernel.services()
+        self.observed = observed
         built = desired.build(config, health, maintenance=self.state.maintenance | maintenance,
                               observed=observed, quorum=self.quorum, resolved=resolved)
         for skey, has in built.quorum.items():

@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reload when the config files change (default: the config's watch/autoreload)")
     parser.add_argument("--clean-stop", action=argparse.BooleanOptionalAction, default=None,
                         help="delete what ipvsd owns when stopped (default: the config's clean_stop)")
+    parser.add_argument("--socket", metavar="PATH", help="control socket for status/drain/undrain/reload/events "
+                        "(default: STATE_DIR/control.sock with --state-dir, else the config's control_socket)")
+    parser.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus endpoint (default: the config's "
+                        "metrics_listen, 127.0.0.1:9597); \"\" or off: none")
+    parser.add_argument("--events-file", metavar="FILE", help="also append every event as a JSON line to FILE")
     parser.add_argument("--force", action="store_true", help="apply plans the blast-radius guard would refuse")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
 
@@ -44,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from ipvsd.kernel.netlink import NetlinkKernel
 
     opts = Options(config_path=args.config, format=args.format, state_dir=args.state_dir, resync=args.resync,
-                   watch=args.watch, force=args.force, clean_stop=args.clean_stop)
+                   watch=args.watch, force=args.force, clean_stop=args.clean_stop, socket=args.socket,
+                   metrics_listen=args.metrics, events_file=args.events_file)
     return asyncio.run(Daemon(opts, config, NetlinkKernel).run())

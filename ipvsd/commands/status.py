@@ -1,0 +1,81 @@
+"""`ipvsd status`: the daemon's view of every real — health, reason, since when, configured vs kernel weight."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from ipvsd.control import add_socket_arguments, call
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_socket_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every check of every real")
+
+
+def run(args: argparse.Namespace) -> int:
+    answer = call(args, "status")
+    if answer is None:
+        return 1
+    if args.json:
+        print(json.dumps({k: v for k, v in answer.items() if k != "ok"}, indent=2))
+    else:
+        print(render(answer, now=time.time(), verbose=args.verbose), end="")
+    return 0
+
+
+def age(since: float | None, now: float) -> str:
+    """A compact age: 42s, 5m, 3h, 2d."""
+    if since is None:
+        return "-"
+    s = max(0, int(now - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def render(answer: dict[str, Any], *, now: float, verbose: bool = False) -> str:
+    """The status answer as aligned text, one block per virtual service."""
+    out: list[str] = []
+    for svc in answer.get("services", []):
+        flags = [svc["scheduler"]]
+        if not svc["in_kernel"]:
+            flags.append("not in the kernel")
+        if svc.get("quorum") is False:
+            flags.append("QUORUM LOST")
+        if svc.get("fail_open"):
+            flags.append("FAIL-OPEN (too many reals down: all serve)")
+        out.append(f"{svc['service']}  {'  '.join(flags)}")
+        rows = [("REAL", "STATE", "WEIGHT", "KERNEL", "CONNS", "SINCE", "REASON")]
+        for r in svc["reals"]:
+            kw = "-" if r["kernel_weight"] is None else str(r["kernel_weight"])
+            real = r["real"] if r["name"] in r["real"] else f"{r['real']} ({r['name']})"
+            reason = r["reason"]
+            m = r.get("maintenance")
+            if m and m.get("until"):
+                reason += f" (until {time.strftime('%Y-%m-%d %H:%M', time.localtime(m['until']))})"
+            rows.append((real, r["state"], str(r["weight"]), kw, f"{r['active']}/{r['inactive']}",
+                         age(r["since"], now), reason))
+            if verbose:
+                for c in r["checks"]:
+                    state = ("up" if c["up"] else "down") if c["settled"] else "pending"
+                    rows.append((f"  {c['check']} {c['target']}", state, "", "", "", age(c["since"], now),
+                                 f"{c['reason'] or '-'} ({c['successes']} ok / {c['failures']} failed in a row)"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            out.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        out.append("")
+    unmatched = [m for m in answer.get("maintenance", []) if not _applies(m, answer)]
+    for m in unmatched:
+        out.append(f"maintenance entry {m['addr']}{':' + str(m['port']) if m['port'] else ''} matches no real "
+                   f"({m['source']})")
+    return "\n".join(out).rstrip("\n") + "\n" if out else "no virtual services configured\n"
+
+
+def _applies(m: dict[str, Any], answer: dict[str, Any]) -> bool:
+    return any(r.get("maintenance") and r["maintenance"]["addr"] == m["addr"] and r["maintenance"]["port"] == m["port"]
+               for s in answer.get("services", []) for r in s["reals"])

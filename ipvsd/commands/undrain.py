@@ -1,0 +1,27 @@
+"""`ipvsd undrain REAL`: end a real's maintenance started by `ipvsd drain`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ipvsd.control import add_socket_arguments, call
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("real", metavar="REAL", help="ADDRESS[:PORT] or HOST[:PORT] (no port: every entry "
+                        "of that address)")
+    parser.add_argument("--service", metavar="VS", help="only the entry for this virtual service")
+    add_socket_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    answer = call(args, "undrain", real=args.real, service=args.service)
+    if answer is None:
+        return 1
+    for m in answer["removed"]:
+        print(f"undrained {m['addr']}{':' + str(m['port']) if m['port'] else ''}"
+              + (f" in {m['service']}" if m["service"] else ""))
+    for m in answer.get("still", []):
+        print(f"ipvsd undrain: still in maintenance through the maintenance_dir ({m['reason']})", file=sys.stderr)
+    return 0

@@ -1,0 +1,122 @@
+"""The event bus: transitions, reloads, drift repairs, kernel errors and maintenance as JSON lines.
+
+Every event is one flat JSON object with `ts` (UTC, ISO 8601), `type` and `reason`. Subscribers (the control
+socket's `events` stream) get a bounded queue each: a reader that falls behind loses the oldest events and is
+told how many with a `lost` event, so a stuck client can never grow the daemon's memory. The optional file
+sink appends one line per event and follows log rotation (a renamed or deleted file is reopened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+log = logging.getLogger("ipvsd.events")
+QUEUE = 1000
+
+
+def timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def line(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), default=str)
+
+
+class Subscription:
+    """One reader's queue; iterate it to get events as dicts."""
+
+    def __init__(self, bus: EventBus, size: int) -> None:
+        self._bus = bus
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
+        self._lost = 0
+
+    def put(self, event: dict[str, Any]) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self._lost += 1
+        self._queue.put_nowait(event)
+
+    async def get(self) -> dict[str, Any]:
+        if self._lost:  # said before the events that survived, which are newer than the lost ones
+            lost, self._lost = self._lost, 0
+            return {"ts": timestamp(time.time()), "type": "lost", "reason": f"{lost} events dropped (slow reader)",
+                    "count": lost}
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                yield await self.get()
+        finally:
+            self.close()
+
+
+class EventBus:
+    """Fans events out to subscribers and to an optional JSON-lines file."""
+
+    def __init__(self, file: str | None = None, *, queue: int = QUEUE) -> None:
+        self.file = file
+        self.queue = queue
+        self.published = 0
+        self._subs: set[Subscription] = set()
+        self._fh: IO[str] | None = None
+        self._ino: tuple[int, int] | None = None
+        self._failed = False
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self.queue)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def publish(self, type_: str, reason: str, **fields: Any) -> dict[str, Any]:
+        """Send one event to every subscriber and the file sink; return it."""
+        event: dict[str, Any] = {"ts": timestamp(time.time()), "type": type_, "reason": reason, **fields}
+        self.published += 1
+        for sub in list(self._subs):
+            sub.put(event)
+        if self.file is not None:
+            self._write(line(event) + "\n")
+        return event
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _write(self, text: str) -> None:
+        assert self.file is not None
+        try:
+            if self._fh is not None and self._rotated():
+                self.close()
+            if self._fh is None:
+                self._fh = open(self.file, "a", encoding="utf-8")  # noqa: SIM115 (kept open between events)
+                st = os.fstat(self._fh.fileno())
+                self._ino = (st.st_dev, st.st_ino)
+            self._fh.write(text)
+            self._fh.flush()
+            self._failed = False
+        except OSError as e:
+            if not self._failed:  # once per failure streak, not once per event
+                log.error("events file %s: %s", self.file, e.strerror or e)
+            self._failed = True
+            self.close()
+
+    def _rotated(self) -> bool:
+        assert self.file is not None
+        try:
+            st = os.stat(self.file)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ino

@@ -1,0 +1,219 @@
+"""The daemon's view of every real, as data: what `ipvsd status` prints and what the metrics collector exports.
+
+Pure: the caller hands in the config, the probe plan, each probe's health state and counters, maintenance and
+the last observed kernel table, plus both clocks (health states keep `loop.time()`; people read wall time).
+A real's `state` is its health before the fail-open rule, so an operator sees which reals actually failed:
+    maint    a maintenance entry matches it
+    up       it has no checks, or every check is settled up
+    down     every check has a result and one of them is down
+    unknown  some check has no result yet
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipvsd.checks.base import ProbeResult
+from ipvsd.config.schema import Config
+from ipvsd.desired import in_maintenance
+from ipvsd.health import HealthState
+from ipvsd.maintenance import MaintenanceInfo
+from ipvsd.model import DestKey, Proto, Service, ServiceKey, addrport
+from ipvsd.scheduler import ProbeKey, ProbePlan
+from ipvsd.state import MaintenanceKey
+
+# Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATES = ("up", "down", "unknown", "maint")
+
+
+@dataclass
+class ProbeStats:
+    """What the daemon counts per probe beyond its health state: streaks, failure reasons, a duration histogram."""
+
+    successes: int = 0  # consecutive
+    failures: int = 0  # consecutive
+    failures_by: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_sum: float = 0.0
+    count: int = 0
+    last: ProbeResult | None = None
+
+    def add(self, result: ProbeResult) -> None:
+        self.last = result
+        if result.ok:
+            self.successes, self.failures = self.successes + 1, 0
+        else:
+            self.successes, self.failures = 0, self.failures + 1
+            self.failures_by[result.kind.value] = self.failures_by.get(result.kind.value, 0) + 1
+        i = bisect.bisect_left(DURATION_BUCKETS, result.latency)
+        if i < len(self.buckets):
+            self.buckets[i] += 1
+        self.duration_sum += result.latency
+        self.count += 1
+
+
+@dataclass(frozen=True)
+class CheckStatus:
+    key: ProbeKey
+    check: str  # the check's type, made unique within its real ("http", "http#2")
+    target: str
+    up: bool
+    settled: bool
+    since: float  # wall clock
+    transitions: int
+    last: ProbeResult | None
+    stats: ProbeStats
+
+
+@dataclass(frozen=True)
+class RealStatus:
+    service: ServiceKey
+    dest: DestKey
+    name: str  # as configured (a hostname stays a hostname)
+    state: str
+    reason: str
+    since: float | None
+    weight: int
+    kernel_weight: int | None
+    active: int
+    inactive: int
+    checks: tuple[CheckStatus, ...]
+    maintenance: MaintenanceInfo | None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    key: ServiceKey
+    scheduler: str
+    in_kernel: bool
+    quorum: bool | None
+    fail_open: bool
+    reals: tuple[RealStatus, ...]
+
+
+def service_label(key: ServiceKey) -> str:
+    """The service as `ipvsadm -L` names it: `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, `FWM 7` (`FWM 7 IPv6`)."""
+    if key.is_fwmark:
+        return f"FWM {key.fwmark}" + (" IPv6" if key.af == 10 else "")
+    proto = Proto(key.protocol).name if key.protocol in Proto._value2member_map_ else str(key.protocol)
+    return f"{proto} {addrport(key.addr, key.port)}"
+
+
+def build(config: Config, probes: ProbePlan, states: Mapping[ProbeKey, HealthState],
+          stats: Mapping[ProbeKey, ProbeStats], *, kernel: Iterable[Service] = (),
+          maintenance: Mapping[MaintenanceKey, MaintenanceInfo] | None = None,
+          quorum: Mapping[ServiceKey, bool] | None = None, fail_open: Iterable[ServiceKey] = (),
+          resolved: Mapping[str, str] | None = None, wall: float, mono: float) -> list[ServiceStatus]:
+    """Return every configured service with each real's state; `wall`/`mono` are now on both clocks."""
+    maint = dict(maintenance or {})
+    keys = frozenset(maint)
+    opened = frozenset(fail_open)
+    table = {s.key: s for s in kernel}
+    out: list[ServiceStatus] = []
+    for vs in config.services:
+        skey = vs.service_key()
+        in_kernel = table.get(skey)
+        dests = {d.key: d for d in in_kernel.dests} if in_kernel is not None else {}
+        reals: list[RealStatus] = []
+        for real in vs.reals:
+            addr = (resolved or {}).get(real.address, real.address)
+            try:
+                dkey = real.dest_key(addr)
+            except ValueError:
+                continue  # an unresolved hostname: not in the table, nothing to show but the config
+            checks = _checks(probes.reals.get((skey, dkey), ()), states, stats, wall=wall, mono=mono)
+            entry = _maintenance_of(maint, keys, skey, dkey)
+            state, reason, since = _state(checks, entry)
+            kd = dests.get(dkey)
+            reals.append(RealStatus(
+                service=skey, dest=dkey, name=real.address, state=state, reason=reason, since=since,
+                weight=real.weight, kernel_weight=None if kd is None else kd.attrs.weight,
+                active=0 if kd is None else kd.active_conns, inactive=0 if kd is None else kd.inact_conns,
+                checks=checks, maintenance=entry))
+        out.append(ServiceStatus(key=skey, scheduler=vs.scheduler, in_kernel=in_kernel is not None,
+                                 quorum=None if quorum is None else quorum.get(skey), fail_open=skey in opened,
+                                 reals=tuple(reals)))
+    return out
+
+
+def _checks(keys: Iterable[ProbeKey], states: Mapping[ProbeKey, HealthState], stats: Mapping[ProbeKey, ProbeStats],
+            *, wall: float, mono: float) -> tuple[CheckStatus, ...]:
+    out: list[CheckStatus] = []
+    seen: dict[str, int] = {}
+    for key in keys:
+        st = states.get(key)
+        if st is None:
+            continue
+        kind = str(key).split(" ", 1)[0]
+        seen[kind] = seen.get(kind, 0) + 1
+        label = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
+        ps = stats.get(key) or ProbeStats()
+        out.append(CheckStatus(key=key, check=label, target=str(key.target), up=st.up, settled=st.settled,
+                               since=wall - (mono - st.since), transitions=st.transitions, last=ps.last,
+                               stats=ps))
+    return tuple(out)
+
+
+def _maintenance_of(maint: Mapping[MaintenanceKey, MaintenanceInfo], keys: frozenset[MaintenanceKey],
+                    skey: ServiceKey, dkey: DestKey) -> MaintenanceInfo | None:
+    if not in_maintenance(keys, skey, dkey):
+        return None
+    for port in (dkey.port, 0):
+        for svc in (skey, None):
+            entry = maint.get(MaintenanceKey(dkey.addr, port, svc))
+            if entry is not None:
+                return entry
+    return None
+
+
+def _state(checks: tuple[CheckStatus, ...], entry: MaintenanceInfo | None) -> tuple[str, str, float | None]:
+    if entry is not None:
+        return "maint", f"maintenance ({entry.source})" + (f": {entry.reason}" if entry.reason else ""), entry.since
+    if not checks:
+        return "up", "no checks", None
+    since = max(c.since for c in checks)
+    down = [c for c in checks if c.settled and not c.up]
+    if not all(c.settled for c in checks):
+        waiting = next(c for c in checks if not c.settled)
+        return "unknown", f"{waiting.check}: no result yet", since
+    if down:
+        c = down[0]
+        return "down", f"{c.check}: {c.last.reason if c.last else 'down'}", c.since
+    c = checks[0]
+    return "up", f"{c.check}: {c.last.reason if c.last else 'up'}", since
+
+
+# --- JSON shape (the control socket's `status` answer) --------------------------------------------------------
+
+
+def to_json(services: Iterable[ServiceStatus]) -> list[dict[str, Any]]:
+    """Return the JSON-ready form of `build`'s result."""
+    return [{
+        "service": service_label(s.key), "scheduler": s.scheduler, "in_kernel": s.in_kernel,
+        "quorum": s.quorum, "fail_open": s.fail_open,
+        "reals": [_real_json(r) for r in s.reals],
+    } for s in services]
+
+
+def maintenance_json(m: MaintenanceInfo) -> dict[str, Any]:
+    return {"addr": m.key.addr, "port": m.key.port,
+            "service": None if m.key.service is None else service_label(m.key.service),
+            "reason": m.reason, "since": m.since, "until": m.until, "source": m.source}
+
+
+def _real_json(r: RealStatus) -> dict[str, Any]:
+    return {
+        "real": str(r.dest), "name": r.name, "state": r.state, "reason": r.reason, "since": r.since,
+        "weight": r.weight, "kernel_weight": r.kernel_weight, "active": r.active, "inactive": r.inactive,
+        "maintenance": None if r.maintenance is None else maintenance_json(r.maintenance),
+        "checks": [{
+            "check": c.check, "target": c.target, "up": c.up, "settled": c.settled, "since": c.since,
+            "transitions": c.transitions, "successes": c.stats.successes, "failures": c.stats.failures,
+            "reason": c.last.reason if c.last else None, "kind": c.last.kind.value if c.last else None,
+            "latency": c.last.latency if c.last else None,
+        } for c in r.checks],
+    }
