@@ -1,53 +1,70 @@
-"""The demo scenario, run inside the lab: build the topology, let ipvsd program the director, show traffic."""
+"""The demo scenario, run inside the lab: `ipvsd run` on seed 003's ldirectord.cf, the table, one failover."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
+import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from ipvsd.kernel.netlink import NetlinkKernel
+from tests.kernel.daemon import Ipvsd
+from tests.kernel.lab import Lab, wait_until
 
-from ipvsd.model import DestAttrs, DestKey, Fwd, Proto, ServiceAttrs, ServiceKey
-from tests.kernel.lab import Lab
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "etc" / "ldirectord.cf"
+RS1, RS2 = "10.2.1.242:80", "10.2.1.243:80"
 
 
-async def program(lab: Lab) -> None:
-    kernel = NetlinkKernel(netns=lab.lb)
-    svc = ServiceKey.inet(Proto.TCP, lab.vip, 80)
-    try:
-        await kernel.add_service(svc, ServiceAttrs(scheduler="rr"))
-        print(f"ipvsd: -A {svc} -s rr")
-        for r in lab.reals:
-            key, attrs = DestKey.of(r.addr, 80), DestAttrs(fwd=Fwd.MASQ, weight=1)
-            await kernel.add_dest(svc, key, attrs)
-            print(f"ipvsd: -a {svc} -r {key} {attrs.notation()}")
-    finally:
-        await kernel.close()
+def show(lab: Lab, title: str) -> None:
+    print(f"\n$ ipvsadm -Ln    # {title}")
+    print(lab.ipvsadm("-Ln"), end="")
+
+
+def requests(lab: Lab, n: int) -> list[str]:
+    served = [lab.get()[1].strip() for _ in range(n)]
+    print(f"$ {n} x GET http://{lab.vip}/ from client -> {', '.join(served)}")
+    return served
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(root=Path(tmp), n=2).up()
+        daemon = Ipvsd(lab, CONFIG, Path(tmp) / "state")
         try:
-            reals = ", ".join(f"{r.name} {r.addr}" for r in lab.reals)
+            reals = ", ".join(f"{r.name} {r.addr} (nginx)" for r in lab.reals)
             print(f"lab: client 10.2.0.1 -> VIP {lab.vip} [lb] -> {reals}")
-            asyncio.run(program(lab))
-            print("\n$ ipvsadm -Ln   (in lb)")
-            print(lab.ipvsadm("-Ln"), end="")
-            print(f"\n$ 6 x GET http://{lab.vip}/   (from client)")
-            served = []
-            for i in range(6):
-                status, body = lab.get()
-                served.append(body.strip())
-                print(f"  request {i + 1}: {status} {body.strip()}")
-            alternating = all(a != b for a, b in itertools.pairwise(served))
-            print(f"\nround-robin over rs1/rs2: {'yes' if alternating else 'NO'}")
-            return 0 if alternating else 1
+            print(f"$ ipvsd run -c {CONFIG.relative_to(ROOT)}    # in lb; the seed's ldirectord.cf, verbatim")
+            daemon.start()
+            wait_until(lambda: lab.weights() == {RS1: 1, RS2: 1}, timeout=120, what="both reals in the table")
+            show(lab, "ipvsd has programmed the seed's virtual service")
+            ok = len(set(requests(lab, 4))) == 2
+
+            print("\n# failure: rs1's page loses the receive string (echo debian10 > index.html)")
+            t0 = time.monotonic()
+            lab.real("rs1").set_page("debian10\n")
+            wait_until(lambda: RS1 not in lab.weights(), timeout=10, what="rs1 out")
+            print(f"rs1 out of the table after {time.monotonic() - t0:.2f}s (checkinterval=1, checktimeout=3)")
+            show(lab, "rs1 removed (quiescent=no)")
+            ok &= set(requests(lab, 3)) == {"debian11-rs2"}
+
+            print("\n# recovery: hostname > index.html")
+            t0 = time.monotonic()
+            lab.real("rs1").set_page("debian11-rs1\n")
+            wait_until(lambda: lab.weights() == {RS1: 1, RS2: 1}, timeout=10, what="rs1 back")
+            print(f"rs1 back after {time.monotonic() - t0:.2f}s")
+            ok &= len(set(requests(lab, 4))) == 2
+
+            print("\n# what ipvsd logged (health transitions and kernel operations):")
+            for line in daemon.log().splitlines():
+                if re.search(r"real |ipvsadm ", line):
+                    print("  " + line)
         finally:
+            if daemon.proc is not None:
+                daemon.stop()
             lab.down()
+        print(f"\ndemo: {'PASS' if ok else 'FAIL'}")
+        return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *,
         for real, keys in probes.reals.items():
             if keys:
                 health[real] = RealHealth(up=all(results[k].ok for k in keys), settled=True)
+    from ipvsd import maintenance
+
+    drained = maintenance.current(state_path.parent, config.settings.maintenance_dir, resolved.get)
     observed = await kernel.services()
-    built = desired.build(config, health, maintenance=st.maintenance, observed=observed,
+    built = desired.build(config, health, maintenance=st.maintenance | drained, observed=observed,
                           resolved=resolved)
     return plan.plan(built.table, observed, owned=st.owned, limits=desired.limits(config), now=time.time(),
                      drains=st.drains)
