@@ -75,6 +75,17 @@ def netlink_socket(netns: str | None) -> socket.socket:
         os.close(home)
 
 
+async def _modprobe(module: str) -> bool:
+    """Load a kernel module; True when modprobe succeeded."""
+    try:
+        proc = await asyncio.create_subprocess_exec("modprobe", "-q", module, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return False
+    return await proc.wait() == 0
+
+
 class NetlinkKernel:
     """The IPVS table of a network namespace (ours by default), reached through generic netlink."""
 
@@ -85,13 +96,16 @@ class NetlinkKernel:
 
     async def _socket(self) -> Any:
         if self._sock is None:
-            sock = AsyncGenericNetlinkSocket(use_socket=netlink_socket(self._netns))
-            try:
-                await sock.bind(m.GENL_NAME, m.IpvsMessage)
-            except NetlinkError as e:
-                sock.close()
-                # ENOENT from the genl controller: the ip_vs module is not loaded.
-                raise KernelError("(open the IPVS netlink family)", e.code) from None
+            for attempt in (1, 2):
+                sock = AsyncGenericNetlinkSocket(use_socket=netlink_socket(self._netns))
+                try:
+                    await sock.bind(m.GENL_NAME, m.IpvsMessage)
+                    break
+                except NetlinkError as e:
+                    sock.close()
+                    # ENOENT from the genl controller: ip_vs is not loaded. Load it once, as ipvsadm does.
+                    if e.code != errno.ENOENT or attempt == 2 or not await _modprobe("ip_vs"):
+                        raise KernelError("(open the IPVS netlink family)", e.code) from None
             self._sock = sock
         return self._sock
 
