@@ -6,9 +6,11 @@ Rule 1: each configured real is in one state, decided in this order:
         MAINT   it matches a maintenance entry                -> Want.DRAIN (weight 0, deleted once idle)
         UP      it has no checks, or its health is settled up -> serves at its configured weight
         DOWN    settled down, or not settled yet with `alpha` -> on_failure "quiesce": weight 0;
-                                                                  "remove": Want.ABSENT
-        UNKNOWN not settled (or no health yet) without alpha  -> Want.KEEP: the kernel's entry stays as it is
-                                                                  and an absent one is not put in
+                and not serving in the kernel                     "remove": Want.ABSENT
+        UNKNOWN not settled (or no health yet) without alpha, -> Want.KEEP: the kernel's entry stays as it is
+                or with alpha but serving in the kernel           and an absent one is not put in
+        `alpha` keeps a never-checked real out; it does not take out one the kernel already serves with, or a
+        restart (whose checks have not run yet) would empty the table it adopts.
         A real is down for the pool if any of its checks says so ("all must pass"); folding several probes
         into one `RealHealth` per (service, dest) is the caller's job.
 Rule 2: fail open (panic). When more than `limits.panic_fraction` of the non-maintenance reals are settled
@@ -86,13 +88,13 @@ def build(
     reals: dict[tuple[ServiceKey, DestKey], RealState] = {}
     for vs in config.services:
         skey = vs.service_key()
-        states = _real_states(vs, skey, health, maint, resolved or {})
+        in_kernel = kernel.get(skey, {})
+        states = _real_states(vs, skey, health, maint, resolved or {}, in_kernel)
         live = [s for s in states.values() if s[1] is not RealState.MAINT]
         failed = sum(1 for s in live if s[1] is RealState.DOWN)
         if live and failed / len(live) > config.settings.limits.panic_fraction:
             opened.add(skey)
             states = {k: (r, RealState.UP if st is RealState.DOWN else st) for k, (r, st) in states.items()}
-        in_kernel = kernel.get(skey, {})
         weight = sum(r.weight if st is RealState.UP else in_kernel.get(k, 0)
                      for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
         has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
@@ -111,6 +113,8 @@ def limits(config: Config, *, force: bool = False) -> plan.Limits:
 
 def in_maintenance(maint: frozenset[MaintenanceKey], skey: ServiceKey, dkey: DestKey) -> bool:
     """Return True when an entry puts this real in maintenance (any port/service when those are unset)."""
+    if not maint:
+        return False
     for port in (dkey.port, 0):
         for svc in (skey, None):
             if MaintenanceKey(dkey.addr, port, svc) in maint:
@@ -119,7 +123,7 @@ def in_maintenance(maint: frozenset[MaintenanceKey], skey: ServiceKey, dkey: Des
 
 
 def _real_states(vs: VirtualService, skey: ServiceKey, health: Mapping[tuple[ServiceKey, DestKey], RealHealth],
-                 maint: frozenset[MaintenanceKey], resolved: Mapping[str, str],
+                 maint: frozenset[MaintenanceKey], resolved: Mapping[str, str], in_kernel: Mapping[DestKey, int],
                  ) -> dict[DestKey, tuple[RealServer, RealState]]:
     out: dict[DestKey, tuple[RealServer, RealState]] = {}
     for real in vs.reals:
@@ -127,12 +131,13 @@ def _real_states(vs: VirtualService, skey: ServiceKey, health: Mapping[tuple[Ser
         if addr is None:
             continue
         dkey = real.dest_key(addr)
-        out[dkey] = (real, _state(vs, real, skey, dkey, health.get((skey, dkey)), maint))
+        serving = in_kernel.get(dkey, 0) > 0
+        out[dkey] = (real, _state(vs, real, skey, dkey, health.get((skey, dkey)), maint, serving))
     return out
 
 
 def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey, h: RealHealth | None,
-           maint: frozenset[MaintenanceKey]) -> RealState:
+           maint: frozenset[MaintenanceKey], serving: bool) -> RealState:
     if in_maintenance(maint, skey, dkey):
         return RealState.MAINT
     checks = vs.checks_for(real)
@@ -140,7 +145,7 @@ def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey
         return RealState.UP
     if h is not None and h.settled:
         return RealState.UP if h.up else RealState.DOWN
-    return RealState.DOWN if any(c.alpha for c in checks) else RealState.UNKNOWN
+    return RealState.DOWN if not serving and any(c.alpha for c in checks) else RealState.UNKNOWN
 
 
 def _address(addr: str, resolved: Mapping[str, str]) -> str | None:

@@ -75,6 +75,17 @@ def test_unchecked_real_with_alpha_starts_down() -> None:
     assert dests(b) == {"10.0.1.1": ("absent", 1), "10.0.1.2": ("absent", 1)}
 
 
+def test_unchecked_real_with_alpha_that_the_kernel_serves_is_adopted_not_removed() -> None:
+    # a restart: the kernel serves both reals, no check has run yet
+    cfg = config(fallback={"address": "10.0.9.9"})
+    b = build(cfg, {0: H(up=True, settled=False)}, observed=serving(2))
+    assert dests(b) == {"10.0.1.1": ("keep", 1), "10.0.1.2": ("keep", 1)}
+    assert b.quorum == {WEB: True}  # so no sorry server either
+    assert plan(b.table, serving(2), owned=(WEB,), limits=desired.limits(cfg), now=0, drains={}).empty
+    # one the kernel has at weight 0 (quiesced before the restart) stays down until checked
+    assert dests(build(cfg, {}, observed=serving(2, weight=0)))["10.0.1.1"] == ("absent", 1)
+
+
 def test_unchecked_real_without_alpha_keeps_the_kernel_state_and_quorum() -> None:
     cfg = config(checks=[{"type": "tcp", "alpha": False}], fallback={"address": "10.0.9.9"})
     b = build(cfg, {}, observed=serving(2))
