@@ -117,7 +117,7 @@ class Daemon:
         if state.settled and key not in self.settled:
             self.settled.add(key)
             self.dirty.set()
-            if self.settled >= set(self.probes.jobs):
+            if len(self.settled) >= len(self.probes.jobs) and self.settled >= set(self.probes.jobs):  # O(1) first
                 log.info("every check has a result: %s", self.summary())
 
     # --- config --------------------------------------------------------------------------------------------

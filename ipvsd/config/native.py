@@ -45,10 +45,7 @@ def _line_map(text: str) -> dict[Loc, int]:
                 last = i == len(names) - 1
                 if last and m.group(1) == "[[":
                     counters[prefix] = counters.get(prefix, -1) + 1
-                    path.append(counters[prefix])
-                    # a new element resets the counters of its own nested arrays
-                    for stale in [c for c in counters if c[: len(prefix) + 1] == (*prefix, counters[prefix])]:
-                        del counters[stale]
+                    path.append(counters[prefix])  # nested arrays' counters are keyed by this new index
                 elif prefix in counters:
                     path.append(counters[prefix])
             current = tuple(path)
@@ -58,6 +55,15 @@ def _line_map(text: str) -> dict[Loc, int]:
         if key:
             lines.setdefault((*current, key.group(1)), no)
     return lines
+
+
+def _under(lines: dict[Loc, int]) -> dict[Loc, list[tuple[Loc, int]]]:
+    """Every key's line, grouped under each of its prefixes: one pass, so marking stays linear in the file."""
+    index: dict[Loc, list[tuple[Loc, int]]] = {}
+    for k, line in lines.items():
+        for n in range(len(k) + 1):
+            index.setdefault(k[:n], []).append((k, line))
+    return index
 
 
 def _first_line(lines: dict[Loc, int], prefix: Loc) -> int | None:
@@ -100,13 +106,13 @@ def _checks(raw: Any, defaults: dict[str, Any]) -> Any:
     return [_check(c, defaults) for c in raw] if isinstance(raw, list) else raw
 
 
-def _service(raw: Any, defaults: dict[str, Any], src: Where, lines: dict[Loc, int], raw_loc: Loc,
-             out_loc: Loc, where: dict[Loc, Where], errors: list[ConfigError]) -> Any:
+def _service(raw: Any, defaults: dict[str, Any], src: Where, lines: dict[Loc, int],
+             under: dict[Loc, list[tuple[Loc, int]]], raw_loc: Loc, out_loc: Loc, where: dict[Loc, Where],
+             errors: list[ConfigError]) -> Any:
     """Resolve one service's conveniences; record where each output element came from."""
     def mark(out: Loc, src_loc: Loc) -> None:
-        for (k, line) in lines.items():
-            if k[: len(src_loc)] == src_loc:
-                where[(*out, *k[len(src_loc):])] = Where(src.path, line, None)
+        for k, line in under.get(src_loc, ()):
+            where[(*out, *k[len(src_loc):])] = Where(src.path, line, None)
         if src_loc in lines:
             where[out] = Where(src.path, lines[src_loc], None)
 
@@ -194,8 +200,9 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
         if not isinstance(raw_services, list):
             raise ConfigError("must be an array of tables ([[services]])", path=src_path,
                               line=_first_line(src_lines, ("services",)), key="services")
+        under = _under(src_lines)
         for i, raw in enumerate(raw_services):
-            services.append(_service(raw, timing, Where(src_path), src_lines, ("services", i),
+            services.append(_service(raw, timing, Where(src_path), src_lines, under, ("services", i),
                                      ("services", len(services)), where, errors))
     doc["services"] = services
     try:
