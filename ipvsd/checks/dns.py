@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
+from typing import TYPE_CHECKING
 
 from ipvsd.checks._net import connect, make_socket
 from ipvsd.checks.base import Kind, ProbeFailure, ProbeResult, ProbeTarget, register, run_bounded
 from ipvsd.config.schema import DnsCheck
+
+if TYPE_CHECKING:
+    import dns.message
 
 
 @register("dns")
@@ -30,6 +29,10 @@ class DnsProbe:
         return await run_bounded(lambda: self._once(target), timeout=timeout)
 
     async def _once(self, target: ProbeTarget) -> str:
+        # dnspython is imported on first use: 38 modules that a daemon with no DNS check should not load
+        import dns.exception
+        import dns.message
+
         query = dns.message.make_query(self.spec.name, self.spec.qtype)
         wire = query.to_wire()
         raw = await (self._tcp(target, wire) if self.spec.transport == "tcp" else self._udp(target, wire))
@@ -63,6 +66,9 @@ class DnsProbe:
         return bytes(buf[2:2 + struct.unpack("!H", buf[:2])[0]])
 
     def _verdict(self, reply: dns.message.Message) -> str:
+        import dns.rcode
+        import dns.rdatatype
+
         rcode = reply.rcode()
         if rcode != dns.rcode.NOERROR:
             raise ProbeFailure(Kind.DNS, f"{self.spec.name} {self.spec.qtype}: {dns.rcode.to_text(rcode)}")

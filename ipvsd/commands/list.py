@@ -452,30 +452,7 @@ def parse(argv: list[str]) -> ListRequest:
 # --- running it -------------------------------------------------------------------------------------------
 
 
-def _skip_pyroute2_init() -> None:
-    """Let `pyroute2.netlink.*` import without running `pyroute2/__init__.py`.
-
-    That file eagerly imports IPRoute, NDB, IPDB and conntrack, which `list` never uses and which cost more than
-    the rest of the command (several seconds under the lab's emulated CPU). A plain package object with the
-    same search path is enough for the submodules the netlink adapter needs.
-    """
-    import importlib.util
-    import types
-
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    pkg = types.ModuleType("pyroute2")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__spec__ = spec
-    pkg.__file__ = spec.origin
-    sys.modules["pyroute2"] = pkg
-
-
 def _kernel() -> Kernel:
-    _skip_pyroute2_init()
     from ipvsd.kernel.netlink import NetlinkKernel
 
     return NetlinkKernel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ipvsd.kernel import _lean
 from ipvsd.model import (
     AddDest,
     AddService,
@@ -21,6 +22,9 @@ from ipvsd.model import (
     SyncDaemon,
     Timeouts,
 )
+
+# Before any submodule imports pyroute2: the adapter needs its netlink core only (see _lean).
+_lean.install()
 
 
 class Kernel(Protocol):
