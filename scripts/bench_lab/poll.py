@@ -1,0 +1,148 @@
+"""A fast watcher of the director's IPVS table: a thread in the `lb` namespace reading /proc every few ms.
+
+Under the lab's emulated CPU a forked `ipvsadm -Ln` costs ~140 ms, longer than what we measure. Reading
+/proc/thread-self/net/ip_vs from a thread that joined the namespace costs well under a millisecond, and the
+timestamps (time.monotonic) are taken in the same process as the events they are compared with.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tests.kernel.lab import parse_proc_ip_vs
+
+Table = dict[str, dict[str, int]]
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def join_netns(ns: str) -> None:
+    """Move the calling thread into network namespace `ns` (the rest of the process stays where it is)."""
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def counts(text: str) -> Table:
+    """A cheap digest for big tables: {"count": {"svc": services, "rs": dests, "up": dests with weight > 0}}."""
+    svc = rs = up = 0
+    for line in text.splitlines()[3:]:
+        if line.startswith("  ->"):
+            rs += 1
+            parts = line.split()
+            if len(parts) > 3 and parts[3] != "0":
+                up += 1
+        elif line:
+            svc += 1
+    return {"count": {"svc": svc, "rs": rs, "up": up}}
+
+
+@dataclass
+class Change:
+    """The table as first seen at monotonic time `t`."""
+
+    t: float
+    table: Table
+
+
+@dataclass
+class Watcher:
+    """Samples the table of namespace `ns` every `interval` s; keeps every change, with the time it was seen."""
+
+    ns: str
+    interval: float = 0.005
+    digest: Callable[[str], Table] = parse_proc_ip_vs
+    """Raw /proc text -> the table compared between samples (parse_proc_ip_vs ignores connection counters)."""
+    changes: list[Change] = field(default_factory=list)
+    samples: int = 0
+    max_gap: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+    _error: BaseException | None = None
+
+    def start(self) -> Watcher:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=f"watch-{self.ns}", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            join_netns(self.ns)
+            last_raw = None
+            last = time.monotonic()
+            while not self._stop.is_set():
+                with open("/proc/thread-self/net/ip_vs") as f:
+                    raw = f.read()
+                now = time.monotonic()
+                if self.samples:
+                    self.max_gap = max(self.max_gap, now - last)
+                last = now
+                self.samples += 1
+                if raw != last_raw:  # connection counters change the text too: compare the digests
+                    table = self.digest(raw)
+                    with self._cond:
+                        if not self.changes or self.changes[-1].table != table:
+                            self.changes.append(Change(now, table))
+                            self._cond.notify_all()
+                    last_raw = raw
+                if not ready.is_set():
+                    ready.set()
+                time.sleep(self.interval)
+        except BaseException as e:  # surfaced to the caller through start()/wait_for()
+            self._error = e
+            ready.set()
+
+    def current(self) -> Table:
+        with self._cond:
+            return self.changes[-1].table if self.changes else {}
+
+    def wait_for(self, pred: Callable[[Table], bool], *, since: float, timeout: float) -> float | None:
+        """Monotonic time of the first change seen after `since` whose table satisfies `pred`; None on timeout.
+
+        When the table already satisfies `pred` at `since`, `since` itself is returned.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._error:
+                    raise self._error
+                before = [c for c in self.changes if c.t <= since]
+                if before and pred(before[-1].table):
+                    return since
+                for c in self.changes[len(before):]:
+                    if pred(c.table):
+                        return c.t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def changes_between(self, t0: float, t1: float) -> list[Change]:
+        with self._cond:
+            return [c for c in self.changes if t0 < c.t <= t1]
+
