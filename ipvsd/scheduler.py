@@ -1,4 +1,4 @@
-"""The probe scheduler: one asyncio task per distinct probe, jittered intervals, a global concurrency limit.
+"""The probe scheduler: one asyncio task per distinct probe, jittered intervals, an adaptive in-flight limit.
 
 Probes are identified by `ProbeKey` (target + check parameters, without timing), so two virtual services that
 share a real and a check share one probe (keepalived issue #2358, seesaw `dedup`). `update()` is warm: probes
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ipvsd.admission import Admission
 from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, Probe, ProbeResult, ProbeTarget
 from ipvsd.checks.sentinel import Sentinel
@@ -151,7 +152,7 @@ class Scheduler:
         self.use_sentinels = sentinels
         self.sentinel_backoff = sentinel_backoff
         self.stats = Stats()
-        self._sem = asyncio.Semaphore(concurrency)
+        self.admission = Admission(concurrency)  # adapts to the CPU: see ipvsd.admission
         self._entries: dict[ProbeKey, _Entry] = {}
         # One sentinel per distinct (addr, port, source, mark), shared by every probe of that real.
         self._sentinels: dict[ProbeTarget, tuple[Sentinel, set[ProbeKey]]] = {}
@@ -262,7 +263,7 @@ class Scheduler:
                     raise
                 task.uncancel()
             entry.cut = False
-            async with self._sem:
+            async with self.admission:
                 self.stats.lags.append(loop.time() - entry.next_at)
                 result = await self._probe_once(entry)
             self.stats.probes += 1
@@ -310,8 +311,10 @@ class Scheduler:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + WATCHDOG_TICK
             await asyncio.sleep(WATCHDOG_TICK)
             now = loop.time()
+            self.admission.observe(now - due)
             for entry, deadline in list(self._in_flight.items()):
                 if now > deadline and not entry.cut and entry.task is not None:
                     log.warning("probe %s overran its timeout; cutting it off", entry.key)
