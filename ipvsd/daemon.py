@@ -2,7 +2,8 @@
 
 Level-triggered: every trigger (a health transition, a first settled result, a config change, the resync
 timer) only marks the table dirty; the loop then runs one full pass (observe, desire, plan, apply). Passes
-never overlap, and a burst of triggers becomes one pass.
+never overlap, and a burst of triggers becomes one pass. The kernel is read at start, every resync interval
+and after a failure; the passes in between observe through `ipvsd.mirror`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ipvsd.sdnotify import Notifier
 
 log = logging.getLogger("ipvsd.daemon")
 BACKOFF_MAX = 30.0
+PACE_MAX = 5.0  # longest wait forced after a slow pass (see run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class Daemon:
         self.kernel_factory = kernel_factory
         self.notifier = Notifier()
         self.dirty = asyncio.Event()
+        self.read_wanted = False  # the next pass reads the kernel (an operator asked for the current table)
         self.stopping = asyncio.Event()
         self.resolved: dict[str, str] = {}
         self.probes = ProbePlan({}, {})
@@ -105,6 +108,11 @@ class Daemon:
         self.reconciler: Reconciler | None = None
 
     # --- triggers -----------------------------------------------------------------------------------------
+
+    def wake(self, *, read: bool = False) -> None:
+        """Ask for a pass soon; `read`: observe the kernel itself, not the mirror (see ipvsd.mirror)."""
+        self.read_wanted = self.read_wanted or read
+        self.dirty.set()
 
     def on_transition(self, key: ProbeKey, t: Transition) -> None:
         log.warning("real %s: %s", key, t)
@@ -221,15 +229,24 @@ class Daemon:
         await self.obs.start()
         backoff = 0.0
         ready = synced = False
+        paced_until = 0.0
+        read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
         try:
             while not self.stopping.is_set():
+                await self._pace(paced_until)
+                if self.stopping.is_set():
+                    break
                 self.dirty.clear()
                 delay = resync
                 t0 = time.monotonic()
+                fresh, self.read_wanted = t0 >= read_due or backoff > 0 or self.read_wanted, False
                 try:
                     settled = self.settled >= set(self.probes.jobs)
                     out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved,
-                                                          maintenance=self.obs.maintenance())
+                                                          maintenance=self.obs.maintenance(),
+                                                          fresh=fresh)
+                    if out.read:
+                        read_due = t0 + resync
                     self.last = out
                     self.obs.passed(out)
                     if settled and not synced and out.error is None and out.refused is None:
@@ -237,12 +254,16 @@ class Daemon:
                         log.info("table reconciled with every check's result (%d ops in that pass)",
                                  len(out.applied))
                     backoff = 0.0 if out.error is None else min(BACKOFF_MAX, max(0.5, backoff * 2))
-                    delay = backoff or resync
+                    delay = backoff or max(0.0, read_due - time.monotonic())
                 except (OSError, IpvsdError) as e:  # the kernel socket itself failed: retry, never die
                     backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
                     delay = backoff
                     log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
                     self.obs.pass_failed(e, time.monotonic() - t0)
+                # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
+                # so passes never take more than half of the loop however fast triggers come.
+                spent = time.monotonic() - t0
+                paced_until = time.monotonic() + min(spent, PACE_MAX)
                 if not ready:
                     self.notifier.ready(self.summary())
                     ready = True
@@ -264,6 +285,13 @@ class Daemon:
                 log.info("stopping; the IPVS table stays as it is")
             await kernel.close()
         return 0
+
+    async def _pace(self, until: float) -> None:
+        """Sleep until `until` (monotonic) unless stopping."""
+        left = until - time.monotonic()
+        if left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), left)
 
     async def _wait(self, delay: float) -> None:
         """Sleep until a trigger, a stop, or `delay` seconds."""

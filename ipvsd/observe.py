@@ -156,7 +156,7 @@ class Observer:
         if out.built is not None:
             self.fail_open = out.built.fail_open
         rec = self.d.reconciler
-        if rec is not None and not out.applied and out.refused is None:
+        if rec is not None and out.read and not out.applied and out.refused is None:  # a mirror has no counters
             self.kernel, self.kernel_at, self.kernel_wall = rec.observed, time.monotonic(), time.time()
         elif out.applied:
             self.kernel_at = None
@@ -175,7 +175,7 @@ class Observer:
     async def next_pass(self) -> bool:
         """Wake the daemon and wait for a pass that starts after this call; False if none ends in time."""
         want = self.started_passes + 1
-        self.d.dirty.set()
+        self.d.wake(read=True)
         try:
             async with asyncio.timeout(PASS_WAIT):
                 while self.done_passes < want:

@@ -134,6 +134,7 @@ class Plan:
     refused: str | None = None
     withheld: tuple[Op, ...] = ()
     removals: int = 0
+    counted: bool = False  # a drain decision read connection counters: plan on a freshly read table
 
     @property
     def empty(self) -> bool:
@@ -216,6 +217,7 @@ class _Pass:
     now: float
     steps: list[_Step] = field(default_factory=list)
     new_drains: dict[DrainKey, float] = field(default_factory=dict)
+    counted: bool = False
 
     def dest_unchanged(self, skey: ServiceKey, dkey: DestKey) -> bool:
         if self.previous is None:
@@ -269,9 +271,9 @@ def plan(
     reason = None if limits.force else _guard(limits, removals, total)
     if reason is not None:
         return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
-                    removals=removals)
+                    removals=removals, counted=p.counted)
     return Plan(ops=ops, drains=p.new_drains, owned=still_owned, drift=tuple(s.op for s in steps if s.drift),
-                removals=removals)
+                removals=removals, counted=p.counted)
 
 
 def _guard(limits: Limits, removals: int, total: int) -> str | None:
@@ -321,6 +323,7 @@ def _drain_dest(p: _Pass, skey: ServiceKey, hd: Dest, *, drift: bool) -> bool:
     # Drift only if the kernel left the drain's steady state (absent or weight 0): someone raised it by hand.
     drift = drift and serving
     start = p.drains.get((skey, hd.key), p.now)
+    p.counted = True
     idle = hd.active_conns + hd.inact_conns == 0
     expired = p.now - start >= p.drain_timeout(skey)
     if skey.protocol == Proto.UDP or idle or expired:

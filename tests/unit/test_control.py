@@ -246,7 +246,7 @@ async def test_events_stream_transitions_reloads_and_drift(harness: Harness) -> 
         assert t["ts"].endswith("Z") and t["reason"]
         await harness.kernel.del_dest(VIP, DestKey.of("127.0.0.1", p2))  # behind ipvsd's back
         assert harness.daemon is not None
-        harness.daemon.dirty.set()
+        harness.daemon.wake(read=True)  # as the resync timer does, sooner
         await until(lambda: _has(got, "drift"), "a drift event")
         assert "-a -t 10.2.0.240:80 -r 127.0.0.1:" in next(e for e in got if e["type"] == "drift")["op"]
         harness.path.write_text(harness.path.read_text().replace('scheduler = "rr"', 'schedulr = "rr"'))
