@@ -635,14 +635,14 @@ class Limits(_Frozen):
     panic_fraction: float = Field(default=1.0, ge=0, le=1)
     """When more than this fraction of a service's reals fail, keep them all (fail open). 1.0: never."""
     check_concurrency: int = Field(default=256, ge=1, le=100000)
-    """Most checks in flight at once."""
+    """Most checks in flight at once (fewer while the daemon is short of CPU: see docs/checks.md)."""
 
 
 class Settings(_Frozen):
     """Daemon-wide settings."""
 
     resync_interval: PositiveSeconds = 30.0
-    """Seconds between full reconciles against the kernel (drift repair)."""
+    """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.mirror."""
     metrics_listen: str | None = "127.0.0.1:9597"
     """host:port of the Prometheus endpoint. None: no metrics endpoint."""
     control_socket: str = "/run/ipvsd/control.sock"
