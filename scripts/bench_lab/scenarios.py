@@ -145,6 +145,12 @@ def detection(b: Bench, kind: str) -> Result:
     d = b.daemon(kind, "detection")
     d.write([Virtual(b.lab.vip, 80, (rs1.addr, rs2.addr))])
 
+    # Every daemon gets the same phases against its check cycle, spread evenly over one interval (a shared
+    # random stream gave each daemon different draws: keepalived's page faults all landed late in its cycle).
+    phases = [(i + 0.5) / b.plan.reps for i in range(b.plan.reps)]
+    random.Random(8).shuffle(phases)
+    pauses = random.Random(9)
+
     def body() -> Result:
         out: Result = {"kill": {"drain": [], "restore": []}, "page": {"drain": [], "restore": []}}
         with Watcher(b.lab.lb, 0.005) as w:
@@ -160,11 +166,11 @@ def detection(b: Bench, kind: str) -> Result:
                     if ready is None:
                         out[mode]["aborted"] = f"rep {i}: rs1 not back within 20 s"
                         break
-                    time.sleep(b.rng.uniform(0, 1))  # a random phase against the check cycle
+                    time.sleep(phases[i] * d.settings.interval)  # a phase against the check cycle
                     t_fail = stop_real(rs1) if mode == "kill" else set_page(rs1, "maintenance-rs1\n")
                     gone = w.wait_for(lambda t: not up(t, a1), since=t_fail, timeout=10)
                     out[mode]["drain"].append(ms(t_fail, gone))
-                    time.sleep(b.rng.uniform(1, 2))
+                    time.sleep(pauses.uniform(1, 2))
                     t_fix = start_real(rs1) if mode == "kill" else set_page(rs1, f"{RECEIVE}-rs1\n")
                     back = w.wait_for(lambda t: up(t, a1), since=t_fix, timeout=10) if gone else None
                     out[mode]["restore"].append(ms(t_fix, back))  # never out: no restore to time
