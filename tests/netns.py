@@ -19,19 +19,24 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def join_netns(ns: str) -> None:
+    """Move the calling thread into network namespace `ns` (the rest of the process stays where it is)."""
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def run_in(ns: str, fn: Callable[[], T], *, timeout: float = 60.0) -> T:
     """Return fn() evaluated in a thread that has joined network namespace `ns`."""
     box: dict[str, object] = {}
 
     def target() -> None:
         try:
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            join_netns(ns)
             box["value"] = fn()
         except BaseException as e:  # handed back to the caller's thread
             box["error"] = e

@@ -7,29 +7,15 @@ timestamps (time.monotonic) are taken in the same process as the events they are
 
 from __future__ import annotations
 
-import ctypes
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.kernel.lab import parse_proc_ip_vs
+from tests.netns import join_netns
 
 Table = dict[str, dict[str, int]]
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def join_netns(ns: str) -> None:
-    """Move the calling thread into network namespace `ns` (the rest of the process stays where it is)."""
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def counts(text: str) -> Table:

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from scripts.bench_lab.poll import join_netns
 from tests.kernel.lab import RECEIVE
+from tests.netns import join_netns
 
 OUTCOMES = ("ok", "refused", "reset", "timeout", "bad", "error")
 
