@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipvsd import config as configmod
+from ipvsd import gcpolicy
 from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config
 from ipvsd.errors import ConfigError, IpvsdError
@@ -138,6 +139,7 @@ class Daemon:
         self.scheduler.update(self.probes.jobs)
         self.settled &= set(self.probes.jobs)
         self.obs.config_applied()
+        gcpolicy.settle()
         self.dirty.set()
 
     async def reload(self, why: str) -> None:
@@ -214,6 +216,7 @@ class Daemon:
             log.error("%s", e)
             return 1
         limits = self.config.settings.limits
+        gcpolicy.tune()
         self.scheduler = Scheduler(on_transition=self.on_transition, on_result=self.on_result,
                                    concurrency=limits.check_concurrency)
         loop = asyncio.get_running_loop()

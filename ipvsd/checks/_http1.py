@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ipvsd.checks.base import Kind, ProbeFailure
 
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) +(\d{3})(?: +([^\r\n]*))?")
+_STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) +(\d{3})(?: +([^\r\n]*))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +53,16 @@ def parse_head(buf: bytes | bytearray) -> Head:
     end = head_end(buf)
     if end < 0:
         raise ProbeFailure(Kind.PROTOCOL, f"no complete HTTP response head: {_preview(buf)}")
-    lines = bytes(buf[:end]).split(b"\n")
-    m = _STATUS_LINE.match(lines[0].rstrip(b"\r"))
+    lines = bytes(buf[:end]).decode("latin-1").split("\n")
+    m = _STATUS_LINE.match(lines[0].rstrip("\r"))
     if m is None:
         raise ProbeFailure(Kind.PROTOCOL, f"not an HTTP response: {_preview(buf)}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
-        name, sep, value = line.decode("latin-1").partition(":")
+        name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    return Head(int(m.group(3)), (m.group(4) or b"").decode("latin-1").strip(), headers, end)
+    return Head(int(m.group(3)), (m.group(4) or "").strip(), headers, end)
 
 
 def complete(buf: bytes | bytearray, *, need_body: bool) -> bool:
@@ -85,12 +85,9 @@ def complete(buf: bytes | bytearray, *, need_body: bool) -> bool:
     return False  # delimited by close
 
 
-def reusable(buf: bytes | bytearray, *, head_only: bool) -> bool:
-    """True when the response in `buf` is complete, framed, and leaves the connection open for another."""
-    try:
-        head = parse_head(buf)
-    except ProbeFailure:
-        return False
+def reusable(buf: bytes | bytearray, head: Head, *, head_only: bool) -> bool:
+    """True when the response in `buf` (whose head is `head`) is complete, framed, and leaves the connection
+    open for another."""
     if "close" in head.headers.get("connection", "").lower():
         return False
     if head_only or head.status in (204, 304):

@@ -83,6 +83,18 @@ class Conn(asyncio.Protocol):
             raise self.error
         return self.buf
 
+    async def request(self, payload: bytes, *, done: Callable[[bytearray], bool]) -> bytearray:
+        """Send `payload` and read a fresh reply until `done(buf)` (for a kept connection, as RawConn does)."""
+        self.buf = bytearray()
+        self.write(payload)
+        buf = await self.read_until(done)
+        self.buf = bytearray()  # what arrives from now on, before the next request, is stray
+        return buf
+
+    def idle(self) -> bool:
+        """Whether a kept connection is still open and nothing stray arrived since the last reply."""
+        return not self.eof and not self.buf
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()

@@ -136,13 +136,19 @@ def classify(exc: BaseException) -> tuple[Kind, str]:
     return Kind.ERROR, f"{type(exc).__name__}: {exc}"
 
 
-async def run_bounded(body: Callable[[], Awaitable[str]], *, timeout: float) -> ProbeResult:
-    """Run a probe body (returning the reason of a success) within `timeout`; never raise for a down backend."""
+async def run_bounded(body: Callable[[], Awaitable[str]], *, timeout: float, bounded: bool = False) -> ProbeResult:
+    """Run a probe body (returning the reason of a success) within `timeout`; never raise for a down backend.
+
+    `bounded`: the body enforces the timeout itself (raising TimeoutError), which saves a timer per probe.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        async with asyncio.timeout(timeout):
+        if bounded:
             reason = await body()
+        else:
+            async with asyncio.timeout(timeout):
+                reason = await body()
     except (OSError, ProbeFailure, ssl.SSLError, ValueError, UnicodeError, EOFError) as exc:
         kind, why = classify(exc)
         if kind is Kind.TIMEOUT and isinstance(exc, TimeoutError):

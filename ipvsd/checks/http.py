@@ -2,11 +2,13 @@
 
 Not httpx: a probe needs one request and a bounded read, and httpx's per-request cost (pool, h11 state
 machine, transports) is several times ours (scripts/bench-probes --httpx; docs/checks.md). Plain http runs
-on raw non-blocking sockets (_raw), https on an asyncio Protocol with the ssl module (_net).
+on raw non-blocking sockets (_raw), https on an asyncio Protocol with the ssl module (_net); both can keep
+their connection between probes (`reuse_connection`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import ssl
@@ -37,6 +39,8 @@ def _ranges(spec: HttpCheck) -> str:
 class HttpProbe:
     """An HTTP(S) GET or HEAD whose status must be expected and whose body must match, if asked."""
 
+    __slots__ = ("_kept", "_request", "need_body", "regex", "regex_no_match", "spec", "tls")
+
     def __init__(self, spec: HttpCheck) -> None:
         self.spec = spec
         self.tls = tls_context(spec) if spec.type == "https" else None
@@ -45,7 +49,7 @@ class HttpProbe:
         self.regex = re.compile(spec.regex) if spec.regex is not None else None
         self.regex_no_match = re.compile(spec.regex_no_match) if spec.regex_no_match is not None else None
         self._request: tuple[ProbeTarget, bytes] | None = None
-        self._kept: Conn | None = None  # reuse_connection: the keep-alive connection between probes
+        self._kept: Conn | _raw.RawConn | None = None  # reuse_connection: the keep-alive connection between probes
 
     def request(self, target: ProbeTarget) -> bytes:
         """Return the request bytes for `target` (cached: a probe object serves one target)."""
@@ -65,7 +69,9 @@ class HttpProbe:
             self._kept = None
 
     async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
-        return await run_bounded(lambda: self._once(target), timeout=timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        # Plain http runs on _raw, which enforces the deadline itself; https needs asyncio's timeout.
+        return await run_bounded(lambda: self._once(target, deadline), timeout=timeout, bounded=self.tls is None)
 
     def _complete(self, buf: bytearray) -> bool:
         return _http1.complete(buf, need_body=self.need_body)
@@ -79,21 +85,23 @@ class HttpProbe:
         return await connect(target, limit=limit, tls=self.tls,
                              server_hostname=sni or (target.addr if self.spec.tls_verify else None))
 
-    async def _once(self, target: ProbeTarget) -> str:
+    async def _once(self, target: ProbeTarget, deadline: float) -> str:
         limit = _HEAD_LIMIT + self.spec.max_body_bytes
         if self.spec.reuse_connection:
-            buf = await self._exchange_kept(target, limit)
-        elif self.tls is None:
-            buf = await _raw.exchange(target, self.request(target), limit=limit, done=self._complete)
+            buf, head = await self._exchange_kept(target, limit, deadline)
         else:
-            conn = await self._open(target, limit)
-            try:
-                conn.write(self.request(target))
-                buf = await conn.read_until(self._complete)
-            finally:
-                conn.close()
-        require_bytes(buf, "an HTTP response")
-        head = _http1.parse_head(buf)
+            if self.tls is None:
+                buf = await _raw.exchange(target, self.request(target), limit=limit, done=self._complete,
+                                          deadline=deadline)
+            else:
+                conn = await self._open(target, limit)
+                try:
+                    conn.write(self.request(target))
+                    buf = await conn.read_until(self._complete)
+                finally:
+                    conn.close()
+            require_bytes(buf, "an HTTP response")
+            head = _http1.parse_head(buf)
         self._check_status(head)
         if not self.need_body:
             return f"{head.status} {head.phrase}".rstrip()
@@ -101,37 +109,47 @@ class HttpProbe:
         truncated = len(buf) >= limit or len(body) > self.spec.max_body_bytes
         return self._check_body(body[: self.spec.max_body_bytes], head, truncated=truncated)
 
-    async def _exchange_kept(self, target: ProbeTarget, limit: int) -> bytearray:
+    async def _kept_request(self, conn: Conn | _raw.RawConn, target: ProbeTarget, limit: int,
+                            deadline: float) -> bytearray:
+        if isinstance(conn, _raw.RawConn):
+            return await conn.exchange(self.request(target), limit=limit, done=self._framed, deadline=deadline)
+        return await conn.request(self.request(target), done=self._framed)
+
+    async def _exchange_kept(self, target: ProbeTarget, limit: int, deadline: float) -> tuple[bytearray, _http1.Head]:
         """One request on the kept connection (opened if needed); keep it only if the reply is cleanly framed.
 
-        A kept connection the server has meanwhile closed is retried once on a new one, as HTTP clients do.
+        A kept connection the server has meanwhile closed (or sent something stray on) is replaced before the
+        request; one that fails during it is retried once on a new connection, as HTTP clients do.
         """
         conn, self._kept = self._kept, None
-        reused = conn is not None and not conn.eof
+        reused = conn is not None and conn.idle()
         if conn is not None and not reused:
             conn.close()
         for attempt in (reused, False):
             if not attempt:
-                conn = await self._open(target, limit)
+                conn = _raw.RawConn(target) if self.tls is None else await self._open(target, limit)
             assert conn is not None
-            conn.buf = bytearray()
             try:
-                conn.write(self.request(target))
-                buf = await conn.read_until(self._framed)
+                buf = await self._kept_request(conn, target, limit, deadline)
+                if not buf and attempt:
+                    conn.close()
+                    continue
+                require_bytes(buf, "an HTTP response")
+                head = _http1.parse_head(buf)
             except OSError:
                 conn.close()
                 if attempt:
                     continue
                 raise
-            if not buf and attempt:
+            except BaseException:  # not HTTP, a timeout, a cancel: the connection is in an unknown state
                 conn.close()
-                continue
-            if buf and _http1.reusable(buf, head_only=self.spec.method == "HEAD") and len(buf) < limit \
+                raise
+            if _http1.reusable(buf, head, head_only=self.spec.method == "HEAD") and len(buf) < limit \
                     and not conn.eof:
                 self._kept = conn
             else:
                 conn.close()
-            return buf
+            return buf, head
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _check_status(self, head: _http1.Head) -> None:

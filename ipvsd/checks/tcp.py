@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ipvsd.checks._raw import exchange
 from ipvsd.checks.base import ProbeResult, ProbeTarget, register, run_bounded
 from ipvsd.config.schema import TcpCheck
 
 
-async def tcp_connect(target: ProbeTarget) -> str:
-    """Connect to `target` and close at once; socket errors propagate to be classified."""
-    await exchange(target, None, limit=0, done=None)
+async def tcp_connect(target: ProbeTarget, deadline: float) -> str:
+    """Connect to `target` and close at once; socket errors and the deadline propagate to be classified."""
+    await exchange(target, None, limit=0, done=None, deadline=deadline)
     return "connected"
 
 
@@ -21,4 +23,5 @@ class TcpProbe:
         self.spec = spec
 
     async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
-        return await run_bounded(lambda: tcp_connect(target), timeout=timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        return await run_bounded(lambda: tcp_connect(target, deadline), timeout=timeout, bounded=True)

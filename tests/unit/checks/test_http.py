@@ -273,3 +273,64 @@ async def test_reuse_connection_keeps_one_connection_and_survives_an_idle_close(
     assert all(r.ok for r in results), results
     assert connections == 2  # two requests on the first connection, then a new one after the server closed it
     assert all(b"Connection: keep-alive" in r for r in requests)
+
+
+async def test_reuse_connection_replaces_a_connection_with_stray_bytes() -> None:
+    # Bytes that arrive between two probes would be read as the next reply: the kept connection is dropped.
+    connections = 0
+    stray_sent = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        while True:
+            try:
+                await read_head(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+            if first:
+                writer.write(b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                stray_sent.set()
+                first = False
+
+    async with serve(handler) as port:
+        p = make_probe(http(reuse_connection=True, receive="hello"))
+        target = ProbeTarget("127.0.0.1", port)
+        first = await p.probe(target, timeout=TIMEOUT)
+        await asyncio.wait_for(stray_sent.wait(), TIMEOUT)
+        second = await p.probe(target, timeout=TIMEOUT)
+        p.close()  # type: ignore[attr-defined]
+    assert first.ok and second.ok, (first, second)
+    assert connections == 2
+
+
+async def test_reuse_connection_times_out_on_a_silent_kept_connection() -> None:
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while True:
+            try:
+                await read_head(reader)
+            except asyncio.IncompleteReadError:
+                return
+            served += 1
+            if served == 1:  # the first reply only; the kept connection then stays silent
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+
+    async with serve(handler) as port:
+        p = make_probe(http(reuse_connection=True))
+        target = ProbeTarget("127.0.0.1", port)
+        assert (await p.probe(target, timeout=TIMEOUT)).ok
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        result = await p.probe(target, timeout=TIMEOUT)
+        elapsed = loop.time() - start
+        p.close()  # type: ignore[attr-defined]
+    assert not result.ok and result.kind is Kind.TIMEOUT, result
+    assert TIMEOUT <= elapsed < TIMEOUT + SLACK
