@@ -1,7 +1,9 @@
 """The kernel adapter: the Kernel protocol over IPVS generic netlink, with pyroute2's asyncio socket.
 
 pyroute2 0.9 sockets are asyncio-native (AsyncGenericNetlinkSocket reads through the running loop's datagram
-transport), so no thread is involved. One socket serves all requests; a lock keeps them in call order, which
+transport), so no thread is involved. pyroute2 resolves the family and reads the table (dumps, GETs); the
+changes (add, edit, delete: all a plan sends) go out on a second, plain socket, encoded by `_wire`, because
+pyroute2's encoder costs ~20 × the kernel's work per message. A lock keeps all requests in call order, which
 is the order a plan was made in. This is the only module of ipvsd that talks to pyroute2's socket layer.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import itertools
 import os
 import socket
 from typing import Any
@@ -20,6 +23,7 @@ from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
 
 from ipvsd.errors import KernelError
 from ipvsd.kernel import _messages as m
+from ipvsd.kernel import _wire
 from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
 from ipvsd.model import (
     AddDest,
@@ -86,12 +90,65 @@ async def _modprobe(module: str) -> bool:
     return await proc.wait() == 0
 
 
+class _Plain:
+    """A plain netlink socket that speaks IPVS through _wire: requests, acks, GETs and dumps.
+
+    The kernel answers an IPVS request inside the send (a dump one datagram per read), so a reply is normally
+    waiting when we read; the loop is only awaited when it is not.
+    """
+
+    def __init__(self, netns: str | None, family: int) -> None:
+        self.sock = netlink_socket(netns)
+        self.sock.bind((0, 0))
+        self.sock.setblocking(False)
+        self.family = family
+        self._seq = itertools.count(1)
+
+    async def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(_RECV)
+        except BlockingIOError:
+            async with asyncio.timeout(_REPLY_TIMEOUT):
+                return await asyncio.get_running_loop().sock_recv(self.sock, _RECV)
+
+    async def call(self, cmd: int, attrs: m.Attrs) -> int:
+        """Send one change; return the kernel's errno for it (0: done)."""
+        seq = next(self._seq)
+        self.sock.send(_wire.request(self.family, cmd, attrs, flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq))
+        while True:
+            err = _wire.ack_error(await self._recv(), seq)
+            if err is not None:
+                return err
+
+    async def read(self, cmd: int, attrs: m.Attrs, *, dump: bool, af: int = 0) -> tuple[list[_wire.Message], int]:
+        """Send a GET (one reply) or a dump (replies until DONE); return the replies and the errno (0: fine)."""
+        seq = next(self._seq)
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        self.sock.send(_wire.request(self.family, cmd, attrs, flags=flags, seq=seq))
+        out: list[_wire.Message] = []
+        while True:
+            got, err, done = _wire.replies(await self._recv(), seq, af=af)
+            out += got
+            if err:
+                return out, err
+            if done or (out and not dump):
+                return out, 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_RECV = 65536  # the kernel fills a dump datagram up to 32 KiB
+_REPLY_TIMEOUT = 10.0
+
+
 class NetlinkKernel:
     """The IPVS table of a network namespace (ours by default), reached through generic netlink."""
 
     def __init__(self, netns: str | None = None) -> None:
         self._netns = netns
         self._sock: Any = None
+        self._plain: _Plain | None = None
         self._lock = asyncio.Lock()
 
     async def _socket(self) -> Any:
@@ -109,36 +166,48 @@ class NetlinkKernel:
             self._sock = sock
         return self._sock
 
-    async def _talk(self, op: str, cmd: int, attrs: m.Attrs, flags: int, done: frozenset[int]) -> list[Any]:
-        """Send one request; return its replies, or [] when the kernel's errno counts as done under `done`."""
+    async def _request(self, op: str, cmd: int, attrs: m.Attrs, *, read: bool, dump: bool = False,
+                       af: int = 0) -> tuple[list[_wire.Message], int]:
         async with self._lock:
-            sock = await self._socket()
+            if self._plain is None:
+                self._plain = _Plain(self._netns, (await self._socket()).prid)
             try:
-                replies = await sock.nlm_request(m.request(cmd, attrs), msg_type=sock.prid, msg_flags=flags)
-                return [r async for r in replies]
-            except NetlinkError as e:
-                err = e.code
-        settle(op, err, done)
-        return []
+                if read:
+                    return await self._plain.read(cmd, attrs, dump=dump, af=af)
+                return [], await self._plain.call(cmd, attrs)
+            except (OSError, TimeoutError) as e:
+                self._plain.close()
+                self._plain = None
+                raise KernelError(op, getattr(e, "errno", None) or errno.ETIMEDOUT) from None
 
     async def _do(self, op: str, cmd: int, attrs: m.Attrs, done: frozenset[int] = STRICT) -> None:
-        await self._talk(op, cmd, attrs, NLM_F_REQUEST | NLM_F_ACK, done)
+        _, err = await self._request(op, cmd, attrs, read=False)
+        if err:
+            settle(op, err, done)
 
     async def _get(self, op: str, cmd: int, attrs: m.Attrs, done: frozenset[int] = STRICT) -> list[Any]:
         # A doit GET answers with its reply alone; asking for an ACK too would leave a stray message behind.
-        return await self._talk(op, cmd, attrs, NLM_F_REQUEST, done)
+        replies, err = await self._request(op, cmd, attrs, read=True)
+        if err:
+            settle(op, err, done)
+            return []
+        return replies
 
-    async def _dump(self, op: str, cmd: int, attrs: m.Attrs) -> list[Any]:
-        return await self._talk(op, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP, STRICT)
+    async def _dump(self, op: str, cmd: int, attrs: m.Attrs, af: int = 0) -> list[Any]:
+        replies, err = await self._request(op, cmd, attrs, read=True, dump=True, af=af)
+        if err:
+            settle(op, err, STRICT)
+        return replies
 
     # --- reading ---------------------------------------------------------------------------------
 
     async def info(self) -> Info:
         (reply,) = await self._get("--version", m.CMD_GET_INFO, [])
-        return m.decode_info(m.raw_bytes(reply))
+        return m.decode_info(reply.raw)
 
     async def _dests(self, key: ServiceKey) -> tuple[Dest, ...]:
-        replies = await self._dump(f"-L {key}", m.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))])
+        replies = await self._dump(f"-L {key}", m.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))],
+                                   af=key.af)
         return tuple(m.decode_dest(r, key.af) for r in replies)
 
     async def services(self) -> list[Service]:
@@ -212,6 +281,9 @@ class NetlinkKernel:
                        [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state)]})], DONE_ON_DELETE)
 
     async def close(self) -> None:
+        if self._plain is not None:
+            self._plain.close()
+            self._plain = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None

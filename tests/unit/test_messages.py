@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 
+import pytest
 from pyroute2.netlink.nlsocket import Marshal
 
 from ipvsd.kernel import _messages as m
+from ipvsd.kernel import _wire
 from ipvsd.model import (
     AF_INET,
     AF_INET6,
@@ -72,6 +75,17 @@ def parse(raw: bytes) -> list[object]:
     marshal = Marshal()
     marshal.msg_map[FAMILY_ID] = m.IpvsMessage
     return list(marshal.parse(raw))
+
+
+def parse_wire(raw: bytes) -> list[object]:
+    """The same replies through ipvsd's own decoder (kernel/_wire.py), which netlink.py uses."""
+    got, err, _ = _wire.replies(raw, 1)
+    assert err is None
+    return list(got)
+
+
+# Every reply test runs through pyroute2's decoder and ipvsd's: the same decode_* functions read both.
+DECODERS = pytest.mark.parametrize("parse", [parse, parse_wire], ids=["pyroute2", "wire"])
 
 
 # --- requests --------------------------------------------------------------------------------------
@@ -151,7 +165,8 @@ def stats_nest(kind: int, values: list[int], *, wide: bool) -> bytes:
     return nla(kind, body)
 
 
-def test_decode_v4_service_reply() -> None:
+@DECODERS
+def test_decode_v4_service_reply(parse: Callable[[bytes], list[object]]) -> None:
     svc = b"".join([
         nla(1, u16(AF_INET)), nla(2, u16(6)), nla(3, socket.inet_aton("10.0.0.1") + b"\0" * 12),
         nla(4, struct.pack(">H", 443)), nla(6, b"mh\0"), nla(11, b"sip\0"),
@@ -166,7 +181,8 @@ def test_decode_v4_service_reply() -> None:
     assert got.stats == Stats(2**40, 2, 3, 2**60, 5, 6, 7, 8, 9, 10)
 
 
-def test_decode_v6_fwmark_service_reply() -> None:
+@DECODERS
+def test_decode_v6_fwmark_service_reply(parse: Callable[[bytes], list[object]]) -> None:
     svc = b"".join([nla(1, u16(AF_INET6)), nla(5, u32(3_000_000_000)), nla(6, b"rr\0"),
                     nla(7, u32(0x2) + u32(0xFFFFFFFF)), nla(8, u32(0)), nla(9, u32(128))])
     (msg,) = parse(genl(m.CMD_NEW_SERVICE, nla(1, svc)))
@@ -176,7 +192,8 @@ def test_decode_v6_fwmark_service_reply() -> None:
     assert got.stats == Stats()
 
 
-def test_decode_dest_reply_with_family_after_address() -> None:
+@DECODERS
+def test_decode_dest_reply_with_family_after_address(parse: Callable[[bytes], list[object]]) -> None:
     dest = b"".join([
         nla(1, socket.inet_pton(AF_INET6, "2001:db8::10")), nla(2, struct.pack(">H", 8080)), nla(3, u32(2)),
         nla(4, u32(2**31 - 1)), nla(5, u32(100)), nla(6, u32(10)), nla(7, u32(4)), nla(8, u32(5)), nla(9, u32(6)),
@@ -193,7 +210,8 @@ def test_decode_dest_reply_with_family_after_address() -> None:
     assert got.stats == Stats(conns=5_000_000_000)
 
 
-def test_decode_daemon_and_timeouts() -> None:
+@DECODERS
+def test_decode_daemon_and_timeouts(parse: Callable[[bytes], list[object]]) -> None:
     daemon = b"".join([nla(1, u32(1)), nla(2, b"eth0\0"), nla(3, u32(0)), nla(4, u16(1472)), nla(7, u16(8848)),
                        nla(8, b"\x01"), nla(5, socket.inet_aton("224.0.0.81"))])
     (msg,) = parse(genl(m.CMD_NEW_DAEMON, nla(3, daemon)))
@@ -207,6 +225,8 @@ def test_get_info_reply_decodes_through_the_info_class() -> None:
     raw = genl(m.CMD_SET_INFO, nla(1, u32(0x010201)) + nla(2, u32(4096)))
     (msg,) = parse(raw + raw)[:1]
     assert m.decode_info(m.raw_bytes(msg)) == Info(version=0x010201, conn_tab_size=4096)
+    (ours,) = parse_wire(raw + raw)[:1]
+    assert m.decode_info(ours.raw) == Info(version=0x010201, conn_tab_size=4096)  # type: ignore[attr-defined]
 
 
 def test_round_trip_of_every_field_through_our_own_encoder() -> None:

@@ -1,0 +1,106 @@
+"""ipvsd's struct encoder of IPVS requests against pyroute2's, byte for byte, over every request shape."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipvsd.kernel import _messages as m
+from ipvsd.kernel import _wire
+from ipvsd.model import (
+    AF_INET,
+    DestAttrs,
+    DestKey,
+    Fwd,
+    ServiceAttrs,
+    ServiceKey,
+    SyncDaemon,
+    Timeouts,
+    TunFlags,
+    TunType,
+)
+
+FAMILY_ID = 0x1E
+FLAGS = 5  # NLM_F_REQUEST | NLM_F_ACK
+
+
+def pyroute2_bytes(cmd: int, attrs: m.Attrs, seq: int) -> bytes:
+    msg = m.request(cmd, attrs)
+    msg["header"] = {"type": FAMILY_ID, "flags": FLAGS, "sequence_number": seq, "pid": 0}
+    msg.encode()
+    return bytes(msg.data)
+
+
+def ours(cmd: int, attrs: m.Attrs, seq: int) -> bytes:
+    return _wire.request(FAMILY_ID, cmd, attrs, flags=FLAGS, seq=seq)
+
+
+u8, u16, u32 = (st.integers(0, 2**n - 1) for n in (8, 16, 32))
+v4 = st.integers(1, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+v6 = st.integers(1, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+addrs = st.one_of(v4, v6)
+names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=15)
+
+
+@st.composite
+def service_keys(draw: st.DrawFn) -> ServiceKey:
+    if draw(st.booleans()):
+        return ServiceKey.inet(draw(st.sampled_from([6, 17, 132])), draw(addrs), draw(u16))
+    return ServiceKey(af=draw(st.sampled_from([2, 10])), fwmark=draw(st.integers(1, 2**32 - 1)))
+
+
+@st.composite
+def service_attrs(draw: st.DrawFn, af: int) -> ServiceAttrs:
+    netmask = draw(u32) if af == AF_INET else draw(st.integers(0, 128))
+    return ServiceAttrs(scheduler=draw(names), flags=draw(u32), timeout=draw(u32), netmask=netmask,
+                        pe_name=draw(st.sampled_from(["", "sip"])))
+
+
+dest_keys = st.builds(DestKey.of, addrs, u16)
+dest_attrs = st.builds(DestAttrs, fwd=st.sampled_from(list(Fwd)), weight=st.integers(0, 65535), u_thresh=u32,
+                       l_thresh=u32, tun_type=st.sampled_from(list(TunType)), tun_port=u16,
+                       tun_flags=st.sampled_from(list(TunFlags)))
+
+
+@given(service_keys(), st.data(), st.integers(1, 2**32 - 1))
+def test_service_requests(key: ServiceKey, data: st.DataObject, seq: int) -> None:
+    attrs = data.draw(service_attrs(key.af))
+    for cmd, nest in ((m.CMD_NEW_SERVICE, m.service_nest(key, attrs)), (m.CMD_SET_SERVICE, m.service_nest(key, attrs)),
+                      (m.CMD_DEL_SERVICE, m.service_key_nest(key)), (m.CMD_ZERO, m.service_key_nest(key))):
+        shape = [("IPVS_CMD_ATTR_SERVICE", nest)]
+        assert ours(cmd, shape, seq) == pyroute2_bytes(cmd, shape, seq)
+
+
+@given(service_keys(), dest_keys, dest_attrs, st.integers(1, 2**32 - 1))
+def test_dest_requests(service: ServiceKey, key: DestKey, attrs: DestAttrs, seq: int) -> None:
+    for cmd, nest in ((m.CMD_NEW_DEST, m.dest_nest(key, attrs)), (m.CMD_SET_DEST, m.dest_nest(key, attrs)),
+                      (m.CMD_DEL_DEST, m.dest_key_nest(key))):
+        shape = [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)), ("IPVS_CMD_ATTR_DEST", nest)]
+        assert ours(cmd, shape, seq) == pyroute2_bytes(cmd, shape, seq)
+
+
+@given(st.builds(SyncDaemon, state=st.sampled_from([1, 2]), mcast_ifn=names, syncid=u8, sync_maxlen=u16,
+                 mcast_group=st.sampled_from(["", "239.1.2.3", "ff02::1:5"]), mcast_port=u16, mcast_ttl=u8),
+       st.builds(Timeouts, tcp=u32, tcp_fin=u32, udp=u32))
+def test_daemon_timeout_and_bare_requests(daemon: SyncDaemon, timeouts: Timeouts) -> None:
+    for cmd, shape in ((m.CMD_NEW_DAEMON, [("IPVS_CMD_ATTR_DAEMON", m.daemon_nest(daemon))]),
+                       (m.CMD_DEL_DAEMON, [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", 1)]})]),
+                       (m.CMD_SET_CONFIG, m.timeout_attrs(timeouts)), (m.CMD_FLUSH, []), (m.CMD_ZERO, [])):
+        assert ours(cmd, shape, 9) == pyroute2_bytes(cmd, shape, 9)
+
+
+def ack(seq: int, err: int) -> bytes:
+    inner = struct.pack("=IHHII", 16, FAMILY_ID, FLAGS, seq, 0)
+    body = struct.pack("=i", -err) + inner
+    return struct.pack("=IHHII", 16 + len(body), _wire.NLMSG_ERROR, 0, seq, 1234) + body
+
+
+def test_ack_error_finds_the_ack_of_its_request() -> None:
+    assert _wire.ack_error(ack(7, 0), 7) == 0
+    assert _wire.ack_error(ack(7, 17), 7) == 17  # EEXIST
+    assert _wire.ack_error(ack(6, 2) + ack(7, 3), 7) == 3  # a late ack of an earlier request is skipped
+    assert _wire.ack_error(ack(6, 2), 7) is None
+    assert _wire.ack_error(b"\x00" * 8, 7) is None  # truncated: not an ack
