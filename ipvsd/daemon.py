@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipvsd import config as configmod
-from ipvsd import gcpolicy
+from ipvsd import fdlimit, gcpolicy
 from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config
 from ipvsd.errors import ConfigError, IpvsdError
@@ -136,6 +136,7 @@ class Daemon:
         self.config = config
         self.resolved = resolve_hosts(config, self.resolved)
         self.probes = plan_probes(config, resolve=lambda a: self.resolved.get(a, a))
+        fdlimit.ensure(fdlimit.needed(len(self.probes.jobs), config.settings.limits.check_concurrency))
         self.scheduler.update(self.probes.jobs)
         self.settled &= set(self.probes.jobs)
         self.obs.config_applied()

@@ -19,6 +19,9 @@ Rules (everything that decides a transition lives in this file):
    once, so the fall count is met by the confirming probe and its immediate retries. Urgency ends at the
    first success or when the state is DOWN.
 6. Only a change of UP/DOWN yields a `Transition`; it carries the result that caused it.
+7. A result of kind LOCAL (the prober itself ran out of descriptors, buffers or memory) says nothing about
+   the real: the state is unchanged, and the probe runs again after `retry_delay`. A daemon short of file
+   descriptors must not take healthy reals out (seen in the lab at 1,000 reals before ipvsd.fdlimit).
 
 Mapping from the peers (see docs/checks.md):
 - ldirectord `failurecount = N`, `checkinterval = I`: fall=N, rise=1, interval=I, retry_delay=I, start=ADOPT.
@@ -31,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from ipvsd.checks.base import ProbeResult
+from ipvsd.checks.base import Kind, ProbeResult
 
 
 class Start(Enum):
@@ -116,7 +119,9 @@ def first_delay(policy: Policy, *, u: float) -> float:
 
 
 def fold(state: HealthState, result: ProbeResult, *, now: float, policy: Policy) -> Step:
-    """Return the step that follows `result` (rules 1-6)."""
+    """Return the step that follows `result` (rules 1-7)."""
+    if result.kind is Kind.LOCAL:
+        return Step(state, None, policy.interval if policy.retry_delay is None else policy.retry_delay)
     threshold = _THRESHOLD[(state.up, result.ok)]
     if threshold is None:
         if state.settled and not state.streak and not state.urgent:

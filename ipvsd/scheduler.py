@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 GRACE = 0.15  # seconds past a probe's own timeout before the watchdog cuts it off (a probe bug, never normal)
 WATCHDOG_TICK = 0.1
+LOCAL_WARN_EVERY = 10.0
 _TIMING_FIELDS = frozenset(CheckTiming.model_fields)
 
 
@@ -117,6 +118,7 @@ class Stats:
     probes: int = 0
     transitions: int = 0
     sentinel_events: int = 0
+    local_errors: int = 0  # probes this host could not run (ipvsd.health rule 7)
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=65536))
 
 
@@ -166,6 +168,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._local_warned = -math.inf
 
     # --- public API ---------------------------------------------------------------------------------------
 
@@ -273,6 +276,8 @@ class Scheduler:
                 result = await self._probe_once(entry)
             self.stats.probes += 1
             now = loop.time()
+            if result.kind is Kind.LOCAL:
+                self._local_error(entry, result, now)
             step = fold(entry.state, result, now=now, policy=entry.policy)
             entry.state = step.state
             entry.last = result
@@ -293,6 +298,14 @@ class Scheduler:
             # so schedule lag does not stretch the interval (a real probed at 1 Hz stays at 1 Hz). A probe
             # that overran its slot runs again at once, never in a burst to catch up.
             entry.next_at = max(entry.next_at + delay, now) if delay > 0 else now
+
+    def _local_error(self, entry: _Entry, result: ProbeResult, now: float) -> None:
+        """Count a probe that failed on this host's side; warn at most every LOCAL_WARN_EVERY seconds."""
+        self.stats.local_errors += 1
+        if now - self._local_warned >= LOCAL_WARN_EVERY:
+            self._local_warned = now
+            log.warning("probe %s could not run: %s (%d such failures so far; reals keep their state)",
+                        entry.key, result.reason, self.stats.local_errors)
 
     async def _probe_once(self, entry: _Entry) -> ProbeResult:
         timeout = entry.policy.timeout

@@ -34,6 +34,7 @@ class Kind(StrEnum):
     PROTOCOL = "protocol"
     STATIC = "static"
     ERROR = "error"
+    LOCAL = "local"  # this host ran out of something (descriptors, buffers): nothing is known about the real
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,10 @@ _ERRNO_KIND = {
     errno.ENETUNREACH: (Kind.UNREACHABLE, "network unreachable"),
     errno.EHOSTDOWN: (Kind.UNREACHABLE, "host down"),
     errno.ETIMEDOUT: (Kind.TIMEOUT, "connect timed out"),
+    errno.EMFILE: (Kind.LOCAL, "ipvsd is out of file descriptors (too many open files)"),
+    errno.ENFILE: (Kind.LOCAL, "this host is out of file descriptors"),
+    errno.ENOBUFS: (Kind.LOCAL, "this host is out of socket buffers"),
+    errno.ENOMEM: (Kind.LOCAL, "this host is out of memory"),
 }
 
 

@@ -85,6 +85,22 @@ def test_retry_delay_defaults_to_interval() -> None:
     assert [d for _, _, d in run(policy, initial(policy, now=0), "-")] == [7]
 
 
+@pytest.mark.parametrize("start", [Start.UP, Start.DOWN])
+def test_a_local_failure_changes_nothing_and_retries(start: Start) -> None:
+    # ipvsd out of descriptors says nothing about the real (rule 7): no streak, no transition, no settling.
+    local = ProbeResult.down(Kind.LOCAL, "ipvsd is out of file descriptors (too many open files)")
+    policy = Policy(interval=5, retry_delay=1, fall=1, start=start)
+    for state in (initial(policy, now=0), fold(initial(policy, now=0), OK, now=0, policy=policy).state):
+        step = fold(state, local, now=3, policy=policy)
+        assert (step.state, step.transition, step.delay) == (state, None, 1)
+
+
+def test_emfile_is_classified_local() -> None:
+    from ipvsd.checks.base import classify
+
+    assert classify(OSError(24, "Too many open files"))[0] is Kind.LOCAL
+
+
 def test_sentinel_event_confirms_with_immediate_retries() -> None:
     policy = Policy(interval=1, retry_delay=1, fall=3)
     state = sentinel_event(fold(initial(policy, now=0), OK, now=0, policy=policy).state)
