@@ -136,7 +136,7 @@ class Daemon:
         self.config = config
         self.resolved = resolve_hosts(config, self.resolved)
         self.probes = plan_probes(config, resolve=lambda a: self.resolved.get(a, a))
-        fdlimit.ensure(fdlimit.needed(len(self.probes.jobs), config.settings.limits.check_concurrency))
+        fdlimit.ensure(fdlimit.needed(self.probes.jobs.values(), config.settings.limits.check_concurrency))
         self.scheduler.update(self.probes.jobs)
         self.settled &= set(self.probes.jobs)
         self.obs.config_applied()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ipvsd import fdlimit
+from ipvsd.config.schema import HttpCheck, TcpCheck
 
 
 @pytest.fixture
@@ -37,5 +38,8 @@ def test_a_hard_limit_too_low_is_reported(limits: tuple[int, int], caplog: pytes
     assert "LimitNOFILE" in caplog.text
 
 
-def test_needed_counts_sentinel_probe_and_kept_connection_per_real() -> None:
-    assert fdlimit.needed(1000, 256) == 3000 + 256 + fdlimit.HEADROOM
+def test_needed_counts_what_each_check_holds_between_probes() -> None:
+    plain = HttpCheck(type="http", sentinel=False)
+    held = HttpCheck(type="http", sentinel=True, reuse_connection=True)
+    tcp = TcpCheck(type="tcp", sentinel=True)
+    assert fdlimit.needed([plain] * 10 + [held] * 100 + [tcp] * 5, 256) == 256 + 200 + 5 + fdlimit.HEADROOM
