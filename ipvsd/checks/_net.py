@@ -17,15 +17,20 @@ from ipvsd.model import family_of
 SO_MARK = getattr(socket, "SO_MARK", 36)
 
 
+def prepare(sock: socket.socket, target: ProbeTarget) -> None:
+    """Make `sock` non-blocking, marked and bound to the target's source (bindto), as the check asks."""
+    sock.setblocking(False)
+    if target.mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
+    if target.source is not None:
+        sock.bind((target.source, 0))
+
+
 def make_socket(target: ProbeTarget, kind: int) -> socket.socket:
     """Return a non-blocking socket toward `target`, bound to its source and marked, not yet connected."""
     sock = socket.socket(family_of(target.addr), kind)
     try:
-        sock.setblocking(False)
-        if target.mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
-        if target.source is not None:
-            sock.bind((target.source, 0))
+        prepare(sock, target)
     except BaseException:
         sock.close()
         raise

@@ -20,7 +20,7 @@ import socket
 import weakref
 from collections.abc import Callable
 
-from ipvsd.checks._net import SO_MARK
+from ipvsd.checks._net import make_socket
 from ipvsd.checks.base import ProbeTarget
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, 0)
@@ -111,13 +111,8 @@ class RawConn:
 
     def __init__(self, target: ProbeTarget) -> None:
         self.poller = poller()
-        sock = socket.socket(socket.AF_INET6 if ":" in target.addr else socket.AF_INET, socket.SOCK_STREAM)
+        sock = make_socket(target, socket.SOCK_STREAM)
         try:
-            sock.setblocking(False)
-            if target.mark is not None:
-                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
-            if target.source is not None:
-                sock.bind((target.source, 0))
             err = sock.connect_ex((target.addr, target.port))
             if err not in _IN_PROGRESS:
                 raise OSError(err, os.strerror(err))

@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 
-from ipvsd.checks._net import SO_MARK
+from ipvsd.checks._net import prepare
 from ipvsd.checks.base import Kind, ProbeFailure, ProbeResult, ProbeTarget, register, run_bounded
 from ipvsd.config.schema import PingCheck
 from ipvsd.model import AF_INET6, family_of
@@ -75,11 +75,7 @@ class PingProbe:
         af = family_of(target.addr)
         sock, raw = _open(af)
         try:
-            sock.setblocking(False)
-            if target.mark is not None:
-                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
-            if target.source is not None:
-                sock.bind((target.source, 0))
+            prepare(sock, target)
             sock.connect((target.addr, 0))  # datagram connects do not block
             ident = os.getpid() & 0xFFFF
             for seq in range(1, self.count + 1):
