@@ -190,8 +190,9 @@ def replies(data: bytes, seq: int, *, af: int = 0) -> tuple[list[Message], int |
         if mseq == seq:
             if kind == NLMSG_ERROR:
                 return out, -_ERR.unpack_from(data, pos + _NLMSGHDR.size)[0], True
-            if kind == NLMSG_DONE:
-                return out, None, True
+            if kind == NLMSG_DONE:  # carries the dump's own error, if it failed midway
+                failed = length >= _NLMSGHDR.size + _ERR.size and _ERR.unpack_from(data, pos + _NLMSGHDR.size)[0]
+                return out, -int(failed) if failed else None, True
             out.append(Message(data, pos, end, af))
         pos += _pad(length)
     return out, None, False

@@ -104,3 +104,17 @@ def test_ack_error_finds_the_ack_of_its_request() -> None:
     assert _wire.ack_error(ack(6, 2) + ack(7, 3), 7) == 3  # a late ack of an earlier request is skipped
     assert _wire.ack_error(ack(6, 2), 7) is None
     assert _wire.ack_error(b"\x00" * 8, 7) is None  # truncated: not an ack
+
+
+def test_a_dump_ends_at_done_and_reports_a_failed_dump() -> None:
+    reply = struct.pack("=IHHII", 20, FAMILY_ID, 2, 5, 0) + struct.pack("=BBH", m.CMD_NEW_SERVICE, 1, 0)
+
+    def done(err: int) -> bytes:
+        return struct.pack("=IHHII", 20, _wire.NLMSG_DONE, 2, 5, 0) + struct.pack("=i", -err)
+
+    got, err, finished = _wire.replies(reply + reply + done(0), 5)
+    assert (len(got), err, finished) == (2, None, True)
+    got, err, finished = _wire.replies(reply + done(22), 5)
+    assert (len(got), err, finished) == (1, 22, True)
+    got, err, finished = _wire.replies(reply, 5)  # more datagrams to come
+    assert (len(got), err, finished) == (1, None, False)
