@@ -1,9 +1,10 @@
 """The kernel table as last read, patched with the ops applied since: what a pass plans against between reads.
 
-Why: reading the table is most of a pass once it is large (500 dests: 2-3 s of pyroute2 decoding on the lab's
-emulated CPU, against 0.15 s for build and plan), and health transitions can ask for a pass many times a
-second. The daemon still reads the kernel on every resync, after any failed op and at start, so what this
-copy cannot see (a change made by hand, connection counts moving) is caught there, as drift always was.
+Why: reading the table was most of a pass once it is large (500 dests: 2-3 s of pyroute2 decoding on the
+lab's emulated CPU, against 0.15 s for build and plan; kernel/_wire now decodes instead, but a read is still
+one dump per service), and health transitions can ask for a pass many times a second. The daemon still reads
+the kernel on every resync, after any failed op and at start, so what this copy cannot see (a change made by
+hand, connection counts moving) is caught there, as drift always was.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The kernel adapter: the Kernel protocol over IPVS generic netlink, with pyroute2's asyncio socket.
+"""The kernel adapter: the Kernel protocol over IPVS generic netlink.
 
-pyroute2 0.9 sockets are asyncio-native (AsyncGenericNetlinkSocket reads through the running loop's datagram
-transport), so no thread is involved. pyroute2 resolves the family and reads the table (dumps, GETs); the
-changes (add, edit, delete: all a plan sends) go out on a second, plain socket, encoded by `_wire`, because
-pyroute2's encoder costs ~20 × the kernel's work per message. A lock keeps all requests in call order, which
-is the order a plan was made in. This is the only module of ipvsd that talks to pyroute2's socket layer.
+pyroute2's asyncio socket resolves the IPVS family (and loads ip_vs when it is missing). Every request after
+that (changes, GETs, dumps) goes out on a second, plain netlink socket, encoded and decoded by `_wire`,
+because pyroute2's generic codec costs ~20 × the kernel's own work per message. No thread is involved. A lock
+keeps all requests in call order, which is the order a plan was made in. This is the only module of ipvsd
+that talks to pyroute2's socket layer.
 """
 
 from __future__ import annotations
