@@ -88,8 +88,12 @@ class Conn(asyncio.Protocol):
             raise self.error
         return self.buf
 
-    async def request(self, payload: bytes, *, done: Callable[[bytearray], bool]) -> bytearray:
-        """Send `payload` and read a fresh reply until `done(buf)` (for a kept connection, as RawConn does)."""
+    async def exchange(self, payload: bytes, *, limit: int, done: Callable[[bytearray], bool],
+                       deadline: float) -> bytearray:
+        """Send `payload` and read a fresh reply until `done(buf)`: RawConn's interface for a kept connection.
+
+        `limit` was fixed when connecting, and the caller bounds the time (`deadline` is RawConn's concern).
+        """
         self.buf = bytearray()
         self.write(payload)
         buf = await self.read_until(done)

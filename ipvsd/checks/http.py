@@ -109,12 +109,6 @@ class HttpProbe:
         truncated = len(buf) >= limit or len(body) > self.spec.max_body_bytes
         return self._check_body(body[: self.spec.max_body_bytes], head, truncated=truncated)
 
-    async def _kept_request(self, conn: Conn | _raw.RawConn, target: ProbeTarget, limit: int,
-                            deadline: float) -> bytearray:
-        if isinstance(conn, _raw.RawConn):
-            return await conn.exchange(self.request(target), limit=limit, done=self._framed, deadline=deadline)
-        return await conn.request(self.request(target), done=self._framed)
-
     async def _exchange_kept(self, target: ProbeTarget, limit: int, deadline: float) -> tuple[bytearray, _http1.Head]:
         """One request on the kept connection (opened if needed); keep it only if the reply is cleanly framed.
 
@@ -130,7 +124,7 @@ class HttpProbe:
                 conn = _raw.RawConn(target) if self.tls is None else await self._open(target, limit)
             assert conn is not None
             try:
-                buf = await self._kept_request(conn, target, limit, deadline)
+                buf = await conn.exchange(self.request(target), limit=limit, done=self._framed, deadline=deadline)
                 if not buf and attempt:
                     conn.close()
                     continue
