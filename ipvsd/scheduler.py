@@ -1,4 +1,4 @@
-"""The probe scheduler: one asyncio task per distinct probe, jittered intervals, an adaptive in-flight limit.
+"""The probe scheduler: one asyncio task per distinct probe, exact cadence, jittered retries, adaptive in-flight.
 
 Probes are identified by `ProbeKey` (target + check parameters, without timing), so two virtual services that
 share a real and a check share one probe (keepalived issue #2358, seesaw `dedup`). `update()` is warm: probes
@@ -292,7 +292,10 @@ class Scheduler:
                 entry.repoke = False
                 entry.state = sentinel_event(entry.state)
                 delay = 0.0
-            if delay > 0 and self.jitter:
+            if delay > 0 and self.jitter and (step.state.streak or result.kind is Kind.LOCAL):
+                # Only retries are jittered: failures that come together (a switch reboots) would otherwise
+                # retry in lockstep. The steady cadence stays exact, as the peers' (and HAProxy's default):
+                # `warmup` already spread the probes, and a fixed period detects a fault soonest on average.
                 delay *= 1 + self.jitter * (2 * self.rng.random() - 1)
             # Keep the cadence: the next run is due one delay after this one was *due*, not after it started,
             # so schedule lag does not stretch the interval (a real probed at 1 Hz stays at 1 Hz). A probe

@@ -177,13 +177,40 @@ async def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
         assert s.events[0][1].result.kind is Kind.TIMEOUT
 
 
-async def test_jittered_interval_and_lag_recorded() -> None:
-    factory = Scripted()
-    jobs = plan_probes(config(svc("10.0.0.1", 1))).jobs
-    async with scheduler(factory) as s:
+class Timed(Scripted):
+    """Scripted, and records when each port was probed (loop time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[int, list[float]] = {}
+
+    async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
+        self.at.setdefault(target.port, []).append(asyncio.get_running_loop().time())
+        return await super().probe(target, timeout=timeout)
+
+
+class Highest:
+    """An rng whose every draw is the top of [0, 1): jitter, where applied, is always +10 %."""
+
+    def random(self) -> float:
+        return 0.999
+
+
+async def test_steady_cadence_is_exact_and_retries_are_jittered() -> None:
+    factory = Timed()
+    factory.ok[2] = False  # port 2 fails for good: fall=50 keeps it retrying
+    steady = [{"type": "tcp", "interval": 0.05, "timeout": 0.2, "warmup": 0, "alpha": False}]
+    retry = [{"type": "tcp", "interval": 5, "retry_delay": 0.05, "fall": 50, "timeout": 0.2, "warmup": 0,
+              "alpha": False}]
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=steady), svc("10.0.0.2", 2, checks=retry))).jobs
+    async with scheduler(factory, rng=Highest()) as s:
         s.update(jobs)
-        await until(lambda: factory.calls.get(1, 0) >= 10)
-    assert s.stats.probes >= 10
+        await until(lambda: len(factory.at.get(1, [])) >= 11 and len(factory.at.get(2, [])) >= 11)
+    ten_steady = factory.at[1][10] - factory.at[1][0]
+    ten_retries = factory.at[2][10] - factory.at[2][0]
+    assert 0.5 - 0.01 < ten_steady < 0.5 * 1.05  # due times advance by exactly the interval (+10 %: 0.55)
+    assert ten_retries > 0.5 * 1.08  # each retry_delay carries the +10 % draw
+    assert s.stats.probes >= 22
     assert max(s.stats.lags) < 0.05
 
 
