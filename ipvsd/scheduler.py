@@ -169,6 +169,8 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._local_warned = -math.inf
+        # The running loop, kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- public API ---------------------------------------------------------------------------------------
 
@@ -177,7 +179,7 @@ class Scheduler:
 
         `kernel_up` adopts the kernel's view as the start state of new probes (ldirectord at start/reload).
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if self._watchdog is None:
             self._watchdog = loop.create_task(self._watch(), name="probe watchdog")
         for key in [k for k in self._entries if k not in jobs]:
@@ -313,7 +315,8 @@ class Scheduler:
     async def _probe_once(self, entry: _Entry) -> ProbeResult:
         timeout = entry.policy.timeout
         entry.cut = False
-        self._in_flight[entry] = asyncio.get_running_loop().time() + timeout + GRACE
+        assert self._loop is not None
+        self._in_flight[entry] = self._loop.time() + timeout + GRACE
         try:
             return await entry.probe.probe(entry.key.target, timeout=timeout)
         except asyncio.CancelledError:
@@ -343,7 +346,8 @@ class Scheduler:
                     entry.task.cancel()
 
     async def _sleep_until(self, entry: _Entry) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
         entry.wake = fut
         heapq.heappush(self._heap, (entry.next_at, next(self._seq), fut))
         if entry.next_at < self._timer_at:
@@ -361,12 +365,14 @@ class Scheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = asyncio.get_running_loop().call_at(at, self._dispatch)
+        assert self._loop is not None
+        self._timer = self._loop.call_at(at, self._dispatch)
 
     def _dispatch(self) -> None:
         self._timer, self._timer_at = None, math.inf
         heap = self._heap
-        now = asyncio.get_running_loop().time()
+        assert self._loop is not None
+        now = self._loop.time()
         while heap and heap[0][0] <= now:
             fut = heapq.heappop(heap)[2]
             if not fut.done():

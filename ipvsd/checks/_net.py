@@ -19,7 +19,8 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 
 def prepare(sock: socket.socket, target: ProbeTarget) -> None:
     """Make `sock` non-blocking, marked and bound to the target's source (bindto), as the check asks."""
-    sock.setblocking(False)
+    if sock.gettimeout() != 0.0:  # made with SOCK_NONBLOCK: already non-blocking, spare the ioctl
+        sock.setblocking(False)
     if target.mark is not None:
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
     if target.source is not None:
@@ -28,7 +29,7 @@ def prepare(sock: socket.socket, target: ProbeTarget) -> None:
 
 def make_socket(target: ProbeTarget, kind: int) -> socket.socket:
     """Return a non-blocking socket toward `target`, bound to its source and marked, not yet connected."""
-    sock = socket.socket(family_of(target.addr), kind)
+    sock = socket.socket(family_of(target.addr), kind | socket.SOCK_NONBLOCK)
     try:
         prepare(sock, target)
     except BaseException:
