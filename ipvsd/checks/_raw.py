@@ -41,6 +41,7 @@ class Poller:
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self.pending = 0  # exchanges waiting with a deadline in the heap
         loop.add_reader(self.ep.fileno(), self._ready)
 
     def _ready(self) -> None:
@@ -62,9 +63,20 @@ class Poller:
             self.ep.unregister(conn.fd)
 
     def expire_at(self, at: float, fut: asyncio.Future[None]) -> None:
+        self.pending += 1
         heapq.heappush(self.deadlines, (at, next(self._seq), fut))
         if at < self._timer_at:
             self._set_timer(at)
+
+    def finished(self) -> None:
+        """An exchange given to `expire_at` is over. When none is left, every deadline is moot: drop them."""
+        self.pending -= 1
+        if not self.pending:
+            # Without this, a lightly loaded prober woke once more per probe, at its stale deadline.
+            self.deadlines.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer, self._timer_at = None, math.inf
 
     def _set_timer(self, at: float) -> None:
         if self._timer is not None:
@@ -148,11 +160,14 @@ class RawConn:
             self._send()
         else:
             p.watch(self, select.EPOLLOUT)
-        if not fut.done():
+        armed = not fut.done()
+        if armed:
             p.expire_at(deadline, fut)
         try:
             await fut
         finally:
+            if armed:
+                p.finished()
             if keep:
                 p.unwatch(self)
         return self.buf

@@ -334,3 +334,15 @@ async def test_reuse_connection_times_out_on_a_silent_kept_connection() -> None:
         p.close()  # type: ignore[attr-defined]
     assert not result.ok and result.kind is Kind.TIMEOUT, result
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
+
+
+async def test_a_deadline_outlives_a_finished_exchange_and_goes_with_the_last() -> None:
+    from ipvsd.checks import _raw
+
+    async with serve(replying(response())) as port:
+        with blackhole() as silent:
+            fast, slow = await asyncio.gather(probe(http(), port, timeout=2.0), probe(http(), silent))
+    assert fast.ok, fast
+    assert slow.kind is Kind.TIMEOUT, slow  # the fast probe finishing first did not drop the slow one's deadline
+    poller = _raw.poller()
+    assert poller.pending == 0 and not poller.deadlines  # the fast one's (later) deadline would wake the loop
