@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from scripts.bench_lab import report
-from scripts.bench_lab.peers import ROOT
+from scripts.bench_lab.peers import DAEMONS, ROOT
 from scripts.bench_lab.scenarios import QUICK, SCENARIOS, Bench, Plan, run_all
 from tests.kernel.lab import Lab
 
@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench"))
     ap.add_argument("--reps", type=int, help="detection repetitions (default 10; quick 3)")
     ap.add_argument("--sizes", help="scale scenario's N values, e.g. 100,500,1000")
+    ap.add_argument("--daemons", help="comma-separated subset of ipvsd,ldirectord,keepalived (development only)")
     args = ap.parse_args()
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -66,6 +67,11 @@ def main() -> int:
         plan = dataclasses.replace(plan, reps=args.reps)
     if args.sizes:
         plan = dataclasses.replace(plan, scale_ns=tuple(int(n) for n in args.sizes.split(",")))
+    if args.daemons:
+        daemons = tuple(args.daemons.split(","))
+        if not set(daemons) <= set(DAEMONS):
+            ap.error(f"--daemons: choose from {', '.join(DAEMONS)}")
+        plan = dataclasses.replace(plan, daemons=daemons)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
