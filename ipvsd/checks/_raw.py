@@ -140,12 +140,10 @@ class RawConn:
         self.done: Done | None = None
         self.fut: asyncio.Future[None] | None = None
 
-    async def exchange(self, payload: bytes | None, *, limit: int, done: Done | None, deadline: float,
-                       keep: bool = True) -> bytearray:
+    async def exchange(self, payload: bytes | None, *, limit: int, done: Done | None, deadline: float) -> bytearray:
         """Connect if needed, send `payload`, read until `done(buf)`, EOF or `limit` bytes; `done=None`: connect.
 
-        Raises OSError for socket errors and TimeoutError at `deadline` (loop time). `keep=False`: the caller
-        closes the connection next, which takes it out of the epoll set (no unregister call needed).
+        Raises OSError for socket errors and TimeoutError at `deadline` (loop time).
         """
         p = self.poller
         fut = self.fut = p.loop.create_future()
@@ -168,8 +166,7 @@ class RawConn:
         finally:
             if armed:
                 p.finished()
-            if keep:
-                p.unwatch(self)
+            p.unwatch(self)
         return self.buf
 
     def _established(self) -> bool:
@@ -190,8 +187,9 @@ class RawConn:
         return False
 
     def close(self) -> None:
-        # Closing the only descriptor of a socket removes it from every epoll set: no EPOLL_CTL_DEL needed.
-        self.poller.live.pop(self.fd, None)
+        # Unregister before closing, though closing alone would do it: a forked child that still holds the
+        # socket keeps it in the epoll set, reporting events under a descriptor number reused meanwhile.
+        self.poller.unwatch(self)
         self.sock.close()
 
     # --- callbacks ----------------------------------------------------------------------------------------
@@ -256,6 +254,6 @@ async def exchange(target: ProbeTarget, payload: bytes | None, *, limit: int, do
     """One exchange on a new connection to `target`, closed after; see `RawConn.exchange`."""
     conn = RawConn(target)
     try:
-        return await conn.exchange(payload, limit=limit, done=done, deadline=deadline, keep=False)
+        return await conn.exchange(payload, limit=limit, done=done, deadline=deadline)
     finally:
         conn.close()
