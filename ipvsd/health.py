@@ -64,6 +64,11 @@ class Policy:
         if self.interval <= 0 or self.timeout <= 0:
             raise ValueError("interval and timeout must be positive")
 
+    @property
+    def retry(self) -> float:
+        """Seconds before a retry: `retry_delay`, or `interval` when unset."""
+        return self.interval if self.retry_delay is None else self.retry_delay
+
 
 @dataclass(frozen=True, slots=True)
 class HealthState:
@@ -96,6 +101,7 @@ class Step:
     state: HealthState
     transition: Transition | None
     delay: float
+    retry: bool = False  # `delay` is a retry's (rules 4 and 7), not the steady interval: the scheduler jitters it
 
 
 # (up, result ok) -> name of the Policy threshold that ends a disagreeing streak; None: the result agrees.
@@ -121,7 +127,7 @@ def first_delay(policy: Policy, *, u: float) -> float:
 def fold(state: HealthState, result: ProbeResult, *, now: float, policy: Policy) -> Step:
     """Return the step that follows `result` (rules 1-7)."""
     if result.kind is Kind.LOCAL:
-        return Step(state, None, policy.interval if policy.retry_delay is None else policy.retry_delay)
+        return Step(state, None, policy.retry, retry=True)
     threshold = _THRESHOLD[(state.up, result.ok)]
     if threshold is None:
         if state.settled and not state.streak and not state.urgent:
@@ -138,8 +144,7 @@ def fold(state: HealthState, result: ProbeResult, *, now: float, policy: Policy)
         return Step(new, Transition(up=new.up, at=now, result=result), _steady(new, policy))
     urgent = state.urgent and not result.ok
     new = replace(state, settled=True, streak=streak, urgent=urgent)
-    retry = policy.interval if policy.retry_delay is None else policy.retry_delay
-    return Step(new, None, 0.0 if urgent else retry)
+    return Step(new, None, 0.0 if urgent else policy.retry, retry=True)
 
 
 def sentinel_event(state: HealthState) -> HealthState:

@@ -294,7 +294,7 @@ class Scheduler:
                 entry.repoke = False
                 entry.state = sentinel_event(entry.state)
                 delay = 0.0
-            if delay > 0 and self.jitter and (step.state.streak or result.kind is Kind.LOCAL):
+            if delay > 0 and self.jitter and step.retry:
                 # Only retries are jittered: failures that come together (a switch reboots) would otherwise
                 # retry in lockstep. The steady cadence stays exact, as the peers' (and HAProxy's default):
                 # `warmup` already spread the probes, and a fixed period detects a fault soonest on average.
