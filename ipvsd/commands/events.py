@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from ipvsd.control import add_socket_arguments, client_path, events
 from ipvsd.errors import IpvsdError
-from ipvsd.events import line
+from ipvsd.shell.control import add_socket_arguments, client_path, events
+from ipvsd.shell.event_log import line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

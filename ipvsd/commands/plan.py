@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from ipvsd import config as configmod
-from ipvsd import desired, plan
-from ipvsd import state as statefile
+from ipvsd.core import desired, plan
 from ipvsd.errors import ConfigError, IpvsdError
 from ipvsd.kernel import Kernel
 from ipvsd.model import DestKey, ServiceKey
+from ipvsd.shell import statefile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool) -> plan.Plan:
     """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off)."""
-    from ipvsd.daemon import RealHealth, resolve_hosts
-    from ipvsd.scheduler import plan_probes
+    from ipvsd.shell.daemon import RealHealth, resolve_hosts
+    from ipvsd.shell.scheduler import plan_probes
 
     st = statefile.load(state_path)
     resolved = resolve_hosts(config, {})
@@ -42,7 +42,7 @@ async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *,
         for real, keys in probes.reals.items():
             if keys:
                 health[real] = RealHealth(up=all(results[k].ok for k in keys), settled=True)
-    from ipvsd import maintenance
+    from ipvsd.shell import maintenance_store as maintenance
 
     drained = maintenance.current(state_path.parent, config.settings.maintenance_dir, resolved.get)
     observed = await kernel.services()

@@ -19,7 +19,7 @@ from ipvsd.config import ConfigErrors, load
 from ipvsd.config.schema import Check, HttpCheck
 from ipvsd.errors import ConfigError
 from ipvsd.model import DestKey, ServiceKey, canonical_addr
-from ipvsd.scheduler import ProbeKey, plan_probes
+from ipvsd.shell.scheduler import ProbeKey, plan_probes
 
 DEFAULT_CONFIG = "/etc/ipvsd/ipvsd.toml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ipvsd.control import add_socket_arguments, call
+from ipvsd.shell.control import add_socket_arguments, call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"ipvsd: {w}", file=sys.stderr)
 
-    from ipvsd.daemon import Daemon, Options
     from ipvsd.kernel.netlink import NetlinkKernel
+    from ipvsd.shell.daemon import Daemon, Options
 
     opts = Options(config_path=args.config, format=args.format, state_dir=args.state_dir, resync=args.resync,
                    watch=args.watch, force=args.force, clean_stop=args.clean_stop, socket=args.socket,

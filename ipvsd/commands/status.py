@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from ipvsd.control import add_socket_arguments, call
+from ipvsd.shell.control import add_socket_arguments, call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

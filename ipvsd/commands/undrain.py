@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipvsd.control import add_socket_arguments, call
+from ipvsd.shell.control import add_socket_arguments, call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -642,7 +642,7 @@ class Settings(_Frozen):
     """Daemon-wide settings."""
 
     resync_interval: PositiveSeconds = 30.0
-    """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.mirror."""
+    """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.core.mirror."""
     metrics_listen: str | None = "127.0.0.1:9597"
     """host:port of the Prometheus endpoint. None: no metrics endpoint."""
     control_socket: str = "/run/ipvsd/control.sock"

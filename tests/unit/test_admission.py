@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ipvsd.admission import FLOOR, LATE_HIGH, LATE_LOW, Admission
+from ipvsd.shell.admission import FLOOR, LATE_HIGH, LATE_LOW, Admission
 
 
 def test_a_late_loop_halves_what_is_in_flight_down_to_the_floor() -> None:

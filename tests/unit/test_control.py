@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from ipvsd import config as configmod
-from ipvsd import control
-from ipvsd.daemon import Daemon, Options
 from ipvsd.errors import IpvsdError
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestKey, Proto, ServiceKey
+from ipvsd.shell import control
+from ipvsd.shell.daemon import Daemon, Options
 from tests.unit.test_daemon import Pages, until
 
 VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
@@ -270,7 +270,7 @@ async def _has(events: list[dict[str, Any]], kind: str) -> bool:
 
 
 async def test_events_file_sink_follows_rotation(tmp_path: Path) -> None:
-    from ipvsd.events import EventBus
+    from ipvsd.shell.event_log import EventBus
 
     path = tmp_path / "events.jsonl"
     bus = EventBus(str(path))
@@ -285,7 +285,7 @@ async def test_events_file_sink_follows_rotation(tmp_path: Path) -> None:
 
 
 async def test_a_slow_subscriber_is_told_what_it_lost() -> None:
-    from ipvsd.events import EventBus
+    from ipvsd.shell.event_log import EventBus
 
     bus = EventBus(queue=3)
     sub = bus.subscribe()
@@ -406,8 +406,8 @@ def test_status_render_marks_maintenance_and_missing_kernel_entries() -> None:
 
 
 def test_maintenance_store_round_trip_and_current(tmp_path: Path) -> None:
-    from ipvsd import maintenance
-    from ipvsd.state import MaintenanceKey
+    from ipvsd.shell import maintenance_store as maintenance
+    from ipvsd.shell.statefile import MaintenanceKey
 
     store = maintenance.Store(tmp_path / "maintenance.json")
     keep = maintenance.new_entry(MaintenanceKey("10.0.0.2", 80, VIP), reason="disk", until=time.time() + 3600)
@@ -431,7 +431,7 @@ def test_maintenance_store_round_trip_and_current(tmp_path: Path) -> None:
 
 
 def test_parse_real_and_until() -> None:
-    from ipvsd.maintenance import parse_real, parse_until
+    from ipvsd.shell.maintenance_store import parse_real, parse_until
 
     assert parse_real("10.0.0.1") == ("10.0.0.1", 0)
     assert parse_real("10.0.0.1:80") == ("10.0.0.1", 80)

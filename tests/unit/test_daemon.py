@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ipvsd import config as configmod
-from ipvsd.daemon import Daemon, Options
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestAttrs, DestKey, Proto, ServiceAttrs, ServiceKey
+from ipvsd.shell.daemon import Daemon, Options
 
 VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
 FOREIGN = ServiceKey.inet(Proto.TCP, "10.9.9.9", 80)

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ipvsd import desired, kernel
+from ipvsd import kernel
 from ipvsd.config.schema import Config
-from ipvsd.desired import Built, RealState
+from ipvsd.core import desired
+from ipvsd.core.desired import Built, RealState
+from ipvsd.core.plan import DesiredDest, Want, plan
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import Dest, DestAttrs, DestKey, Fwd, Proto, Service, ServiceAttrs, ServiceKey
-from ipvsd.plan import DesiredDest, Want, plan
-from ipvsd.state import MaintenanceKey
+from ipvsd.shell.statefile import MaintenanceKey
 
 WEB = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 RS = [DestKey.of(f"10.0.1.{i}", 80) for i in range(1, 6)]

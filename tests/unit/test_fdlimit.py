@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ipvsd import fdlimit
 from ipvsd.config.schema import HttpCheck, TcpCheck
+from ipvsd.shell import fdlimit
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_a_hard_limit_too_low_is_reported(limits: tuple[int, int], caplog: pytes
     hard = limits[1]
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no hard limit here")
-    with caplog.at_level(logging.WARNING, logger="ipvsd.fdlimit"):
+    with caplog.at_level(logging.WARNING, logger="ipvsd.shell.fdlimit"):
         assert fdlimit.ensure(hard + 1) == hard
     assert "LimitNOFILE" in caplog.text
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ipvsd import gcpolicy
+from ipvsd.shell import gcpolicy
 
 
 class Node:

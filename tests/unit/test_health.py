@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ipvsd.checks.base import Kind, ProbeResult
-from ipvsd.health import HealthState, Policy, Start, first_delay, fold, initial, sentinel_event
+from ipvsd.core.health import HealthState, Policy, Start, first_delay, fold, initial, sentinel_event
 
 OK = ProbeResult.up("200 OK", 0.01)
 BAD = ProbeResult.down(Kind.REFUSED, "connection refused", 0.001)

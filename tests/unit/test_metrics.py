@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ipvsd import __version__
 from ipvsd.checks.base import Kind, ProbeResult
 from ipvsd.config.schema import Settings
+from ipvsd.core.view import DURATION_BUCKETS, ProbeStats
 from ipvsd.kernel.fake import FakeKernel
-from ipvsd.metrics import Metrics, View, parse_listen
 from ipvsd.model import DestKey, Stats
-from ipvsd.status import DURATION_BUCKETS, ProbeStats
+from ipvsd.shell.metrics import Metrics, View, parse_listen
 from tests.unit.test_control import VIP, Harness, write_config
 from tests.unit.test_daemon import Pages, until
 

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from ipvsd.config import native
 from ipvsd.config.schema import Config
+from ipvsd.core.mirror import patched
 from ipvsd.errors import KernelError
 from ipvsd.kernel import apply
 from ipvsd.kernel.fake import FakeKernel
-from ipvsd.mirror import patched
 from ipvsd.model import (
     AddDest,
     AddService,
@@ -31,7 +31,7 @@ from ipvsd.model import (
     ServiceAttrs,
     ServiceKey,
 )
-from ipvsd.reconciler import Reconciler
+from ipvsd.shell.reconciler import Reconciler
 
 SVCS = [ServiceKey.inet(Proto.TCP, f"10.0.0.{i}", 80) for i in (1, 2, 3)]
 DESTS = [DestKey.of(f"10.1.0.{i}", 80) for i in (1, 2, 3, 4)]

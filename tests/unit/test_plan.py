@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipvsd import kernel
+from ipvsd.core.plan import Desired, DesiredDest, DesiredService, DrainKey, Limits, Plan, Want, plan
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import (
     AddDest,
@@ -29,7 +30,6 @@ from ipvsd.model import (
     ServiceKey,
     SvcFlag,
 )
-from ipvsd.plan import Desired, DesiredDest, DesiredService, DrainKey, Limits, Plan, Want, plan
 
 WEB = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 DNS = ServiceKey.inet(Proto.UDP, "10.0.0.1", 53)

@@ -12,8 +12,8 @@ import pytest
 
 from ipvsd.checks.base import Kind, ProbeResult, ProbeTarget
 from ipvsd.config.schema import Config, TcpCheck
-from ipvsd.health import Transition
-from ipvsd.scheduler import ProbeKey, Scheduler, all_up, plan_probes, policy_of
+from ipvsd.core.health import Transition
+from ipvsd.shell.scheduler import ProbeKey, Scheduler, all_up, plan_probes, policy_of
 
 FAST = {"interval": 0.02, "timeout": 0.2, "warmup": 0}
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ipvsd import state
 from ipvsd.errors import IpvsdError
 from ipvsd.model import DestKey, Proto, ServiceKey
-from ipvsd.state import MaintenanceKey, State
+from ipvsd.shell import statefile as state
+from ipvsd.shell.statefile import MaintenanceKey, State
 
 WEB = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 MARK6 = ServiceKey.mark(7, af=10)

@@ -18,12 +18,12 @@ from typing import Any
 
 from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config
-from ipvsd.desired import in_maintenance
-from ipvsd.health import HealthState
-from ipvsd.maintenance import MaintenanceInfo
+from ipvsd.core.desired import in_maintenance
+from ipvsd.core.health import HealthState
 from ipvsd.model import DestKey, Proto, Service, ServiceKey, addrport
-from ipvsd.scheduler import ProbeKey, ProbePlan
-from ipvsd.state import MaintenanceKey
+from ipvsd.shell.maintenance_store import MaintenanceInfo
+from ipvsd.shell.scheduler import ProbeKey, ProbePlan
+from ipvsd.shell.statefile import MaintenanceKey
 
 # Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

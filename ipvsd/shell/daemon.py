@@ -3,7 +3,7 @@
 Level-triggered: every trigger (a health transition, a first settled result, a config change, the resync
 timer) only marks the table dirty; the loop then runs one full pass (observe, desire, plan, apply). Passes
 never overlap, and a burst of triggers becomes one pass. The kernel is read at start, every resync interval
-and after a failure; the passes in between observe through `ipvsd.mirror`.
+and after a failure; the passes in between observe through `ipvsd.core.mirror`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipvsd import config as configmod
-from ipvsd import fdlimit, gcpolicy
 from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config
+from ipvsd.core.health import HealthState, Transition
 from ipvsd.errors import ConfigError, IpvsdError
-from ipvsd.health import HealthState, Transition
 from ipvsd.kernel import Kernel
 from ipvsd.model import DestKey, ServiceKey
-from ipvsd.observe import Observer
-from ipvsd.reconciler import Outcome, Reconciler
-from ipvsd.scheduler import ProbeKey, ProbePlan, Scheduler, all_up, plan_probes
-from ipvsd.sdnotify import Notifier
+from ipvsd.shell import fdlimit, gcpolicy
+from ipvsd.shell.operator import Observer
+from ipvsd.shell.reconciler import Outcome, Reconciler
+from ipvsd.shell.scheduler import ProbeKey, ProbePlan, Scheduler, all_up, plan_probes
+from ipvsd.shell.sdnotify import Notifier
 
 log = logging.getLogger("ipvsd.daemon")
 BACKOFF_MAX = 30.0
@@ -111,7 +111,7 @@ class Daemon:
     # --- triggers -----------------------------------------------------------------------------------------
 
     def wake(self, *, read: bool = False) -> None:
-        """Ask for a pass soon; `read`: observe the kernel itself, not the mirror (see ipvsd.mirror)."""
+        """Ask for a pass soon; `read`: observe the kernel itself, not the mirror (see ipvsd.core.mirror)."""
         self.read_wanted = self.read_wanted or read
         self.dirty.set()
 

@@ -15,23 +15,24 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ipvsd import maintenance, status
 from ipvsd.checks.base import ProbeResult
-from ipvsd.control import ControlServer, socket_path
-from ipvsd.desired import in_maintenance
+from ipvsd.core import view as status
+from ipvsd.core.desired import in_maintenance
+from ipvsd.core.health import Transition
+from ipvsd.core.view import ProbeStats, service_label
 from ipvsd.errors import IpvsdError
-from ipvsd.events import EventBus
-from ipvsd.health import Transition
-from ipvsd.maintenance import MaintenanceInfo
-from ipvsd.metrics import Metrics, View, parse_listen, serve
 from ipvsd.model import DestKey, Service, ServiceKey
-from ipvsd.scheduler import ProbeKey
-from ipvsd.state import MaintenanceKey
-from ipvsd.status import ProbeStats, service_label
+from ipvsd.shell import maintenance_store as maintenance
+from ipvsd.shell.control import ControlServer, socket_path
+from ipvsd.shell.event_log import EventBus
+from ipvsd.shell.maintenance_store import MaintenanceInfo
+from ipvsd.shell.metrics import Metrics, View, parse_listen, serve
+from ipvsd.shell.scheduler import ProbeKey
+from ipvsd.shell.statefile import MaintenanceKey
 
 if TYPE_CHECKING:
-    from ipvsd.daemon import Daemon
-    from ipvsd.reconciler import Outcome
+    from ipvsd.shell.daemon import Daemon
+    from ipvsd.shell.reconciler import Outcome
 
 log = logging.getLogger("ipvsd.observe")
 KERNEL_MAX_AGE = 5.0  # seconds a pass's view of the table serves scrapes and `status` before a fresh dump

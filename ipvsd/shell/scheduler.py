@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ipvsd.admission import Admission
 from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, Probe, ProbeResult, ProbeTarget
 from ipvsd.checks.sentinel import Sentinel
 from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
-from ipvsd.health import HealthState, Policy, Start, Transition, first_delay, fold, initial, sentinel_event
+from ipvsd.core.health import HealthState, Policy, Start, Transition, first_delay, fold, initial, sentinel_event
 from ipvsd.model import DestKey, ServiceKey
+from ipvsd.shell.admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Stats:
     probes: int = 0
     transitions: int = 0
     sentinel_events: int = 0
-    local_errors: int = 0  # probes this host could not run (ipvsd.health rule 7)
+    local_errors: int = 0  # probes this host could not run (ipvsd.core.health rule 7)
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=65536))
 
 
@@ -156,7 +156,7 @@ class Scheduler:
         self.use_sentinels = sentinels
         self.sentinel_backoff = sentinel_backoff
         self.stats = Stats()
-        self.admission = Admission(concurrency)  # adapts to the CPU: see ipvsd.admission
+        self.admission = Admission(concurrency)  # adapts to the CPU: see ipvsd.shell.admission
         self._entries: dict[ProbeKey, _Entry] = {}
         # One sentinel per distinct (addr, port, source, mark), shared by every probe of that real.
         self._sentinels: dict[ProbeTarget, tuple[Sentinel, set[ProbeKey]]] = {}
@@ -228,7 +228,7 @@ class Scheduler:
         return entry.policy if entry is not None else None
 
     def poke(self, key: ProbeKey) -> None:
-        """Run the probe of `key` now, as urgent (rule 5 of ipvsd.health)."""
+        """Run the probe of `key` now, as urgent (rule 5 of ipvsd.core.health)."""
         entry = self._entries.get(key)
         if entry is None:
             return

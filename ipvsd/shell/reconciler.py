@@ -1,6 +1,6 @@
 """One reconcile pass: observe the kernel, build the desired table, plan, apply in order, record the outcome.
 
-A pass observes either by reading the kernel (`fresh`) or from `ipvsd.mirror`: the last read patched with the
+A pass observes either by reading the kernel (`fresh`) or from `ipvsd.core.mirror`: the last read patched with the
 ops applied since, which the daemon uses between resyncs for passes that health transitions ask for.
 
 The pass is the only code that writes to the kernel. It holds no policy: `desired.build` and `plan.plan`
@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ipvsd import desired, mirror, plan
-from ipvsd import state as statefile
 from ipvsd.config.schema import Config
+from ipvsd.core import desired, mirror, plan
 from ipvsd.errors import KernelError
 from ipvsd.kernel import Kernel, apply
 from ipvsd.model import DelService, DestKey, Op, Service, ServiceKey
+from ipvsd.shell import statefile
 
 log = logging.getLogger("ipvsd.reconcile")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ipvsd.errors import IpvsdError
 from ipvsd.model import ServiceKey, canonical_addr
-from ipvsd.state import MaintenanceKey
+from ipvsd.shell.statefile import MaintenanceKey
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
 
-from ipvsd import plan
 from ipvsd.config.schema import Config, RealServer, VirtualService
+from ipvsd.core import plan
+from ipvsd.core.plan import DesiredDest, DesiredService, Want
 from ipvsd.model import DestKey, Service, ServiceKey
-from ipvsd.plan import DesiredDest, DesiredService, Want
-from ipvsd.state import MaintenanceKey
+from ipvsd.shell.statefile import MaintenanceKey
 
 
 class RealHealth(Protocol):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ipvsd.errors import IpvsdError
-from ipvsd.events import Subscription, line
+from ipvsd.shell.event_log import Subscription, line
 
 log = logging.getLogger("ipvsd.control")
 LIMIT = 64 * 1024 * 1024  # a status answer for a large table is one line

@@ -21,7 +21,7 @@ Rules (everything that decides a transition lives in this file):
 6. Only a change of UP/DOWN yields a `Transition`; it carries the result that caused it.
 7. A result of kind LOCAL (the prober itself ran out of descriptors, buffers or memory) says nothing about
    the real: the state is unchanged, and the probe runs again after `retry_delay`. A daemon short of file
-   descriptors must not take healthy reals out (seen in the lab at 1,000 reals before ipvsd.fdlimit).
+   descriptors must not take healthy reals out (seen in the lab at 1,000 reals before ipvsd.shell.fdlimit).
 
 Mapping from the peers (see docs/checks.md):
 - ldirectord `failurecount = N`, `checkinterval = I`: fall=N, rise=1, interval=I, retry_delay=I, start=ADOPT.

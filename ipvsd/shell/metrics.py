@@ -24,8 +24,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from ipvsd import __version__
+from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus, service_label
 from ipvsd.model import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op, Service, addrport
-from ipvsd.status import DURATION_BUCKETS, STATES, ServiceStatus, service_label
 
 log = logging.getLogger("ipvsd.metrics")
 # `_created` series would double the exposition, and no dashboard or alert of ours reads them.
