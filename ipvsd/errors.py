@@ -37,3 +37,15 @@ class KernelError(IpvsdError):
         self.errno = err
         name = _errno.errorcode.get(err, str(err))
         super().__init__(f"ipvs {op}: {os.strerror(err)} ({name})")
+
+
+class IpvsMissing(KernelError):
+    """The kernel has no IPVS netlink family, and loading ip_vs did not give it one."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__("(open the IPVS netlink family)", err)
+        self.args = ("the kernel has no IPVS (the ip_vs module is not loaded and could not be loaded: "
+                     "run `modprobe ip_vs` as root, or load it at boot)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -122,6 +122,13 @@ class ServiceKey:
             return f"-f {self.fwmark}" + (" -6" if self.af == AF_INET6 else "")
         return f"{_PROTO_OPT.get(Proto(self.protocol), '-t')} {addrport(self.addr, self.port)}"
 
+    def label(self) -> str:
+        """The service as `ipvsadm -L` names it: `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, `FWM 7` (`FWM 7 IPv6`)."""
+        if self.is_fwmark:
+            return f"FWM {self.fwmark}" + (" IPv6" if self.af == AF_INET6 else "")
+        proto = Proto(self.protocol).name if self.protocol in Proto._value2member_map_ else str(self.protocol)
+        return f"{proto} {addrport(self.addr, self.port)}"
+
 
 @dataclass(frozen=True)
 class ServiceAttrs:

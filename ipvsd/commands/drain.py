@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
+from ipvsd.core.maintenance import parse_until
 from ipvsd.shell.control import add_socket_arguments, call
-from ipvsd.shell.maintenance_store import parse_until
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 from ipvsd import config as configmod
-from ipvsd.core import desired, plan
+from ipvsd.checks.base import ProbeResult
+from ipvsd.core import plan
+from ipvsd.core.decide import decide
+from ipvsd.core.health import HealthState
+from ipvsd.core.probes import ProbeKey, health_of, literal, plan_probes
 from ipvsd.errors import ConfigError, IpvsdError
 from ipvsd.kernel import Kernel
-from ipvsd.model import DestKey, ServiceKey
 from ipvsd.shell import statefile
 
 
@@ -26,30 +29,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
-async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool) -> plan.Plan:
-    """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off)."""
-    from ipvsd.shell.daemon import RealHealth, resolve_hosts
-    from ipvsd.shell.scheduler import plan_probes
+async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool,
+                  now: float | None = None) -> plan.Plan:
+    """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off).
 
-    st = statefile.load(state_path)
-    resolved = resolve_hosts(config, {})
-    probes = plan_probes(config, resolve=lambda a: resolved.get(a, a))
-    health: dict[tuple[ServiceKey, DestKey], RealHealth] = {}
+    The same decide step as the daemon's passes, with the memory the daemon persisted (ownership, drains,
+    quorum) and the maintenance in force; only `previous` (drift vs change) is the daemon's alone.
+    """
+    from ipvsd.shell import resolver
+    from ipvsd.shell.maintenance_store import current
+
+    memory = statefile.load(state_path)
+    resolved = resolver.resolve(resolver.names_of(config), {}).addresses
+    probes = plan_probes(config, resolve=lambda name: literal(name) or resolved.get(name))
+    results: dict[ProbeKey, ProbeResult] = {}
     if probe:
         from ipvsd.commands.probe import probe_all
 
         results = await probe_all(probes.jobs, config.settings.limits.check_concurrency)
-        for real, keys in probes.reals.items():
-            if keys:
-                health[real] = RealHealth(up=all(results[k].ok for k in keys), settled=True)
-    from ipvsd.shell import maintenance_store as maintenance
-
-    drained = maintenance.current(state_path.parent, config.settings.maintenance_dir, resolved.get)
+    # Without probing, every checked real is unsettled: it keeps what the kernel has (Want.KEEP).
+    health = health_of(probes, lambda k: _settled(results[k]) if k in results else None)
+    wall = time.time() if now is None else now
+    drained = current(state_path.parent, config.settings.maintenance_dir, resolved.get, now=wall)
     observed = await kernel.services()
-    built = desired.build(config, health, maintenance=st.maintenance | drained, observed=observed,
-                          resolved=resolved)
-    return plan.plan(built.table, observed, owned=st.owned, limits=desired.limits(config), now=time.time(),
-                     drains=st.drains)
+    return decide(config, health, observed, memory, now=wall, maintenance=drained, resolved=resolved).plan
+
+
+def _settled(result: ProbeResult) -> HealthState:
+    """The state one result gives a probe in `ipvsd plan` (one result decides, as rise/fall were met)."""
+    return HealthState(up=result.ok, settled=True, streak=0, since=0.0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -17,9 +16,10 @@ from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, ProbeResult
 from ipvsd.config import ConfigErrors, load
 from ipvsd.config.schema import Check, HttpCheck
+from ipvsd.core.probes import ProbeKey, literal, plan_probes
 from ipvsd.errors import ConfigError
 from ipvsd.model import DestKey, ServiceKey, canonical_addr
-from ipvsd.shell.scheduler import ProbeKey, plan_probes
+from ipvsd.shell import resolver
 
 DEFAULT_CONFIG = "/etc/ipvsd/ipvsd.toml"
 
@@ -35,14 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Row:
     """One real and one of its checks, with the services it serves and the verdict."""
 
-    real: DestKey
+    real: str  # ADDR:PORT as ipvsadm shows it, or NAME:PORT for a name that does not resolve
     key: ProbeKey | None
     check: Check | None
     services: tuple[ServiceKey, ...]
     result: ProbeResult
 
     def as_dict(self) -> dict[str, object]:
-        return {"real": str(self.real), "services": [str(s) for s in self.services],
+        return {"real": self.real, "services": [str(s) for s in self.services],
                 "check": describe(self.check), "target": str(self.key.target) if self.key else None,
                 "up": self.result.ok, "kind": self.result.kind.value, "reason": self.result.reason,
                 "latency_ms": round(self.result.latency * 1000, 3)}
@@ -68,14 +68,6 @@ def parse_real(text: str) -> tuple[str, int | None]:
     return canonical_addr(text), None
 
 
-def resolve(host: str) -> str:
-    """An IP literal as is; a hostname to its first address (as the daemon would)."""
-    try:
-        return canonical_addr(host)
-    except ValueError:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
-
-
 async def probe_all(jobs: dict[ProbeKey, Check], concurrency: int) -> dict[ProbeKey, ProbeResult]:
     """Run each distinct probe once, at most `concurrency` at a time."""
     sem = asyncio.Semaphore(concurrency)
@@ -92,19 +84,33 @@ async def probe_all(jobs: dict[ProbeKey, Check], concurrency: int) -> dict[Probe
 
 def rows(config_path: str, only: tuple[str, int | None] | None) -> list[Row]:
     config, _ = load(config_path)
-    plan = plan_probes(config, resolve=resolve)
+    resolved = resolver.resolve(resolver.names_of(config), {}).addresses
+    plan = plan_probes(config, resolve=lambda name: literal(name) or resolved.get(name))
+
+    def wanted(addr: str, port: int) -> bool:
+        return only is None or (addr == only[0] and (only[1] is None or port == only[1]))
+
     selected: dict[tuple[DestKey, ProbeKey | None], list[ServiceKey]] = {}
     for (service, real), keys in plan.reals.items():
-        if only is not None and (real.addr != only[0] or (only[1] is not None and real.port != only[1])):
-            continue
-        for key in keys or (None,):
-            selected.setdefault((real, key), []).append(service)
+        if wanted(real.addr, real.port):
+            for key in keys or (None,):
+                selected.setdefault((real, key), []).append(service)
     jobs = {k: plan.jobs[k] for _, k in selected if k is not None}
     results = asyncio.run(probe_all(jobs, config.settings.limits.check_concurrency))
     out = []
     for (real, key), services in sorted(selected.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        if (services[0], real) in plan.down and key is None:
+            continue
         result = results[key] if key is not None else ProbeResult.up("no check configured (always up)")
-        out.append(Row(real, key, plan.jobs[key] if key else None, tuple(services), result))
+        out.append(Row(str(real), key, plan.jobs[key] if key else None, tuple(services), result))
+    for (service, real), why in sorted(plan.down.items()):
+        if wanted(real.addr, real.port):
+            out.append(Row(str(real), None, None, (service,), ProbeResult.down(Kind.DNS, why)))
+    for (service, name), why in sorted(plan.unresolved.items()):
+        vs = next(v for v in config.services if v.service_key() == service)
+        port = next((r.port for r in vs.reals if r.address == name), 0) or vs.port
+        if wanted(name, port):
+            out.append(Row(f"{name}:{port}", None, None, (service,), ProbeResult.down(Kind.DNS, why)))
     return out
 
 

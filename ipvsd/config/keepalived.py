@@ -136,7 +136,7 @@ class _Reader:
     def read(self, nodes: list[Node]) -> dict[str, Any]:
         # keepalived removes its services on stop unless run with --dont-release-ipvs; ipvsd keeps the table
         # (hitless restart), which is what that flag exists for.
-        data: dict[str, Any] = {"settings": {}}
+        data: dict[str, Any] = {"settings": {"watch_config": False}}  # keepalived reloads on SIGHUP only
         vs_nodes: list[Node] = []
         for n in nodes:
             if n.keyword.startswith("@") or n.keyword.startswith("$"):

@@ -193,7 +193,7 @@ class _Reader:
     # --- build ----------------------------------------------------------------------------------------------
 
     def build(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {"clean_stop": True}
+        settings: dict[str, Any] = {"clean_stop": True, "watch_config": False}  # ldirectord: autoreload = no
         for name, d in self.glob.items():
             if name in NOT_IMPLEMENTED:
                 self.warn(d, NOT_IMPLEMENTED[name])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import warnings
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
@@ -639,7 +639,10 @@ class Limits(_Frozen):
 
 
 class Settings(_Frozen):
-    """Daemon-wide settings."""
+    """Daemon-wide settings; a reload applies every one of them except those in RESTART_ONLY."""
+
+    RESTART_ONLY: ClassVar[frozenset[str]] = frozenset({"metrics_listen", "control_socket", "state_dir"})
+    """Settings the daemon uses only as it starts: a reload that changes them says they need a restart."""
 
     resync_interval: PositiveSeconds = 30.0
     """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.core.mirror."""
@@ -659,10 +662,15 @@ class Settings(_Frozen):
     """A file named ip[:port] or host[:port] here forces that real down (ldirectord maintenancedir)."""
     readd_quiescent: bool = False
     """Re-add a quiesced real that vanished from the table (ldirectord readdquiescent)."""
-    watch_config: bool = False
-    """Reload when the config files change (ldirectord autoreload). SIGHUP and `ipvsd reload` always work."""
+    watch_config: bool = True
+    """Reload when the config files change, debounced; an invalid or half-written file is rejected and the
+    running configuration stays. The ldirectord reader follows `autoreload` (default no), the keepalived reader
+    turns it off (keepalived reloads on SIGHUP). SIGHUP and `ipvsd reload` always work."""
     config_callback: str | None = None
     """Command run with the config path when the config changes on disk (ldirectord callback)."""
+    dns_ttl: PositiveSeconds = 60.0
+    """Seconds between resolutions of the host names in the config (reals, check addresses, fallbacks). A name
+    that does not resolve is tried again at its checks' interval; what needs it is down (reason dns) meanwhile."""
     limits: Limits = Limits()
     """Blast-radius guards."""
 

@@ -12,7 +12,7 @@ Rule 1: each configured real is in one state, decided in this order:
         `alpha` keeps a never-checked real out; it does not take out one the kernel already serves with, or a
         restart (whose checks have not run yet) would empty the table it adopts.
         A real is down for the pool if any of its checks says so ("all must pass"); folding several probes
-        into one `RealHealth` per (service, dest) is the caller's job.
+        into one `RealHealth` per (service, dest) is `ipvsd.core.probes`'s rule.
 Rule 2: fail open (panic). When more than `limits.panic_fraction` of the non-maintenance reals are settled
         DOWN, every DOWN real serves as if UP (envoy's panic threshold). Unsettled reals never count as failed,
         or `alpha` at start would open everything.
@@ -24,7 +24,8 @@ Rule 4: fallback (sorry server). Without quorum and with a fallback configured, 
         UP reals leave as failed ones do (keepalived removes the alive reals while the sorry server is in).
         With quorum it is absent (so it drains out), or at weight 0 when `inhibit` is set.
 Rule 5: reals are keyed by their resolved address: an IP literal as is, a hostname through `resolved`; a
-        hostname with no resolution is left out of the table (the caller keeps the last good answer).
+        hostname with no resolution is left out of the table (the caller keeps the last good answer). So is a
+        fallback whose name does not resolve.
 """
 
 from __future__ import annotations
@@ -32,23 +33,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Protocol
 
 from ipvsd.config.schema import Config, RealServer, VirtualService
 from ipvsd.core import plan
+from ipvsd.core.maintenance import MaintenanceKey, in_maintenance
 from ipvsd.core.plan import DesiredDest, DesiredService, Want
+from ipvsd.core.probes import RealHealth
 from ipvsd.model import DestKey, Service, ServiceKey
-from ipvsd.shell.statefile import MaintenanceKey
-
-
-class RealHealth(Protocol):
-    """What the builder needs from a real's health (`health.HealthState` has it)."""
-
-    @property
-    def up(self) -> bool: ...
-
-    @property
-    def settled(self) -> bool: ...
 
 
 class RealState(Enum):
@@ -99,27 +90,17 @@ def build(
                      for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
         has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
         quorums[skey] = has_quorum
-        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum), vs.drain_timeout)
+        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved or {}),
+                                     vs.drain_timeout)
         reals.update({(skey, k): st for k, (_, st) in states.items()})
     return Built(table=table, quorum=quorums, fail_open=frozenset(opened), reals=reals)
 
 
-def limits(config: Config, *, force: bool = False) -> plan.Limits:
+def limits(config: Config, *, force: bool = False) -> plan.PlanLimits:
     """Return the planner's limits from the config's settings."""
     s = config.settings
-    return plan.Limits(max_delete_share=s.limits.max_delete_fraction, max_deletes=s.limits.max_deletes,
+    return plan.PlanLimits(max_delete_share=s.limits.max_delete_fraction, max_deletes=s.limits.max_deletes,
                        drain_timeout=s.drain_timeout, force=force)
-
-
-def in_maintenance(maint: frozenset[MaintenanceKey], skey: ServiceKey, dkey: DestKey) -> bool:
-    """Return True when an entry puts this real in maintenance (any port/service when those are unset)."""
-    if not maint:
-        return False
-    for port in (dkey.port, 0):
-        for svc in (skey, None):
-            if MaintenanceKey(dkey.addr, port, svc) in maint:
-                return True
-    return False
 
 
 def _real_states(vs: VirtualService, skey: ServiceKey, health: Mapping[tuple[ServiceKey, DestKey], RealHealth],
@@ -163,8 +144,10 @@ def _quorum(vs: VirtualService, weight: int, before: bool | None) -> bool:
 
 
 def _dests(vs: VirtualService, states: Mapping[DestKey, tuple[RealServer, RealState]],
-           has_quorum: bool) -> dict[DestKey, DesiredDest]:
-    sorry = vs.fallback_dest()
+           has_quorum: bool, resolved: Mapping[str, str]) -> dict[DestKey, DesiredDest]:
+    sorry = None
+    if vs.fallback is not None and (address := _address(vs.fallback.address, resolved)) is not None:
+        sorry = vs.fallback_dest(address)
     use_sorry = sorry is not None and not has_quorum
     out: dict[DestKey, DesiredDest] = {}
     for dkey, (real, st) in states.items():

@@ -102,7 +102,7 @@ class DesiredDest:
 
 @dataclass(frozen=True)
 class DesiredService:
-    """A service as the config wants it; `drain_timeout` overrides `Limits.drain_timeout` for its dests."""
+    """A service as the config wants it; `drain_timeout` overrides `PlanLimits.drain_timeout` for its dests."""
 
     attrs: ServiceAttrs
     dests: Mapping[DestKey, DesiredDest] = field(default_factory=dict)
@@ -113,7 +113,7 @@ Desired = Mapping[ServiceKey, DesiredService]
 
 
 @dataclass(frozen=True)
-class Limits:
+class PlanLimits:
     """Safety limits of one plan (Rule 4, Rule 6)."""
 
     max_delete_share: float = 0.5
@@ -213,7 +213,7 @@ class _Pass:
     desired: Desired
     previous: Desired | None
     drains: Mapping[DrainKey, float]
-    limits: Limits
+    limits: PlanLimits
     now: float
     steps: list[_Step] = field(default_factory=list)
     new_drains: dict[DrainKey, float] = field(default_factory=dict)
@@ -244,7 +244,7 @@ def plan(
     observed: Iterable[Service],
     *,
     owned: Iterable[ServiceKey],
-    limits: Limits,
+    limits: PlanLimits,
     now: float,
     drains: Mapping[DrainKey, float],
     previous: Desired | None = None,
@@ -276,7 +276,7 @@ def plan(
                 removals=removals, counted=p.counted)
 
 
-def _guard(limits: Limits, removals: int, total: int) -> str | None:
+def _guard(limits: PlanLimits, removals: int, total: int) -> str | None:
     """Return why a plan with these removals is refused (Rule 6), or None."""
     if limits.max_deletes is not None and removals > limits.max_deletes:
         return (f"plan takes {removals} of {total} owned dests out of service, over the cap of "

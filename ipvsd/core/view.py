@@ -5,7 +5,7 @@ the last observed kernel table, plus both clocks (health states keep `loop.time(
 A real's `state` is its health before the fail-open rule, so an operator sees which reals actually failed:
     maint    a maintenance entry matches it
     up       it has no checks, or every check is settled up
-    down     every check has a result and one of them is down
+    down     every check has a result and one of them is down; or a name it needs does not resolve (dns)
     unknown  some check has no result yet
 """
 
@@ -18,12 +18,10 @@ from typing import Any
 
 from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config
-from ipvsd.core.desired import in_maintenance
 from ipvsd.core.health import HealthState
-from ipvsd.model import DestKey, Proto, Service, ServiceKey, addrport
-from ipvsd.shell.maintenance_store import MaintenanceInfo
-from ipvsd.shell.scheduler import ProbeKey, ProbePlan
-from ipvsd.shell.statefile import MaintenanceKey
+from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance
+from ipvsd.core.probes import ProbeKey, ProbePlan, is_name, real_health
+from ipvsd.model import DestKey, Service, ServiceKey, addrport
 
 # Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,7 +70,8 @@ class CheckStatus:
 @dataclass(frozen=True)
 class RealStatus:
     service: ServiceKey
-    dest: DestKey
+    dest: DestKey | None  # None: a host name that does not resolve (down, reason dns)
+    real: str  # the dest as `ipvsadm -L` shows it, or NAME:PORT for an unresolved name
     name: str  # as configured (a hostname stays a hostname)
     state: str
     reason: str
@@ -95,14 +94,6 @@ class ServiceStatus:
     reals: tuple[RealStatus, ...]
 
 
-def service_label(key: ServiceKey) -> str:
-    """The service as `ipvsadm -L` names it: `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, `FWM 7` (`FWM 7 IPv6`)."""
-    if key.is_fwmark:
-        return f"FWM {key.fwmark}" + (" IPv6" if key.af == 10 else "")
-    proto = Proto(key.protocol).name if key.protocol in Proto._value2member_map_ else str(key.protocol)
-    return f"{proto} {addrport(key.addr, key.port)}"
-
-
 def build(config: Config, probes: ProbePlan, states: Mapping[ProbeKey, HealthState],
           stats: Mapping[ProbeKey, ProbeStats], *, kernel: Iterable[Service] = (),
           maintenance: Mapping[MaintenanceKey, MaintenanceInfo] | None = None,
@@ -120,17 +111,22 @@ def build(config: Config, probes: ProbePlan, states: Mapping[ProbeKey, HealthSta
         dests = {d.key: d for d in in_kernel.dests} if in_kernel is not None else {}
         reals: list[RealStatus] = []
         for real in vs.reals:
+            why = probes.unresolved.get((skey, real.address))
             addr = (resolved or {}).get(real.address, real.address)
-            try:
-                dkey = real.dest_key(addr)
-            except ValueError:
-                continue  # an unresolved hostname: not in the table, nothing to show but the config
+            if why is not None or is_name(addr):
+                port = real.port or vs.port
+                reals.append(RealStatus(
+                    service=skey, dest=None, real=addrport(real.address, port), name=real.address, state="down",
+                    reason=why or f"dns: {real.address} does not resolve", since=None, weight=real.weight,
+                    kernel_weight=None, active=0, inactive=0, checks=(), maintenance=None))
+                continue
+            dkey = real.dest_key(addr)
             checks = _checks(probes.reals.get((skey, dkey), ()), states, stats, wall=wall, mono=mono)
             entry = _maintenance_of(maint, keys, skey, dkey)
-            state, reason, since = _state(checks, entry)
+            state, reason, since = _state(checks, entry, probes.down.get((skey, dkey)))
             kd = dests.get(dkey)
             reals.append(RealStatus(
-                service=skey, dest=dkey, name=real.address, state=state, reason=reason, since=since,
+                service=skey, dest=dkey, real=str(dkey), name=real.address, state=state, reason=reason, since=since,
                 weight=real.weight, kernel_weight=None if kd is None else kd.attrs.weight,
                 active=0 if kd is None else kd.active_conns, inactive=0 if kd is None else kd.inact_conns,
                 checks=checks, maintenance=entry))
@@ -148,7 +144,7 @@ def _checks(keys: Iterable[ProbeKey], states: Mapping[ProbeKey, HealthState], st
         st = states.get(key)
         if st is None:
             continue
-        kind = str(key).split(" ", 1)[0]
+        kind = key.type
         seen[kind] = seen.get(kind, 0) + 1
         label = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
         ps = stats.get(key) or ProbeStats()
@@ -170,18 +166,21 @@ def _maintenance_of(maint: Mapping[MaintenanceKey, MaintenanceInfo], keys: froze
     return None
 
 
-def _state(checks: tuple[CheckStatus, ...], entry: MaintenanceInfo | None) -> tuple[str, str, float | None]:
+def _state(checks: tuple[CheckStatus, ...], entry: MaintenanceInfo | None,
+           forced: str | None) -> tuple[str, str, float | None]:
     if entry is not None:
         return "maint", f"maintenance ({entry.source})" + (f": {entry.reason}" if entry.reason else ""), entry.since
+    if forced is not None:
+        return "down", forced, None
     if not checks:
         return "up", "no checks", None
     since = max(c.since for c in checks)
-    down = [c for c in checks if c.settled and not c.up]
-    if not all(c.settled for c in checks):
+    health = real_health(checks)  # a CheckStatus has `up` and `settled`, as a HealthState does
+    if not health.settled:
         waiting = next(c for c in checks if not c.settled)
         return "unknown", f"{waiting.check}: no result yet", since
-    if down:
-        c = down[0]
+    if not health.up:
+        c = next(c for c in checks if not c.up)
         return "down", f"{c.check}: {c.last.reason if c.last else 'down'}", c.since
     c = checks[0]
     return "up", f"{c.check}: {c.last.reason if c.last else 'up'}", since
@@ -193,7 +192,7 @@ def _state(checks: tuple[CheckStatus, ...], entry: MaintenanceInfo | None) -> tu
 def to_json(services: Iterable[ServiceStatus]) -> list[dict[str, Any]]:
     """Return the JSON-ready form of `build`'s result."""
     return [{
-        "service": service_label(s.key), "scheduler": s.scheduler, "in_kernel": s.in_kernel,
+        "service": s.key.label(), "scheduler": s.scheduler, "in_kernel": s.in_kernel,
         "quorum": s.quorum, "fail_open": s.fail_open,
         "reals": [_real_json(r) for r in s.reals],
     } for s in services]
@@ -201,13 +200,13 @@ def to_json(services: Iterable[ServiceStatus]) -> list[dict[str, Any]]:
 
 def maintenance_json(m: MaintenanceInfo) -> dict[str, Any]:
     return {"addr": m.key.addr, "port": m.key.port,
-            "service": None if m.key.service is None else service_label(m.key.service),
+            "service": None if m.key.service is None else m.key.service.label(),
             "reason": m.reason, "since": m.since, "until": m.until, "source": m.source}
 
 
 def _real_json(r: RealStatus) -> dict[str, Any]:
     return {
-        "real": str(r.dest), "name": r.name, "state": r.state, "reason": r.reason, "since": r.since,
+        "real": r.real, "name": r.name, "state": r.state, "reason": r.reason, "since": r.since,
         "weight": r.weight, "kernel_weight": r.kernel_weight, "active": r.active, "inactive": r.inactive,
         "maintenance": None if r.maintenance is None else maintenance_json(r.maintenance),
         "checks": [{

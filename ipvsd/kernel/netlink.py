@@ -21,7 +21,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
 
-from ipvsd.errors import KernelError
+from ipvsd.errors import IpvsMissing, KernelError
 from ipvsd.kernel import _messages as m
 from ipvsd.kernel import _wire
 from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
@@ -161,8 +161,10 @@ class NetlinkKernel:
                 except NetlinkError as e:
                     sock.close()
                     # ENOENT from the genl controller: ip_vs is not loaded. Load it once, as ipvsadm does.
-                    if e.code != errno.ENOENT or attempt == 2 or not await _modprobe("ip_vs"):
+                    if e.code != errno.ENOENT:
                         raise KernelError("(open the IPVS netlink family)", e.code) from None
+                    if attempt == 2 or not await _modprobe("ip_vs"):
+                        raise IpvsMissing(e.code) from None
             self._sock = sock
         return self._sock
 

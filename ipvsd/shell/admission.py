@@ -30,6 +30,13 @@ class Admission:
         self.shrinks = 0  # how often the loop was found late: a sign the daemon is short of CPU
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    def resize(self, ceiling: int) -> None:
+        """Take a new ceiling (a reload changed check_concurrency); probes in flight finish as they are."""
+        self.ceiling = max(1, ceiling)
+        self.limit = min(self.limit, float(self.ceiling))
+        if self._waiters:
+            self._wake()
+
     @property
     def waiting(self) -> int:
         return len(self._waiters)

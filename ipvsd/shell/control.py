@@ -119,6 +119,9 @@ class ControlServer:
                 except ValueError as e:
                     await _send(writer, {"ok": False, "error": f"bad request: {e}"})
                     continue
+                except RecursionError:  # json's decoder recurses per level of nesting
+                    await _send(writer, {"ok": False, "error": "bad request: nested too deeply"})
+                    continue
                 cmd = req.get("cmd")
                 if cmd == "events":
                     await self._stream(writer)

@@ -1,48 +1,55 @@
-"""The daemon's wiring: config (re)loads, the probe scheduler, and a single reconcile loop over the kernel.
+"""`ipvsd run`: the daemon's wiring — configurations in, probes and reconcile passes run, events out.
 
-Level-triggered: every trigger (a health transition, a first settled result, a config change, the resync
-timer) only marks the table dirty; the loop then runs one full pass (observe, desire, plan, apply). Passes
-never overlap, and a burst of triggers becomes one pass. The kernel is read at start, every resync interval
-and after a failure; the passes in between observe through `ipvsd.core.mirror`.
+Level-triggered: every trigger (a health transition, a first settled result, a config change, a name that
+resolves anew, the resync timer) only marks the table dirty; the loop then runs one full pass (observe,
+decide, apply). Passes never overlap, and a burst of triggers becomes one pass. The kernel is read at start,
+every resync interval and after a failure; the passes in between observe through `ipvsd.core.mirror`.
+
+A configuration (at start, SIGHUP, a file change, `ipvsd reload`) is prepared whole first — loaded, names
+resolved or marked unresolved, the probe plan built — and swapped in in one step that cannot fail half-way;
+anything that fails before the swap leaves the running configuration as it was and is reported. What happens
+is published as typed events (`ipvsd.shell.bus`); metrics, the event log and the live view subscribe, and the
+control socket reaches the daemon only through `ipvsd.shell.control_api.Commands`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ipvsd import config as configmod
-from ipvsd.checks.base import ProbeResult
-from ipvsd.config.schema import Config
+from ipvsd.checks import make_probe
+from ipvsd.checks.base import Probe, ProbeResult
+from ipvsd.config.schema import Config, Settings
+from ipvsd.core import maintenance as maint
 from ipvsd.core.health import HealthState, Transition
-from ipvsd.errors import ConfigError, IpvsdError
+from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
+from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_of, literal, plan_probes
+from ipvsd.errors import ConfigError, IpvsdError, IpvsMissing
 from ipvsd.kernel import Kernel
-from ipvsd.model import DestKey, ServiceKey
-from ipvsd.shell import fdlimit, gcpolicy
-from ipvsd.shell.operator import Observer
+from ipvsd.shell import bus, fdlimit, gcpolicy, resolver
+from ipvsd.shell.control import ControlServer, socket_path
+from ipvsd.shell.control_api import ControlApi
+from ipvsd.shell.event_log import EventLog
+from ipvsd.shell.live_view import LiveView
+from ipvsd.shell.maintenance_store import Store, from_dir
+from ipvsd.shell.metrics import Metrics, parse_listen, serve
 from ipvsd.shell.reconciler import Outcome, Reconciler
-from ipvsd.shell.scheduler import ProbeKey, ProbePlan, Scheduler, all_up, plan_probes
+from ipvsd.shell.scheduler import GRACE, Scheduler
 from ipvsd.shell.sdnotify import Notifier
 
 log = logging.getLogger("ipvsd.daemon")
 BACKOFF_MAX = 30.0
 PACE_MAX = 5.0  # longest wait forced after a slow pass (see run)
-
-
-@dataclass(frozen=True, slots=True)
-class RealHealth:
-    """A real's combined health: up when every probe is up, settled when every probe has a result."""
-
-    up: bool
-    settled: bool
+PASS_WAIT = 15.0  # how long drain/undrain wait for the pass that carries them out
+COLD_START_MAX = 30.0  # longest a cold start waits for the first round of checks
 
 
 @dataclass
@@ -59,54 +66,90 @@ class Options:
     events_file: str | None = None
 
 
-def log_config_error(e: ConfigError, prefix: str) -> None:
-    for err in getattr(e, "errors", [e]):
-        log.error("%s: %s", prefix, err)
+@dataclass(frozen=True)
+class Prepared:
+    """A configuration made ready to swap in: its names resolved (or not), its probe plan built."""
+
+    config: Config
+    resolved: dict[str, str]
+    probes: ProbePlan
+    fds: int  # file descriptors its probes may need at once
+    warnings: tuple[str, ...] = ()
 
 
-def resolve_hosts(config: Config, previous: dict[str, str]) -> dict[str, str]:
-    """Return hostname -> address for every hostname real (keeping the last good answer on failure)."""
-    out: dict[str, str] = {}
-    for vs in config.services:
-        for real in vs.reals:
-            name = real.address
-            try:
-                ipaddress.ip_address(name)
-                continue
-            except ValueError:
-                pass
-            family = socket.AF_INET6 if vs.af == socket.AF_INET6 else socket.AF_INET
-            try:
-                out[name] = str(socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)[0][4][0])
-            except OSError as e:
-                if name in previous:
-                    out[name] = previous[name]
-                log.warning("cannot resolve real %s (%s)%s", name, e,
-                            "; keeping its last address" if name in previous else "; it stays out of the table")
-    return out
+def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup = resolver.getaddrinfo,
+            warnings: tuple[str, ...] = ()) -> Prepared:
+    """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread)."""
+    found = resolver.resolve(resolver.names_of(config), previous, lookup)
+    resolved = found.addresses
+
+    def resolve(name: str) -> str | None:
+        return literal(name) or resolved.get(name)
+
+    probes = plan_probes(config, resolve=resolve)
+    fds = fdlimit.needed(probes.jobs.values(), config.settings.limits.check_concurrency)
+    return Prepared(config, resolved, probes, fds, warnings)
+
+
+def restart_only_changes(old: Settings, new: Settings) -> tuple[str, ...]:
+    """The settings a reload changed that take effect only at the next start."""
+    return tuple(sorted(name for name in Settings.RESTART_ONLY if getattr(old, name) != getattr(new, name)))
+
+
+@dataclass
+class _Passes:
+    """Pass numbers: started, and done (with the event a waiter wakes on)."""
+
+    started: int = 0
+    done: int = 0
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finished(self, number: int) -> None:
+        self.done = number
+        self.event.set()
+        self.event = asyncio.Event()
 
 
 class Daemon:
     """`ipvsd run`: owns the scheduler, the reconciler and the triggers between them."""
 
-    def __init__(self, opts: Options, config: Config, kernel_factory: Callable[[], Kernel]) -> None:
+    def __init__(self, opts: Options, config: Config, kernel_factory: Callable[[], Kernel], *,
+                 wall: Callable[[], float] = time.time, lookup: resolver.Lookup = resolver.getaddrinfo,
+                 probe_factory: Callable[[Any], Probe] = make_probe) -> None:
         self.opts = opts
         self.config = config
         self.kernel_factory = kernel_factory
+        self.wall = wall
+        self.lookup = lookup
+        self.probe_factory = probe_factory
         self.notifier = Notifier()
+        self.bus = bus.Bus()
         self.dirty = asyncio.Event()
         self.read_wanted = False  # the next pass reads the kernel (an operator asked for the current table)
         self.stopping = asyncio.Event()
         self.resolved: dict[str, str] = {}
-        self.probes = ProbePlan({}, {})
+        self.probes = ProbePlan.empty()
         self.settled: set[ProbeKey] = set()
         self.last: Outcome | None = None
+        self.passes = _Passes()
         self.reloads = {"ok": 0, "error": 0, "unchanged": 0}
         state_dir = Path(opts.state_dir or config.settings.state_dir)
         self.state_path = state_dir / "state.json"
-        self.obs = Observer(self, state_dir, events_file=opts.events_file)
+        self.store = Store(state_dir / "maintenance.json")
+        self.from_dir: dict[MaintenanceKey, MaintenanceInfo] = {}
+        self.events = EventLog(opts.events_file)
+        self.metrics: Metrics | None = None
+        self.view: LiveView | None = None
         self.scheduler: Scheduler | None = None
         self.reconciler: Reconciler | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.control: ControlServer | None = None  # the control socket, once listening
+        self.http: asyncio.Server | None = None  # the metrics endpoint, once listening
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def mono(self) -> float:
+        """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
+        return asyncio.get_running_loop().time()
 
     # --- triggers -----------------------------------------------------------------------------------------
 
@@ -116,12 +159,16 @@ class Daemon:
         self.dirty.set()
 
     def on_transition(self, key: ProbeKey, t: Transition) -> None:
-        log.warning("real %s: %s", key, t)
-        self.obs.transition(key, t)
+        reals = tuple(r for r, keys in self.probes.reals.items() if key in keys)
+        if t.up:
+            log.info("real %s: %s", key, t)
+        else:
+            log.warning("real %s: %s", key, t)
+        self.bus.publish(bus.Transitioned(key, t, reals))
         self.dirty.set()
 
     def on_result(self, key: ProbeKey, result: ProbeResult, state: HealthState) -> None:
-        self.obs.result(key, result)
+        self.bus.publish(bus.ProbeResulted(key, result, state))
         # A real whose first check completes leaves KEEP (adopted as the kernel had it): reconcile then too.
         if state.settled and key not in self.settled:
             self.settled.add(key)
@@ -129,50 +176,83 @@ class Daemon:
             if len(self.settled) >= len(self.probes.jobs) and self.settled >= set(self.probes.jobs):  # O(1) first
                 log.info("every check has a result: %s", self.summary())
 
-    # --- config --------------------------------------------------------------------------------------------
+    # --- configuration ------------------------------------------------------------------------------------
 
-    def apply_config(self, config: Config) -> None:
+    async def _prepare(self, config: Config, warnings: tuple[str, ...] = ()) -> Prepared:
+        return await asyncio.to_thread(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings)
+
+    def _swap(self, p: Prepared, *, now: bool = False) -> None:
+        """Make `p` the running configuration; the scheduler's update is the only step that may refuse."""
         assert self.scheduler is not None
-        self.config = config
-        self.resolved = resolve_hosts(config, self.resolved)
-        self.probes = plan_probes(config, resolve=lambda a: self.resolved.get(a, a))
-        fdlimit.ensure(fdlimit.needed(self.probes.jobs.values(), config.settings.limits.check_concurrency))
-        self.scheduler.update(self.probes.jobs)
-        self.settled &= set(self.probes.jobs)
-        self.obs.config_applied()
+        fdlimit.ensure(p.fds)
+        self.scheduler.update(p.probes.jobs, now=now)
+        old = self.config
+        self.config, self.resolved, self.probes = p.config, p.resolved, p.probes
+        self.settled &= set(p.probes.jobs)
+        if p.config.settings.limits.check_concurrency != old.settings.limits.check_concurrency:
+            self.scheduler.resize(p.config.settings.limits.check_concurrency)
+        if self.opts.watch is None and p.config.settings.watch_config != old.settings.watch_config:
+            self._watch(p.config.settings.watch_config)
+        for (skey, name), why in p.probes.unresolved.items():
+            log.warning("real %s in %s is down: %s", name, skey.label(), why)
+        for (skey, dkey), why in p.probes.down.items():
+            log.warning("real %s in %s is down: %s", dkey, skey.label(), why)
+        self._publish_snapshot()
         gcpolicy.settle()
         self.dirty.set()
 
-    async def reload(self, why: str) -> None:
+    async def reload(self, why: str) -> bus.Reloaded:
+        """Load the configuration again; apply it whole, or keep the running one and say why."""
         self.notifier.reloading()
+        try:
+            return await self._reload(why)
+        finally:
+            self.notifier.ready(self.summary())
+
+    async def _reload(self, why: str) -> bus.Reloaded:
         try:
             config, warnings = await asyncio.to_thread(configmod.load, self.opts.config_path, self.opts.format)
         except ConfigError as e:
-            self.reloads["error"] += 1
-            self.obs.reloaded("error", why, "; ".join(str(x) for x in getattr(e, "errors", [e])))
-            log_config_error(e, f"reload ({why}) rejected, the running configuration stays")
-            self.notifier.status(f"config error: {e}")
-            return
+            errors = [str(x) for x in getattr(e, "errors", [e])]
+            for err in errors:
+                log.error("reload (%s) rejected, the running configuration stays: %s", why, err)
+            self.notifier.status(f"config error: {errors[0] if errors else e}")
+            return self._reloaded("error", why, "; ".join(errors))
         except OSError as e:
-            self.reloads["error"] += 1
-            self.obs.reloaded("error", why, str(e))
             log.error("reload (%s) rejected, the running configuration stays: %s", why, e)
-            return
-        finally:
-            self.notifier.ready(self.summary())
+            return self._reloaded("error", why, str(e))
         if config == self.config:
-            self.reloads["unchanged"] += 1
-            self.obs.reloaded("unchanged", why)
             log.info("reload (%s): configuration unchanged", why)
-            return
-        for w in warnings:
+            return self._reloaded("unchanged", why)
+        try:
+            prepared = await self._prepare(config, tuple(str(w) for w in warnings))
+            old = self.config.settings
+            self._swap(prepared)
+        except (OSError, ValueError, IpvsdError) as e:
+            log.error("reload (%s) rejected, the running configuration stays: %s", why, e)
+            return self._reloaded("error", why, str(e))
+        for w in prepared.warnings:
             log.warning("%s", w)
-        self.reloads["ok"] += 1
-        log.info("reload (%s): new configuration, %d services", why, len(config.services))
-        self.apply_config(config)
-        self.obs.reloaded("ok", why)
+        restart = restart_only_changes(old, config.settings)
+        log.info("reload (%s): new configuration, %d services%s", why, len(config.services),
+                 f"; {', '.join(restart)} changed and take effect at the next restart" if restart else "")
+        return self._reloaded("ok", why, restart=restart)
 
-    async def watch(self) -> None:
+    def _reloaded(self, outcome: str, why: str, error: str = "", *, restart: tuple[str, ...] = ()) -> bus.Reloaded:
+        self.reloads[outcome] += 1
+        event = bus.Reloaded(outcome, why, self.wall(), error, restart)
+        self.bus.publish(event)
+        return event
+
+    def _watch(self, on: bool) -> None:
+        """Start or stop following the config files."""
+        if on and self.watcher is None:
+            self.watcher = self._spawn(self._follow_files())
+        elif not on and self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
+
+    async def _follow_files(self) -> None:
         """Reload when the config file or its drop-in directory changes (editors replace files: watch dirs)."""
         import watchfiles
 
@@ -188,114 +268,302 @@ class Daemon:
                                          stop_event=self.stopping, recursive=False):
             await self.reload("file changed")
 
+    async def _follow_names(self) -> None:
+        """Resolve the config's names again: every dns_ttl, and at the check interval while one does not resolve."""
+        while not self.stopping.is_set():
+            await self._sleep(self._names_due())
+            if self.stopping.is_set() or not resolver.names_of(self.config):
+                continue
+            config = self.config
+            try:
+                prepared = await self._prepare(config)
+            except (OSError, ValueError, IpvsdError) as e:
+                log.error("resolving names again failed: %s", e)
+                continue
+            if config is not self.config or prepared.resolved == self.resolved:
+                continue  # a reload came in between (it resolved for itself), or nothing changed
+            for name in sorted(prepared.resolved.keys() | self.resolved.keys()):
+                before, after = self.resolved.get(name), prepared.resolved.get(name)
+                if before != after:
+                    log.info("%s now resolves to %s (was %s)", name, after or "nothing", before or "unresolved")
+            try:
+                self._swap(prepared)
+            except (OSError, ValueError, IpvsdError) as e:
+                log.error("new addresses not applied: %s", e)
+
+    def _names_due(self) -> float:
+        """Seconds until the names are resolved again: dns_ttl, or sooner while a name keeps a real down."""
+        wait = self.config.settings.dns_ttl
+        if not self.probes.unresolved and not self.probes.down:
+            return wait
+        for vs in self.config.services:
+            skey = vs.service_key()
+            for real in vs.reals:
+                addr = literal(real.address) or self.resolved.get(real.address)
+                if (skey, real.address) in self.probes.unresolved or (
+                        addr is not None and (skey, real.dest_key(addr)) in self.probes.down):
+                    wait = min([wait, *(c.interval for c in vs.checks_for(real))])
+        return wait
+
     # --- the loop ------------------------------------------------------------------------------------------
 
-    def health(self) -> dict[tuple[ServiceKey, DestKey], RealHealth]:
+    def health(self) -> dict[RealKey, RealHealth]:
         assert self.scheduler is not None
-        states = self.scheduler.states()
-        out: dict[tuple[ServiceKey, DestKey], RealHealth] = {}
-        for real, keys in self.probes.reals.items():
-            if not keys:
-                continue
-            got = [states.get(k) for k in keys]
-            out[real] = RealHealth(up=all_up(got), settled=all(s is not None and s.settled for s in got))
-        return out
+        return health_of(self.probes, self.scheduler.state)
 
     def summary(self) -> str:
-        h = self.health()
+        h = self.health() if self.scheduler is not None else {}
         up = sum(1 for v in h.values() if v.up and v.settled)
-        return f"{len(self.config.services)} services, {up}/{len(h)} checked reals up"
+        unresolved = len(self.probes.unresolved)
+        return (f"{len(self.config.services)} services, {up}/{len(h)} checked reals up"
+                + (f", {unresolved} unresolved" if unresolved else ""))
+
+    def collect_maintenance(self) -> frozenset[MaintenanceKey]:
+        """Expire drains, read the maintenance_dir, publish what changed; the maintenance set of the next pass."""
+        for e in self.store.expire(self.wall()):
+            log.info("maintenance of %s expired", e.key.describe())
+            self.bus.publish(bus.MaintenanceChanged("undrain", "expired", e))
+        mdir = self.config.settings.maintenance_dir
+        found = from_dir(mdir, self.resolved.get) if mdir else {}
+        for k in found.keys() - self.from_dir.keys():
+            log.info("maintenance_dir: %s in maintenance", k.describe())
+            self.bus.publish(bus.MaintenanceChanged("drain", found[k].reason, found[k]))
+        for k in self.from_dir.keys() - found.keys():
+            log.info("maintenance_dir: %s out of maintenance", k.describe())
+            self.bus.publish(bus.MaintenanceChanged("undrain", self.from_dir[k].reason, self.from_dir[k]))
+        self.from_dir = found
+        return frozenset(self.store.entries) | frozenset(found)
+
+    def _publish_snapshot(self) -> None:
+        assert self.scheduler is not None
+        rec = self.reconciler
+        built = self.last.built if self.last is not None else None
+        self.bus.publish(bus.SnapshotTaken(bus.Snapshot(
+            config=self.config, probes=self.probes, states=self.scheduler.states(), resolved=dict(self.resolved),
+            quorum=dict(rec.memory.quorum) if rec is not None else {},
+            fail_open=built.fail_open if built is not None else frozenset(),
+            maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()),
+            mono=self.mono(), wall=self.wall())))
 
     async def run(self) -> int:
         kernel = self.kernel_factory()
-        self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self.reconciler.load_state()
-            self.obs.load()
-        except IpvsdError as e:
+            return await self._run(kernel)
+        finally:
+            with contextlib.suppress(OSError, IpvsdError):
+                await kernel.close()
+
+    async def _run(self, kernel: Kernel) -> int:
+        # Without IPVS there is nothing to do: say so once and fail, as keepalived does (no probes, no sockets).
+        try:
+            await kernel.info()
+        except IpvsMissing as e:
             log.error("%s", e)
+            return 1
+        except (OSError, IpvsdError) as e:
+            log.error("cannot talk to the kernel's IPVS: %s", e)
+            return 1
+        loop = asyncio.get_running_loop()
+        self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force, wall=self.wall, mono=self.mono)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.reconciler.load_state()
+            self.store.load()
+        except (OSError, IpvsdError) as e:
+            log.error("%s", e)
+            return 1
+        if self.store.entries:
+            log.info("in maintenance: %s", ", ".join(k.describe() for k in sorted(self.store.entries)))
+        try:
+            first = await self._prepare(self.config)
+        except (OSError, ValueError, IpvsdError) as e:
+            log.error("cannot start with this configuration: %s", e)
             return 1
         limits = self.config.settings.limits
         gcpolicy.tune()
         self.scheduler = Scheduler(on_transition=self.on_transition, on_result=self.on_result,
-                                   concurrency=limits.check_concurrency)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+                                   concurrency=limits.check_concurrency, factory=self.probe_factory)
+        self.view = LiveView(lambda: kernel.services(), mono=self.mono, wall=self.wall)
+        self.metrics = Metrics(self.view.view)
+        for sub in (self.view.record, self.metrics.record, self.events.record):
+            self.bus.subscribe(sub)
+        cold = not await self._ours_in_table(kernel)
+        try:
+            self._swap(first, now=cold)
+        except (OSError, ValueError, IpvsdError) as e:
+            log.error("cannot start with this configuration: %s", e)
+            await self.scheduler.close()
+            return 1
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._signalled_reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        self.apply_config(self.config)
-        watch = self.opts.watch if self.opts.watch is not None else self.config.settings.watch_config
-        watcher = loop.create_task(self.watch()) if watch else None
-        resync = self.opts.resync or self.config.settings.resync_interval
-        log.info("ipvsd running: %d services, resync every %gs, state in %s%s", len(self.config.services), resync,
-                 self.state_path, ", watching the config" if watch else "")
-        await self.obs.start()
-        backoff = 0.0
-        ready = synced = False
-        paced_until = 0.0
-        read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
+        if self.opts.watch is not None:
+            self._watch(self.opts.watch)
+        elif self.config.settings.watch_config:
+            self._watch(True)
+        self._spawn(self._follow_names())
+        log.info("ipvsd running: %d services, resync every %gs, state in %s%s", len(self.config.services),
+                 self._resync(), self.state_path, ", watching the config" if self.watcher is not None else "")
+        servers = await self._serve()
         try:
-            while not self.stopping.is_set():
-                await self._pace(paced_until)
-                if self.stopping.is_set():
-                    break
-                self.dirty.clear()
-                delay = resync
-                t0 = time.monotonic()
-                fresh, self.read_wanted = t0 >= read_due or backoff > 0 or self.read_wanted, False
-                try:
-                    settled = self.settled >= set(self.probes.jobs)
-                    out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved,
-                                                          maintenance=self.obs.maintenance(),
-                                                          fresh=fresh)
-                    if out.read:
-                        read_due = t0 + resync
-                    self.last = out
-                    self.obs.passed(out)
-                    if settled and not synced and out.error is None and out.refused is None:
-                        synced = True
-                        log.info("table reconciled with every check's result (%d ops in that pass)",
-                                 len(out.applied))
-                    backoff = 0.0 if out.error is None else min(BACKOFF_MAX, max(0.5, backoff * 2))
-                    delay = backoff or max(0.0, read_due - time.monotonic())
-                except (OSError, IpvsdError) as e:  # the kernel socket itself failed: retry, never die
-                    backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
-                    delay = backoff
-                    log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
-                    self.obs.pass_failed(e, time.monotonic() - t0)
-                # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
-                # so passes never take more than half of the loop however fast triggers come.
-                spent = time.monotonic() - t0
-                paced_until = time.monotonic() + min(spent, PACE_MAX)
-                if not ready:
-                    self.notifier.ready(self.summary())
-                    ready = True
-                else:
-                    self.notifier.status(self.summary())
-                await self._wait(delay)
+            if cold:
+                await self._first_round()
+            await self._loop()
         finally:
             self.notifier.stopping()
-            await self.obs.stop()
-            if watcher is not None:
-                watcher.cancel()
+            for server in servers:
+                await server()
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await task
             await self.scheduler.close()
             clean = self.opts.clean_stop if self.opts.clean_stop is not None else self.config.settings.clean_stop
             if clean:
                 await self.reconciler.clean_stop()
             else:
                 log.info("stopping; the IPVS table stays as it is")
-            await kernel.close()
+            self.events.close()
         return 0
 
-    async def _pace(self, until: float) -> None:
-        """Sleep until `until` (monotonic) unless stopping."""
-        left = until - time.monotonic()
-        if left > 0:
+    async def _signalled_reload(self) -> None:
+        await self.reload("SIGHUP")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _resync(self) -> float:
+        return self.opts.resync or self.config.settings.resync_interval
+
+    async def _ours_in_table(self, kernel: Kernel) -> bool:
+        """True when the table already holds a service ipvsd owns or is configured to make (a restart adopts it)."""
+        assert self.reconciler is not None
+        try:
+            table = await kernel.services()
+        except (OSError, IpvsdError):
+            return True  # cannot tell: keep the behaviour of a restart, the passes will retry the kernel
+        wanted = self.reconciler.memory.owned | {vs.service_key() for vs in self.config.services}
+        return any(s.key in wanted for s in table)
+
+    async def _first_round(self) -> None:
+        """A cold start: wait until every probe has answered once, or its timeout has passed (bounded)."""
+        if not self.probes.jobs:
+            return
+        bound = min(COLD_START_MAX, max(c.timeout for c in self.probes.jobs.values()) + GRACE + 0.5)
+        jobs = set(self.probes.jobs)
+        log.info("cold start: waiting up to %.1fs for the first result of %d checks", bound, len(jobs))
+        deadline = self.mono() + bound
+        while not self.stopping.is_set() and not self.settled >= jobs:
+            left = deadline - self.mono()
+            if left <= 0:
+                log.warning("cold start: %d checks have no result after %.1fs; programming the table without them",
+                            len(jobs - self.settled), bound)
+                return
+            self.dirty.clear()
+            await self._wait(left)
+            jobs = set(self.probes.jobs)
+
+    async def _serve(self) -> list[Callable[[], Awaitable[None]]]:
+        """Open the control socket and the metrics endpoint; return their closers (a failure is logged)."""
+        assert self.view is not None and self.metrics is not None
+        opts, settings = self.opts, self.config.settings
+        closers: list[Callable[[], Awaitable[None]]] = []
+        self.metrics.loaded(at=self.wall())
+        path = socket_path(socket=opts.socket, state_dir=opts.state_dir, configured=settings.control_socket)
+        api = ControlApi(self.view, self, config_path=opts.config_path, wall=self.wall)
+        server = ControlServer(path, api.handlers(), self.events.subscribe)
+        try:
+            await server.start()
+            self.control = server
+            closers.append(server.close)
+            log.info("control socket %s", path)
+        except (OSError, IpvsdError) as e:
+            log.error("control socket %s not available: %s", path, e)
+        listen = opts.metrics_listen
+        try:
+            where = parse_listen(settings.metrics_listen if listen is None else listen)
+        except ValueError as e:
+            log.error("%s; no metrics endpoint", e)
+            where = None
+        if where is not None:
+            try:
+                http = await serve(self.metrics, *where, before_scrape=self.view.refresh_kernel)
+            except OSError as e:
+                log.error("metrics endpoint %s not available: %s", _hostport(*where), e.strerror or e)
+            else:
+                self.http = http
+                log.info("metrics on http://%s/metrics", _hostport(*where))
+
+                async def close_http() -> None:
+                    http.close()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(http.wait_closed(), 2)
+
+                closers.append(close_http)
+        return closers
+
+    async def _loop(self) -> None:
+        assert self.reconciler is not None
+        backoff = 0.0
+        ready = synced = False
+        paced_until = 0.0
+        read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
+        while not self.stopping.is_set():
+            await self._sleep(paced_until - self.mono())
+            if self.stopping.is_set():
+                break
+            self.dirty.clear()
+            resync = self._resync()
+            delay = resync
+            t0 = self.mono()
+            fresh, self.read_wanted = t0 >= read_due or backoff > 0 or self.read_wanted, False
+            self.passes.started += 1
+            number = self.passes.started
+            try:
+                settled = self.settled >= set(self.probes.jobs)
+                out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved,
+                                                      maintenance=self.collect_maintenance(), fresh=fresh)
+                if out.read:
+                    read_due = t0 + resync
+                self.last = out
+                self._publish_snapshot()
+                self.bus.publish(bus.PassDone(
+                    number, out.duration, out.applied, out.drift, out.refused, out.failed,
+                    None if out.error is None else str(out.error), out.observed if out.read else None,
+                    bool(out.applied)))
+                ok = out.error is None
+                if settled and not synced and ok and out.refused is None:
+                    synced = True
+                    log.info("table reconciled with every check's result (%d ops in that pass)", len(out.applied))
+                backoff = 0.0 if ok else min(BACKOFF_MAX, max(0.5, backoff * 2))
+                delay = backoff or max(0.0, read_due - self.mono())
+            except (OSError, IpvsdError) as e:  # the kernel socket itself failed: retry, never die
+                ok = False
+                backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
+                delay = backoff
+                log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
+                self.bus.publish(bus.PassFailed(number, self.mono() - t0, str(e)))
+            self.passes.finished(number)
+            # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
+            # so passes never take more than half of the loop however fast triggers come.
+            spent = self.mono() - t0
+            paced_until = self.mono() + min(spent, PACE_MAX)
+            if not ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
+                self.notifier.ready(self.summary())
+                ready = True
+            elif ready:
+                self.notifier.status(self.summary())
+            await self._wait(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep `delay` seconds unless stopping."""
+        if delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), left)
+                await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _wait(self, delay: float) -> None:
         """Sleep until a trigger, a stop, or `delay` seconds."""
@@ -305,3 +573,36 @@ class Daemon:
         finally:
             for w in waits:
                 w.cancel()
+
+    # --- control commands (ipvsd.shell.control_api.Commands) ----------------------------------------------
+
+    async def next_pass(self) -> bool:
+        """Wake the loop and wait for a pass that starts after this call; False if none ends in time."""
+        want = self.passes.started + 1
+        self.wake(read=True)
+        try:
+            async with asyncio.timeout(PASS_WAIT):
+                while self.passes.done < want:
+                    await self.passes.event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def drain(self, entry: MaintenanceInfo) -> bool:
+        self.store.add(entry)
+        log.warning("drain %s%s", entry.key.describe(), f": {entry.reason}" if entry.reason else "")
+        self.bus.publish(bus.MaintenanceChanged("drain", entry.reason or "ipvsd drain", entry))
+        return await self.next_pass()
+
+    async def undrain(self, match: Callable[[MaintenanceKey], bool]) -> tuple[list[MaintenanceInfo], bool]:
+        gone = self.store.remove(match)
+        if not gone:
+            return [], False
+        for e in gone:
+            log.warning("undrain %s", e.key.describe())
+            self.bus.publish(bus.MaintenanceChanged("undrain", "ipvsd undrain", e))
+        return gone, await self.next_pass()
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,9 +1,11 @@
-"""The event bus: transitions, reloads, drift repairs, kernel errors and maintenance as JSON lines.
+"""The event log: transitions, reloads, drift repairs, kernel errors and maintenance as JSON lines.
 
 Every event is one flat JSON object with `ts` (UTC, ISO 8601), `type` and `reason`. Subscribers (the control
 socket's `events` stream) get a bounded queue each: a reader that falls behind loses the oldest events and is
 told how many with a `lost` event, so a stuck client can never grow the daemon's memory. The optional file
-sink appends one line per event and follows log rotation (a renamed or deleted file is reopened).
+sink appends one line per event and follows log rotation (a renamed or deleted file is reopened). `record` is
+the log's subscription to the daemon's typed events (`ipvsd.shell.bus`): it says which of them an operator
+sees, and how.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import time
 from collections.abc import AsyncIterator
 from typing import IO, Any
+
+from ipvsd.shell import bus
 
 log = logging.getLogger("ipvsd.events")
 QUEUE = 1000
@@ -31,7 +35,7 @@ def line(event: dict[str, Any]) -> str:
 class Subscription:
     """One reader's queue; iterate it to get events as dicts."""
 
-    def __init__(self, bus: EventBus, size: int) -> None:
+    def __init__(self, bus: EventLog, size: int) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
         self._lost = 0
@@ -60,7 +64,7 @@ class Subscription:
             self.close()
 
 
-class EventBus:
+class EventLog:
     """Fans events out to subscribers and to an optional JSON-lines file."""
 
     def __init__(self, file: str | None = None, *, queue: int = QUEUE) -> None:
@@ -89,6 +93,34 @@ class EventBus:
         if self.file is not None:
             self._write(line(event) + "\n")
         return event
+
+    def record(self, event: bus.Event) -> None:
+        """Publish what an operator should see of one of the daemon's events."""
+        match event:
+            case bus.Transitioned(key=key, transition=t, reals=reals):
+                for skey, dkey in reals:
+                    self.publish("transition", t.result.reason, service=skey.label(), real=str(dkey),
+                                 check=key.type, target=str(key.target), state="up" if t.up else "down",
+                                 kind=t.result.kind.value)
+            case bus.PassDone() as p:
+                for op in p.drift:
+                    self.publish("drift", "the kernel differed from what ipvsd set; repaired", op=str(op))
+                if p.error is not None:
+                    self.publish("kernel-error", p.error, op=str(p.failed))
+                if p.refused is not None:
+                    self.publish("refused", p.refused)
+            case bus.PassFailed(error=error):
+                self.publish("kernel-error", error)
+            case bus.Reloaded() as r:
+                reason = r.error or {"ok": "new configuration", "unchanged": "configuration unchanged"}.get(
+                    r.outcome, r.outcome)
+                extra = {"restart": list(r.restart)} if r.restart else {}
+                self.publish("reload", reason, outcome=r.outcome, trigger=r.trigger, **extra)
+            case bus.MaintenanceChanged(action=action, reason=reason, entry=e):
+                self.publish("maintenance", reason, action=action, real=e.key.describe(), source=e.source,
+                             until=e.until)
+            case _:
+                pass
 
     def close(self) -> None:
         if self._fh is not None:

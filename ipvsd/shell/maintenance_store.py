@@ -1,4 +1,4 @@
-"""Operator maintenance: `ipvsd drain` entries kept in the state directory, and ldirectord's maintenancedir files.
+"""Where maintenance is kept: `ipvsd drain` entries in the state directory, and ldirectord's maintenancedir files.
 
 Entries from `ipvsd drain` live in `<state_dir>/maintenance.json` (atomic writes) so they survive restarts and
 reloads; each has a reason and an optional expiry. A maintenance_dir holds files named `ip`, `ip:port`,
@@ -8,86 +8,19 @@ the file is how that maintenance ends.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
-import re
 import tempfile
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, key_of, parse_real
 from ipvsd.errors import IpvsdError
-from ipvsd.model import ServiceKey, canonical_addr
-from ipvsd.shell.statefile import MaintenanceKey
-
-
-@dataclass(frozen=True)
-class MaintenanceInfo:
-    """An operator's maintenance entry (from `ipvsd drain` or a maintenance_dir file)."""
-
-    key: MaintenanceKey
-    reason: str = ""
-    since: float = 0.0
-    until: float | None = None
-    source: str = "ipvsd drain"
-
+from ipvsd.model import ServiceKey
 
 log = logging.getLogger("ipvsd.maintenance")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_real(text: str) -> tuple[str, int]:
-    """Split `ip`, `ip:port`, `[v6]:port`, `v6`, `host` or `host:port` into (host, port); port 0 means any."""
-    t = text.strip()
-    if t.startswith("["):
-        host, _, rest = t[1:].partition("]")
-        return host, _port(rest.removeprefix(":") or "0", text)
-    try:
-        ipaddress.ip_address(t)
-        return t, 0  # a bare IPv6 address has colons but no port
-    except ValueError:
-        pass
-    host, sep, port = t.rpartition(":")
-    if not sep:
-        return t, 0
-    return host, _port(port, text)
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r}: bad port {text!r}")
-    return int(text)
-
-
-def parse_until(text: str, *, now: float) -> float:
-    """Return the wall time `text` names: a duration (`90`, `30s`, `15m`, `2h`, `1d`) or an ISO 8601 time."""
-    m = _DURATION.match(text.strip())
-    if m:
-        return now + float(m.group(1)) * _UNITS[m.group(2)]
-    from datetime import datetime
-
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError as e:
-        raise ValueError(f"--until {text!r}: expected a duration like 30m or an ISO 8601 time") from e
-    return when.timestamp()
-
-
-def key_of(host: str, port: int, service: ServiceKey | None, resolve: Callable[[str], str | None]) -> MaintenanceKey:
-    """Return the maintenance key of a real named by address or hostname (raises ValueError if unresolvable)."""
-    try:
-        addr = canonical_addr(host)
-    except ValueError:
-        found = resolve(host)
-        if found is None:
-            raise ValueError(f"{host}: not an address, and it does not resolve") from None
-        addr = canonical_addr(found)
-    return MaintenanceKey(addr, port, service)
 
 
 def from_dir(path: str | os.PathLike[str],
@@ -168,19 +101,6 @@ class Store:
             raise
 
 
-def merged(*sources: Iterable[MaintenanceInfo]) -> dict[MaintenanceKey, MaintenanceInfo]:
-    """Return every entry by key; an earlier source wins (drain entries over directory files)."""
-    out: dict[MaintenanceKey, MaintenanceInfo] = {}
-    for src in sources:
-        for e in src:
-            out.setdefault(e.key, e)
-    return out
-
-
-def new_entry(key: MaintenanceKey, *, reason: str = "", until: float | None = None) -> MaintenanceInfo:
-    return MaintenanceInfo(key, reason=reason, since=time.time(), until=until)
-
-
 def _encode(e: MaintenanceInfo) -> dict[str, Any]:
     s = e.key.service
     return {"addr": e.key.addr, "port": e.key.port,
@@ -200,11 +120,10 @@ def _decode(x: Any) -> MaintenanceInfo:
 
 
 def current(state_dir: str | os.PathLike[str], maintenance_dir: str | None,
-            resolve: Callable[[str], str | None] = lambda _: None) -> frozenset[MaintenanceKey]:
-    """Every maintenance key in force now, for tools outside the daemon (`ipvsd plan`): drains and directory files."""
+            resolve: Callable[[str], str | None] = lambda _: None, *, now: float) -> frozenset[MaintenanceKey]:
+    """Every maintenance key in force at `now`, for tools outside the daemon (`ipvsd plan`): drains and files."""
     store = Store(Path(state_dir) / "maintenance.json")
     store.load()
-    now = time.time()
     keys = {k for k, e in store.entries.items() if e.until is None or e.until > now}
     if maintenance_dir:
         keys |= set(from_dir(maintenance_dir, resolve))

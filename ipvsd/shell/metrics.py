@@ -24,8 +24,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from ipvsd import __version__
-from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus, service_label
+from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus
 from ipvsd.model import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op, Service, addrport
+from ipvsd.shell import bus
 
 log = logging.getLogger("ipvsd.metrics")
 # `_created` series would double the exposition, and no dashboard or alert of ours reads them.
@@ -98,6 +99,19 @@ class Metrics:
 
     # --- hooks --------------------------------------------------------------------------------------------
 
+    def record(self, event: bus.Event) -> None:
+        """Count one of the daemon's events (the metrics' subscription to `ipvsd.shell.bus`)."""
+        match event:
+            case bus.PassDone() as p:
+                self.passed(duration=p.duration, applied=p.applied, drift=len(p.drift), refused=p.refused is not None,
+                            failed=p.failed)
+            case bus.PassFailed(duration=duration):
+                self.pass_failed(duration)
+            case bus.Reloaded(outcome=outcome, at=at):
+                self.reloaded(outcome, at=at)
+            case _:
+                pass
+
     def passed(self, *, duration: float, applied: Iterable[Op], drift: int, refused: bool,
                failed: Op | None) -> None:
         self.reconcile_duration.observe(duration)
@@ -160,10 +174,10 @@ def _checks(services: list[ServiceStatus]) -> Iterator[Metric]:
     reasons = CounterMetricFamily("ipvsd_check_failures", "Failed probes by reason (refused, timeout, status, "
                                   "receive, tls, dns, exit-code, ...).", labels=[*labels, "reason"])
     for s in services:
-        sl = service_label(s.key)
+        sl = s.key.label()
         for r in s.reals:
             for c in r.checks:
-                lv = [sl, str(r.dest), c.check]
+                lv = [sl, r.real, c.check]
                 up.add_metric(lv, 1 if c.up else 0)
                 settled.add_metric(lv, 1 if c.settled else 0)
                 succ.add_metric(lv, c.stats.successes)
@@ -183,7 +197,8 @@ def _checks(services: list[ServiceStatus]) -> Iterator[Metric]:
 
 def _reals(services: list[ServiceStatus]) -> Iterator[Metric]:
     state = GaugeMetricFamily("ipvsd_real_state", "1 for the real's current state: up, down, unknown (no result "
-                              "yet) or maint; health before fail-open.", labels=["service", "real", "state"])
+                              "yet) or maint; health before fail-open (a name that does not resolve is down).",
+                              labels=["service", "real", "state"])
     weight = GaugeMetricFamily("ipvsd_real_configured_weight", "The weight the config gives the real.",
                                labels=["service", "real"])
     quorum = GaugeMetricFamily("ipvsd_service_quorum", "1 while the service has quorum (0: lost, fallback in).",
@@ -191,14 +206,14 @@ def _reals(services: list[ServiceStatus]) -> Iterator[Metric]:
     opened = GaugeMetricFamily("ipvsd_service_fail_open", "1 while too many reals are down and all serve "
                                "(panic mode).", labels=["service"])
     for s in services:
-        sl = service_label(s.key)
+        sl = s.key.label()
         if s.quorum is not None:
             quorum.add_metric([sl], 1 if s.quorum else 0)
         opened.add_metric([sl], 1 if s.fail_open else 0)
         for r in s.reals:
             for st in STATES:
-                state.add_metric([sl, str(r.dest), st], 1 if r.state == st else 0)
-            weight.add_metric([sl, str(r.dest)], r.weight)
+                state.add_metric([sl, r.real, st], 1 if r.state == st else 0)
+            weight.add_metric([sl, r.real], r.weight)
     yield from (state, weight, quorum, opened)
 
 
@@ -223,7 +238,7 @@ def _kernel(table: list[Service], at: float | None) -> Iterator[Metric]:
     inactive = GaugeMetricFamily("ipvsd_backend_connections_inactive", "Inactive connections.", labels=bl)
     weight = GaugeMetricFamily("ipvsd_backend_weight", "The real's weight in the kernel now.", labels=bl)
     for s in table:
-        label = service_label(s.key)
+        label = s.key.label()
         for name, fam in svc.items():
             fam.add_metric([label], getattr(s.stats, name))
         for d in s.dests:

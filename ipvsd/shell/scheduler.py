@@ -1,9 +1,9 @@
 """The probe scheduler: one asyncio task per distinct probe, exact cadence, jittered retries, adaptive in-flight.
 
-Probes are identified by `ProbeKey` (target + check parameters, without timing), so two virtual services that
-share a real and a check share one probe (keepalived issue #2358, seesaw `dedup`). `update()` is warm: probes
-whose key survives keep their health state; only their timing policy is replaced. Transitions go out through
-the `on_transition` callback; the daemon decides what they mean for the table. Time is `loop.time()`.
+Probes are identified by `ProbeKey` (ipvsd.core.probes), so two virtual services that share a real and a check
+share one probe. `update()` is warm: probes whose key survives keep their health state; only their timing
+policy is replaced. Transitions go out through the `on_transition` callback; the daemon decides what they mean
+for the table. Time is `loop.time()`, so a test's virtual-time loop drives the whole schedule.
 """
 
 from __future__ import annotations
@@ -12,22 +12,20 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import logging
 import math
 import random
-import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, Probe, ProbeResult, ProbeTarget
 from ipvsd.checks.sentinel import Sentinel
-from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
+from ipvsd.config.schema import Check
 from ipvsd.core.health import HealthState, Policy, Start, Transition, first_delay, fold, initial, sentinel_event
-from ipvsd.model import DestKey, ServiceKey
+from ipvsd.core.probes import ProbeKey, policy_of
 from ipvsd.shell.admission import Admission
 
 log = logging.getLogger(__name__)
@@ -35,84 +33,10 @@ log = logging.getLogger(__name__)
 GRACE = 0.15  # seconds past a probe's own timeout before the watchdog cuts it off (a probe bug, never normal)
 WATCHDOG_TICK = 0.1
 LOCAL_WARN_EVERY = 10.0
-_TIMING_FIELDS = frozenset(CheckTiming.model_fields)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeKey:
-    """The identity of a probe: where it goes and what it checks, not how often."""
-
-    target: ProbeTarget
-    check: str  # canonical JSON of the check's parameters minus its timing
-
-    @classmethod
-    def of(cls, target: ProbeTarget, check: Any) -> ProbeKey:
-        return cls(target, check_identity(check))
-
-    def __str__(self) -> str:
-        kind = json.loads(self.check).get("type", "?")
-        return f"{kind} {self.target}"
-
-
-def check_identity(check: Any) -> str:
-    """Return the canonical text of a check's parameters, timing excluded (interned: reals share one check)."""
-    return sys.intern(json.dumps(check.model_dump(mode="json", exclude=_TIMING_FIELDS), sort_keys=True,
-                                 separators=(",", ":")))
-
-
-def policy_of(check: CheckTiming) -> Policy:
-    """Return the health policy of a check model (warmup None: spread over one interval)."""
-    return Policy(interval=check.interval, timeout=check.timeout, rise=check.rise, fall=check.fall,
-                  retry_delay=check.retry_delay, start=Start.DOWN if check.alpha else Start.UP,
-                  warmup=check.interval if check.warmup is None else check.warmup)
-
-
-def target_of(service: VirtualService, real: RealServer, check: Check, *, real_addr: str | None = None) -> ProbeTarget:
-    """Return where `check` of `real` goes; only external checks see the virtual service (so others dedup)."""
-    addr = check.address or real_addr or real.address
-    port = check.port or real.port or service.port
-    vip, vport = "", 0
-    if check.type == "external" and check.pass_target:
-        vip = service.address if service.address is not None else str(service.fwmark)
-        vport = service.port
-    return ProbeTarget(addr, port, vip, vport, check.bindto, check.mark)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbePlan:
-    """Every distinct probe of a config, and which probes decide each real (all must pass)."""
-
-    jobs: dict[ProbeKey, Check]
-    reals: dict[tuple[ServiceKey, DestKey], tuple[ProbeKey, ...]]
-
-
-def plan_probes(config: Config, *, resolve: Callable[[str], str] = lambda a: a) -> ProbePlan:
-    """Return the probes of `config`; `resolve` turns a hostname real or connect address into an IP."""
-    jobs: dict[ProbeKey, Check] = {}
-    reals: dict[tuple[ServiceKey, DestKey], tuple[ProbeKey, ...]] = {}
-    for service in config.services:
-        for real in service.reals:
-            addr = resolve(real.address)
-            keys = []
-            for check in service.checks_for(real):
-                target = target_of(service, real, check, real_addr=addr)
-                if target.addr != addr:
-                    target = ProbeTarget(resolve(target.addr), target.port, target.vip, target.vport,
-                                         target.source, target.mark)
-                key = ProbeKey.of(target, check)
-                jobs.setdefault(key, check)
-                keys.append(key)
-            reals[(service.service_key(), real.dest_key(addr))] = tuple(keys)
-    return ProbePlan(jobs, reals)
-
-
-def all_up(states: Iterable[HealthState | None]) -> bool:
-    """A real is up when every one of its probes is up (keepalived: no checker failed); no probe: up."""
-    return all(s is not None and s.up for s in states)
 
 
 @dataclass
-class Stats:
+class SchedulerStats:
     """Counters a benchmark or metrics exporter reads; lag is the delay between due time and probe start."""
 
     probes: int = 0
@@ -155,7 +79,7 @@ class Scheduler:
         self.factory = factory
         self.use_sentinels = sentinels
         self.sentinel_backoff = sentinel_backoff
-        self.stats = Stats()
+        self.stats = SchedulerStats()
         self.admission = Admission(concurrency)  # adapts to the CPU: see ipvsd.shell.admission
         self._entries: dict[ProbeKey, _Entry] = {}
         # One sentinel per distinct (addr, port, source, mark), shared by every probe of that real.
@@ -174,35 +98,49 @@ class Scheduler:
 
     # --- public API ---------------------------------------------------------------------------------------
 
-    def update(self, jobs: Mapping[ProbeKey, Check], *, kernel_up: Mapping[ProbeKey, bool] | None = None) -> None:
-        """Make the running probes exactly `jobs`, keeping the state of those that stay.
+    def update(self, jobs: Mapping[ProbeKey, Check], *, kernel_up: Mapping[ProbeKey, bool] | None = None,
+               now: bool = False) -> None:
+        """Make the running probes exactly `jobs`, keeping the state of those that stay; all or nothing.
 
         `kernel_up` adopts the kernel's view as the start state of new probes (ldirectord at start/reload).
+        `now`: new probes run at once instead of spread over their warmup (a cold start waits for them).
+        Every new probe is built before anything changes, so a probe that cannot be built leaves the running
+        set as it was.
         """
         loop = self._loop = asyncio.get_running_loop()
-        if self._watchdog is None:
-            self._watchdog = loop.create_task(self._watch(), name="probe watchdog")
-        for key in [k for k in self._entries if k not in jobs]:
-            self._stop(key)
         policies: dict[int, Policy] = {}  # one per check model: reals that share a check share its policy
+        new: list[_Entry] = []
         for key, check in jobs.items():
             policy = policies.get(id(check))
             if policy is None:
                 policy = policies[id(check)] = policy_of(check)
-            entry = self._entries.get(key)
-            if entry is not None:
-                entry.check, entry.policy = check, policy
+            if key in self._entries:
                 continue
             if kernel_up is not None and key in kernel_up:
                 state = initial(replace(policy, start=Start.ADOPT), now=loop.time(), kernel_up=kernel_up[key])
             else:
                 state = initial(policy, now=loop.time())
             entry = _Entry(key, check, self.factory(check), policy, state)
-            entry.next_at = loop.time() + first_delay(policy, u=self.rng.random())
-            self._entries[key] = entry
+            entry.next_at = loop.time() + (0.0 if now else first_delay(policy, u=self.rng.random()))
+            new.append(entry)
+        # Nothing below can fail: from here on, the update happens whole.
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch(), name="probe watchdog")
+        for key in [k for k in self._entries if k not in jobs]:
+            self._stop(key)
+        for key, check in jobs.items():
+            kept = self._entries.get(key)
+            if kept is not None:
+                kept.check, kept.policy = check, policies[id(check)]
+        for entry in new:
+            self._entries[entry.key] = entry
             entry.task = loop.create_task(self._run(entry))  # unnamed: a name per probe costs 3 MB at 10k reals
-            if self.use_sentinels and getattr(check, "sentinel", False):
-                self._subscribe(key)
+            if self.use_sentinels and getattr(entry.check, "sentinel", False):
+                self._subscribe(entry.key)
+
+    def resize(self, concurrency: int) -> None:
+        """Take a new ceiling of probes in flight (a reload changed check_concurrency)."""
+        self.admission.resize(concurrency)
 
     def last(self, key: ProbeKey) -> ProbeResult | None:
         """The latest result of a probe, None before its first."""

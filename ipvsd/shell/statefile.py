@@ -1,9 +1,10 @@
-"""The daemon's small state file: owned services, running drains, reals in maintenance; atomic load/save only.
+"""The daemon's small state file: the persisted part of `ipvsd.core.decide.Memory`; atomic load/save only.
 
 Ownership must outlive a restart and a service's removal from the config, or ipvsd could neither clean up
 after itself nor tell its services from foreign ones. Drain start times are wall-clock seconds, so a drain
 keeps its deadline across a restart. A missing file is an empty state (first start: nothing owned, so nothing
-is ever deleted); an unreadable one raises `IpvsdError` and the caller decides.
+is ever deleted); an unreadable one raises `IpvsdError` and the caller decides. Quorum is kept too, so a
+restart (and `ipvsd plan`) applies the same hysteresis as the running daemon.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ipvsd.core.decide import Memory
+from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.errors import IpvsdError
 from ipvsd.model import DestKey, ServiceKey
 
@@ -23,30 +25,12 @@ VERSION = 1
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, order=True)
-class MaintenanceKey:
-    """A real put in maintenance by an operator: `port` 0 means every port, `service` None every service."""
-
-    addr: str
-    port: int = 0
-    service: ServiceKey | None = None
-
-
-@dataclass(frozen=True)
-class State:
-    """What ipvsd remembers between passes and restarts."""
-
-    owned: frozenset[ServiceKey] = frozenset()
-    drains: Mapping[tuple[ServiceKey, DestKey], float] = field(default_factory=dict)
-    maintenance: frozenset[MaintenanceKey] = frozenset()
-
-
-def load(path: str | os.PathLike[str]) -> State:
+def load(path: str | os.PathLike[str]) -> Memory:
     """Return the state stored at `path`, or an empty state when there is no file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        return State()
+        return Memory()
     except OSError as e:
         raise IpvsdError(f"{path}: cannot read state: {e.strerror}") from e
     try:
@@ -55,7 +39,7 @@ def load(path: str | os.PathLike[str]) -> State:
         raise IpvsdError(f"{path}: unreadable state file: {e}") from e
 
 
-def save(path: str | os.PathLike[str], state: State) -> None:
+def save(path: str | os.PathLike[str], state: Memory) -> None:
     """Write `state` to `path` atomically: a temp file in the same directory, fsync, rename, fsync the dir."""
     target = Path(path)
     data = json.dumps(_encode(state), indent=1, sort_keys=True).encode()
@@ -79,7 +63,7 @@ def save(path: str | os.PathLike[str], state: State) -> None:
 # --- JSON shape ----------------------------------------------------------------------------------------------
 
 
-def _encode(state: State) -> dict[str, Any]:
+def _encode(state: Memory) -> dict[str, Any]:
     return {
         "version": VERSION,
         "owned": [asdict(k) for k in sorted(state.owned)],
@@ -87,6 +71,7 @@ def _encode(state: State) -> dict[str, Any]:
                    for (s, d), t in sorted(state.drains.items())],
         "maintenance": [{"addr": m.addr, "port": m.port, "service": None if m.service is None else asdict(m.service)}
                         for m in sorted(state.maintenance, key=_maintenance_order)],
+        "quorum": [{"service": asdict(s), "has": has} for s, has in sorted(state.quorum.items())],
     }
 
 
@@ -94,16 +79,17 @@ def _maintenance_order(m: MaintenanceKey) -> tuple[str, int, bool, ServiceKey]:
     return (m.addr, m.port, m.service is not None, m.service or ServiceKey(af=0))
 
 
-def _decode(doc: Any) -> State:
+def _decode(doc: Any) -> Memory:
     if not isinstance(doc, dict) or doc.get("version") != VERSION:
         raise ValueError(f"expected a version {VERSION} state object")
-    return State(
+    return Memory(
         owned=frozenset(_service(x) for x in doc.get("owned", [])),
         drains={(_service(x["service"]), _dest(x["dest"])): _number(x["since"]) for x in doc.get("drains", [])},
         maintenance=frozenset(
             MaintenanceKey(addr=_typed(x["addr"], str), port=_typed(x.get("port", 0), int),
                            service=None if x.get("service") is None else _service(x["service"]))
             for x in doc.get("maintenance", [])),
+        quorum={_service(x["service"]): _flag(x["has"]) for x in doc.get("quorum", [])},
     )
 
 
@@ -121,6 +107,12 @@ def _number(x: Any) -> float:
     if isinstance(x, bool) or not isinstance(x, int | float):
         raise TypeError(f"{x!r} is not a number")
     return float(x)
+
+
+def _flag(x: Any) -> bool:
+    if not isinstance(x, bool):
+        raise TypeError(f"{x!r} is not true or false")
+    return x
 
 
 def _typed(x: Any, kind: type[_T]) -> _T:

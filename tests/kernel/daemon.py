@@ -1,9 +1,10 @@
-"""Run `ipvsd run` as a real process in the director's namespace, and read what it logs."""
+"""Run `ipvsd run` as a real process in the director's namespace, read what it logs; a keep-alive request helper."""
 
 from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -63,3 +64,17 @@ class Ipvsd:
     def ops(self, run: int | None = None) -> list[str]:
         """The kernel operations logged (in ipvsadm notation)."""
         return re.findall(r"ipvsadm (-[AEDaed] .*)$", self.log(run), re.M)
+
+
+def keepalive_request(sock: socket.socket) -> str:
+    sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: vip\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "the long-lived connection was closed"
+        head += chunk
+    header, _, body = head.partition(b"\r\n\r\n")
+    length = int(next(h.split(b":")[1] for h in header.split(b"\r\n") if h.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return body.decode().strip()

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.kernel.daemon import Ipvsd
+from tests.kernel.daemon import Ipvsd, keepalive_request
 from tests.kernel.lab import LB_INT, Lab, wait_until
-from tests.kernel.test_run import keepalive_request
 from tests.netns import run_in
 
 ROOT = Path(__file__).resolve().parents[2]

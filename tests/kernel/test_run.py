@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.daemon import Ipvsd
+from tests.kernel.daemon import Ipvsd, keepalive_request
 from tests.kernel.lab import Lab, run_in, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,20 +104,6 @@ receive = "debian11"
 
 def native(*reals: str) -> str:
     return NATIVE + "".join(f'\n[[services.reals]]\naddress = "{r.split(":")[0]}"\nport = 80\n' for r in reals)
-
-
-def keepalive_request(sock: socket.socket) -> str:
-    sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: vip\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        assert chunk, "the long-lived connection was closed"
-        head += chunk
-    header, _, body = head.partition(b"\r\n\r\n")
-    length = int(next(h.split(b":")[1] for h in header.split(b"\r\n") if h.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(4096)
-    return body.decode().strip()
 
 
 @pytest.mark.parametrize("lab", [3], indirect=True)

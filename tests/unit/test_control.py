@@ -12,108 +12,19 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ipvsd import config as configmod
 from ipvsd.errors import IpvsdError
 from ipvsd.kernel.fake import FakeKernel
-from ipvsd.model import DestKey, Proto, ServiceKey
+from ipvsd.model import DestKey
 from ipvsd.shell import control
-from ipvsd.shell.daemon import Daemon, Options
-from tests.unit.test_daemon import Pages, until
+from tests.support.daemon import VIP, Harness, write_config
+from tests.support.pages import Pages, until
 
-VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
 ROOT = Path(__file__).resolve().parents[2]
-
-CONFIG = """
-[settings]
-state_dir = "{state}"
-metrics_listen = "127.0.0.1:0"
-clean_stop = false
-drain_timeout = 60
-maintenance_dir = "{mdir}"
-
-[check_defaults]
-interval = 0.2
-timeout = 2
-rise = 1
-fall = 3  # a loaded test machine may miss one probe: only a real that keeps failing goes down
-alpha = true
-
-[[services]]
-address = "10.2.0.240"
-port = 80
-scheduler = "rr"
-
-[[services.checks]]
-type = "http"
-path = "/index.html"
-receive = "debian11"
-sentinel = false
-{reals}
-"""
-
-
-def write_config(path: Path, ports: list[int]) -> None:
-    reals = "".join(f'\n[[services.reals]]\naddress = "127.0.0.1"\nport = {p}\n' for p in ports)
-    path.write_text(CONFIG.format(state=path.parent / "state", mdir=path.parent / "maint", reals=reals))
-
-
-@dataclass
-class Harness:
-    """A running daemon over a fake kernel, its control socket at `sock`, its config at `path`."""
-
-    tmp: Path
-    pages: Pages
-    ports: list[int]
-    kernel: FakeKernel
-    sock: str
-    daemon: Daemon | None = None
-    task: asyncio.Task[int] | None = None
-
-    @property
-    def path(self) -> Path:
-        return self.tmp / "ipvsd.toml"
-
-    async def start(self) -> Daemon:
-        config, _ = configmod.load(str(self.path))
-        self.daemon = Daemon(Options(config_path=str(self.path), watch=False, socket=self.sock), config,
-                             lambda: self.kernel)
-        self.task = asyncio.create_task(self.daemon.run())
-        await until(self._listening, "the control socket and the metrics endpoint")
-        return self.daemon
-
-    async def _listening(self) -> bool:
-        assert self.task is not None and self.daemon is not None
-        assert not self.task.done(), self.task
-        return self.daemon.obs.control is not None and self.daemon.obs.http is not None
-
-    async def stop(self) -> None:
-        assert self.daemon is not None and self.task is not None
-        self.daemon.stopping.set()
-        assert await asyncio.wait_for(self.task, 10) == 0
-        self.daemon = self.task = None
-
-    async def weights(self) -> dict[int, int]:
-        svc = await self.kernel.service(VIP)
-        return {} if svc is None else {d.key.port: d.attrs.weight for d in svc.dests}
-
-    def has(self, want: dict[int, int]) -> Any:
-        async def check() -> bool:
-            return await self.weights() == want
-        return check
-
-    async def ask(self, cmd: str, **args: Any) -> dict[str, Any]:
-        return await control.request(self.sock, cmd, **args)
-
-    async def real_states(self) -> dict[int, str]:
-        answer = await self.ask("status")
-        return {int(r["real"].rsplit(":", 1)[1]): r["state"] for r in answer["services"][0]["reals"]}
-
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
@@ -183,7 +94,7 @@ async def test_drain_quiesces_at_once_deletes_when_idle_and_survives_a_restart(h
 async def _synced(h: Harness) -> bool:
     assert h.daemon is not None
     d = h.daemon
-    return bool(d.probes.jobs) and d.settled >= set(d.probes.jobs) and d.obs.done_passes > 1
+    return bool(d.probes.jobs) and d.settled >= set(d.probes.jobs) and d.passes.done > 1
 
 
 async def test_drain_refuses_unknown_reals_and_past_deadlines(harness: Harness) -> None:
@@ -262,7 +173,7 @@ async def test_events_stream_transitions_reloads_and_drift(harness: Harness) -> 
 
 async def _subscribed(h: Harness) -> bool:
     assert h.daemon is not None
-    return bool(h.daemon.obs.events._subs)
+    return bool(h.daemon.events._subs)
 
 
 async def _has(events: list[dict[str, Any]], kind: str) -> bool:
@@ -270,10 +181,10 @@ async def _has(events: list[dict[str, Any]], kind: str) -> bool:
 
 
 async def test_events_file_sink_follows_rotation(tmp_path: Path) -> None:
-    from ipvsd.shell.event_log import EventBus
+    from ipvsd.shell.event_log import EventLog
 
     path = tmp_path / "events.jsonl"
-    bus = EventBus(str(path))
+    bus = EventLog(str(path))
     bus.publish("reload", "new configuration", outcome="ok")
     path.rename(tmp_path / "events.jsonl.1")  # logrotate
     bus.publish("drift", "repaired", op="-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 1")
@@ -285,9 +196,9 @@ async def test_events_file_sink_follows_rotation(tmp_path: Path) -> None:
 
 
 async def test_a_slow_subscriber_is_told_what_it_lost() -> None:
-    from ipvsd.shell.event_log import EventBus
+    from ipvsd.shell.event_log import EventLog
 
-    bus = EventBus(queue=3)
+    bus = EventLog(queue=3)
     sub = bus.subscribe()
     for i in range(5):
         bus.publish("drift", f"n{i}")
@@ -406,12 +317,12 @@ def test_status_render_marks_maintenance_and_missing_kernel_entries() -> None:
 
 
 def test_maintenance_store_round_trip_and_current(tmp_path: Path) -> None:
+    from ipvsd.core.maintenance import MaintenanceKey, new_entry
     from ipvsd.shell import maintenance_store as maintenance
-    from ipvsd.shell.statefile import MaintenanceKey
 
     store = maintenance.Store(tmp_path / "maintenance.json")
-    keep = maintenance.new_entry(MaintenanceKey("10.0.0.2", 80, VIP), reason="disk", until=time.time() + 3600)
-    old = maintenance.new_entry(MaintenanceKey("10.0.0.3"), until=time.time() - 1)
+    keep = new_entry(MaintenanceKey("10.0.0.2", 80, VIP), now=time.time(), reason="disk", until=time.time() + 3600)
+    old = new_entry(MaintenanceKey("10.0.0.3"), now=time.time(), until=time.time() - 1)
     store.add(keep)
     store.add(old)
     again = maintenance.Store(tmp_path / "maintenance.json")
@@ -421,7 +332,7 @@ def test_maintenance_store_round_trip_and_current(tmp_path: Path) -> None:
     mdir.mkdir()
     for name in ("10.0.0.4", "[2001:db8::5]:443", "web6:8080", "nohost", ".hidden"):
         (mdir / name).touch()
-    keys = maintenance.current(tmp_path, str(mdir), {"web6": "10.0.0.6"}.get)
+    keys = maintenance.current(tmp_path, str(mdir), {"web6": "10.0.0.6"}.get, now=time.time())
     assert keys == {MaintenanceKey("10.0.0.2", 80, VIP), MaintenanceKey("10.0.0.4"),
                     MaintenanceKey("2001:db8::5", 443), MaintenanceKey("10.0.0.6", 8080)}
     assert [e.key for e in again.expire(time.time())] == [MaintenanceKey("10.0.0.3")]
@@ -431,7 +342,7 @@ def test_maintenance_store_round_trip_and_current(tmp_path: Path) -> None:
 
 
 def test_parse_real_and_until() -> None:
-    from ipvsd.shell.maintenance_store import parse_real, parse_until
+    from ipvsd.core.maintenance import parse_real, parse_until
 
     assert parse_real("10.0.0.1") == ("10.0.0.1", 0)
     assert parse_real("10.0.0.1:80") == ("10.0.0.1", 80)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,36 +13,10 @@ from ipvsd import config as configmod
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestAttrs, DestKey, Proto, ServiceAttrs, ServiceKey
 from ipvsd.shell.daemon import Daemon, Options
+from tests.support.pages import Pages, until
 
 VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
 FOREIGN = ServiceKey.inet(Proto.TCP, "10.9.9.9", 80)
-
-
-@dataclass
-class Pages:
-    """A loopback HTTP server per real; `body[port]` is what it serves (HTTP/1.0, one request per connection)."""
-
-    body: dict[int, str] = field(default_factory=dict)
-    servers: list[asyncio.Server] = field(default_factory=list)
-
-    async def start(self) -> int:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            port = writer.get_extra_info("sockname")[1]
-            await reader.readuntil(b"\r\n\r\n")
-            data = self.body[port].encode()
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        self.body[port] = "debian11-ok"
-        self.servers.append(server)
-        return int(port)
-
-    def close(self) -> None:
-        for s in self.servers:
-            s.close()
 
 
 CONFIG = """
@@ -76,14 +50,6 @@ sentinel = false
 def write_config(path: Path, ports: list[int], *, on_failure: str = "remove") -> None:
     reals = "".join(f'\n[[services.reals]]\naddress = "127.0.0.1"\nport = {p}\n' for p in ports)
     path.write_text(CONFIG.format(state=path.parent / "state", reals=reals, on_failure=on_failure))
-
-
-async def until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

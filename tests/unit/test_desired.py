@@ -11,10 +11,10 @@ from ipvsd import kernel
 from ipvsd.config.schema import Config
 from ipvsd.core import desired
 from ipvsd.core.desired import Built, RealState
+from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.plan import DesiredDest, Want, plan
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import Dest, DestAttrs, DestKey, Fwd, Proto, Service, ServiceAttrs, ServiceKey
-from ipvsd.shell.statefile import MaintenanceKey
 
 WEB = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 RS = [DestKey.of(f"10.0.1.{i}", 80) for i in range(1, 6)]

@@ -23,8 +23,8 @@ from ipvsd.core.view import DURATION_BUCKETS, ProbeStats
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestKey, Stats
 from ipvsd.shell.metrics import Metrics, View, parse_listen
-from tests.unit.test_control import VIP, Harness, write_config
-from tests.unit.test_daemon import Pages, until
+from tests.support.daemon import VIP, Harness, write_config
+from tests.support.pages import Pages, until
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "etc" / "prometheus" / "ipvsd-alerts.yml"
@@ -67,8 +67,8 @@ async def running(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 def metrics_port(h: Harness) -> int:
-    assert h.daemon is not None and h.daemon.obs.http is not None
-    return int(h.daemon.obs.http.sockets[0].getsockname()[1])
+    assert h.daemon is not None and h.daemon.http is not None
+    return int(h.daemon.http.sockets[0].getsockname()[1])
 
 
 async def test_scrape_follows_a_real_breaking_and_coming_back(running: Harness) -> None:
@@ -128,7 +128,7 @@ async def test_kernel_counters_come_from_the_last_pass_without_a_dump_per_scrape
     h.kernel.set_counters(VIP, stats=Stats(conns=7, inpkts=70, outpkts=60, inbytes=7000, outbytes=60000))
     h.kernel.set_counters(VIP, rs1, stats=Stats(conns=5, inbytes=5000, outbytes=50000), active_conns=2,
                           inact_conns=1)
-    assert await h.daemon.obs.next_pass()  # a pass that changes nothing leaves a fresh view
+    assert await h.daemon.next_pass()  # a pass that changes nothing leaves a fresh view
     dumps = 0
     real_services = h.kernel.services
 
@@ -148,7 +148,8 @@ async def test_kernel_counters_come_from_the_last_pass_without_a_dump_per_scrape
     assert value(got, "ipvsd_backend_connections_active", service=svc, real=real) == 2
     assert value(got, "ipvsd_backend_connections_inactive", service=svc, real=real) == 1
     assert dumps == 0, "a fresh pass serves the scrape"
-    h.daemon.obs.kernel_at = None  # as after a pass that changed the table
+    assert h.daemon.view is not None
+    h.daemon.view.kernel_at = None  # as after a pass that changed the table
     h.kernel.set_counters(VIP, rs1, stats=Stats(conns=9))
     got = samples((await scrape(port))[1])
     assert dumps == 1 and value(got, "ipvsd_backend_connections_total", service=svc, real=real) == 9

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipvsd import kernel
-from ipvsd.core.plan import Desired, DesiredDest, DesiredService, DrainKey, Limits, Plan, Want, plan
+from ipvsd.core.plan import Desired, DesiredDest, DesiredService, DrainKey, Plan, PlanLimits, Want, plan
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import (
     AddDest,
@@ -39,7 +39,7 @@ RR = ServiceAttrs(scheduler="rr")
 W1 = DestAttrs(fwd=Fwd.ROUTE, weight=1)
 W2 = DestAttrs(fwd=Fwd.ROUTE, weight=2)
 W0 = DestAttrs(fwd=Fwd.ROUTE, weight=0)
-OPEN = Limits(max_delete_share=1.0)  # no guard, for tests about other rules
+OPEN = PlanLimits(max_delete_share=1.0)  # no guard, for tests about other rules
 NOW = 1_000_000.0
 
 
@@ -91,7 +91,7 @@ def serve(attrs: DestAttrs = W1) -> DesiredDest:
     return DesiredDest(attrs)
 
 
-def run(desired: Desired, observed: list[Service], *, owned: Iterable[ServiceKey] = (), limits: Limits = OPEN,
+def run(desired: Desired, observed: list[Service], *, owned: Iterable[ServiceKey] = (), limits: PlanLimits = OPEN,
         now: float = NOW, drains: Mapping[DrainKey, float] | None = None, previous: Desired | None = None) -> Plan:
     return plan(desired, observed, owned=owned, limits=limits, now=now, drains=drains or {}, previous=previous)
 
@@ -286,7 +286,7 @@ def _pool(n: int) -> list[Service]:
 
 
 def test_guard_refuses_a_plan_that_takes_out_most_of_the_pool() -> None:
-    limits = Limits(max_delete_share=0.5, guard_floor=2)
+    limits = PlanLimits(max_delete_share=0.5, guard_floor=2)
     p = run({WEB: want()}, _pool(10), owned={WEB}, limits=limits, drains={(WEB, RS1): NOW - 1})
     assert p.ops == () and p.refused is not None and "10 of 10" in p.refused
     assert len(p.withheld) == 10 and p.removals == 10
@@ -295,33 +295,33 @@ def test_guard_refuses_a_plan_that_takes_out_most_of_the_pool() -> None:
 
 
 def test_guard_lets_force_through() -> None:
-    p = run({WEB: want()}, _pool(10), owned={WEB}, limits=Limits(max_delete_share=0.5, force=True))
+    p = run({WEB: want()}, _pool(10), owned={WEB}, limits=PlanLimits(max_delete_share=0.5, force=True))
     assert p.refused is None and len(p.ops) == 10
 
 
 def test_guard_counts_weight_zero_as_removal() -> None:
     zeroed = {DestKey.of(f"10.0.2.{i}", 80): serve(W0) for i in range(1, 11)}
-    p = run({WEB: DesiredService(RR, zeroed)}, _pool(10), owned={WEB}, limits=Limits())
+    p = run({WEB: DesiredService(RR, zeroed)}, _pool(10), owned={WEB}, limits=PlanLimits())
     assert p.refused is not None
 
 
 def test_guard_allows_a_share_under_the_limit_and_the_floor() -> None:
     keep = {DestKey.of(f"10.0.2.{i}", 80): serve() for i in range(1, 6)}
-    assert run({WEB: DesiredService(RR, keep)}, _pool(10), owned={WEB}, limits=Limits()).refused is None
+    assert run({WEB: DesiredService(RR, keep)}, _pool(10), owned={WEB}, limits=PlanLimits()).refused is None
     # A two-real pool losing both is under the floor: small setups are never stuck.
     assert run({WEB: want(rs1=serve(W0), rs2=serve(W0))}, [svc(WEB, dest(RS1), dest(RS2))], owned={WEB},
-               limits=Limits()).refused is None
+               limits=PlanLimits()).refused is None
 
 
 def test_guard_absolute_cap() -> None:
     keep = {DestKey.of(f"10.0.2.{i}", 80): serve() for i in range(1, 8)}
-    p = run({WEB: DesiredService(RR, keep)}, _pool(10), owned={WEB}, limits=Limits(max_deletes=2))
+    p = run({WEB: DesiredService(RR, keep)}, _pool(10), owned={WEB}, limits=PlanLimits(max_deletes=2))
     assert p.refused is not None and "cap of 2" in p.refused
 
 
 def test_guard_ignores_dests_already_out_of_service() -> None:
     drained = [svc(WEB, *(dest(DestKey.of(f"10.0.2.{i}", 80), W0) for i in range(1, 11)))]
-    assert run({}, drained, owned={WEB}, limits=Limits()).refused is None
+    assert run({}, drained, owned={WEB}, limits=PlanLimits()).refused is None
 
 
 # --- drift ----------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from pathlib import Path
 from ipvsd import config as configmod
 from ipvsd.commands.plan import compute
 from ipvsd.kernel.fake import FakeKernel
-from tests.unit.test_daemon import Pages, write_config
+from tests.support.daemon import write_config
+from tests.support.pages import Pages
 
 
 async def test_plan_adds_the_service_and_only_the_healthy_real(tmp_path: Path) -> None:

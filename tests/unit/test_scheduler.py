@@ -13,7 +13,9 @@ import pytest
 from ipvsd.checks.base import Kind, ProbeResult, ProbeTarget
 from ipvsd.config.schema import Config, TcpCheck
 from ipvsd.core.health import Transition
-from ipvsd.shell.scheduler import ProbeKey, Scheduler, all_up, plan_probes, policy_of
+from ipvsd.core.probes import ProbeKey, plan_probes, policy_of, real_health
+from ipvsd.shell.scheduler import Scheduler
+from tests.support import vtime
 
 FAST = {"interval": 0.02, "timeout": 0.2, "warmup": 0}
 
@@ -97,11 +99,29 @@ def test_external_checks_see_the_virtual_service_and_do_not_dedup_across_it() ->
 
 
 def test_several_checks_per_real_all_must_pass() -> None:
-    plan = plan_probes(config(svc("10.0.0.1", 8080, checks=[{"type": "tcp"}, {"type": "http", "path": "/h"}])))
-    (keys,) = plan.reals.values()
-    assert len(keys) == 2
-    assert all_up([]) is True
-    assert all_up([None]) is False
+    """One real, two checks on different ports: one answers, one is refused; the real is down, settled."""
+    checks = [{"type": "tcp", **FAST, "port": 1}, {"type": "tcp", **FAST, "port": 2}]
+    plan = plan_probes(config(svc("10.0.0.1", 8080, checks=checks)))
+    ((_, keys),) = plan.reals.items()
+    assert sorted(k.target.port for k in keys) == [1, 2]
+
+    async def go() -> tuple[bool, bool, bool, bool]:
+        factory = Scripted()
+        factory.ok[2] = False
+        async with scheduler(factory) as s:
+            s.update(plan.jobs)
+            await until(lambda: all(st.settled for st in s.states().values()))
+            states = [s.state(k) for k in keys]
+            one_up = any(st is not None and st.up for st in states)
+            health = real_health(states)
+            factory.ok[2] = True
+            await until(lambda: all(st.up for st in s.states().values()))
+            return one_up, health.up, health.settled, real_health(s.state(k) for k in keys).up
+
+    one_up, up, settled, up_after = vtime.run(go())
+    assert one_up and settled and not up  # an up probe beside a down one: the real is down
+    assert up_after  # both up: the real is up
+    assert real_health([]).up and not real_health([None]).up
 
 
 def test_policy_maps_alpha_and_warmup() -> None:
@@ -164,17 +184,22 @@ async def test_global_concurrency_limit() -> None:
     assert factory.max_in_flight == 3
 
 
-async def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
-    factory = Scripted()
-    factory.hang = True
-    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
-    async with scheduler(factory) as s:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        s.update(jobs)
-        await until(lambda: len(s.events) == 1)
-        assert loop.time() - start < 0.2 + 0.25 + 0.1
-        assert s.events[0][1].result.kind is Kind.TIMEOUT
+def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
+    async def go() -> tuple[float, Kind]:
+        factory = Scripted()
+        factory.hang = True
+        jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
+        async with scheduler(factory) as s:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            s.update(jobs)
+            await until(lambda: len(s.events) == 1)
+            return loop.time() - start, s.events[0][1].result.kind
+
+    took, kind = vtime.run(go())
+    assert kind is Kind.TIMEOUT
+    # cut at timeout + GRACE, seen by the watchdog at its next tick (virtual time: no machine-load slack)
+    assert 0.2 + 0.15 <= took <= 0.2 + 0.15 + 0.1 + 0.01
 
 
 class Timed(Scripted):
@@ -196,22 +221,27 @@ class Highest:
         return 0.999
 
 
-async def test_steady_cadence_is_exact_and_retries_are_jittered() -> None:
+def test_steady_cadence_is_exact_and_retries_are_jittered() -> None:
     factory = Timed()
     factory.ok[2] = False  # port 2 fails for good: fall=50 keeps it retrying
     steady = [{"type": "tcp", "interval": 0.05, "timeout": 0.2, "warmup": 0, "alpha": False}]
     retry = [{"type": "tcp", "interval": 5, "retry_delay": 0.05, "fall": 50, "timeout": 0.2, "warmup": 0,
               "alpha": False}]
     jobs = plan_probes(config(svc("10.0.0.1", 1, checks=steady), svc("10.0.0.2", 2, checks=retry))).jobs
-    async with scheduler(factory, rng=Highest()) as s:
-        s.update(jobs)
-        await until(lambda: len(factory.at.get(1, [])) >= 11 and len(factory.at.get(2, [])) >= 11)
+
+    async def go() -> Scheduler:
+        async with scheduler(factory, rng=Highest()) as s:
+            s.update(jobs)
+            await until(lambda: len(factory.at.get(1, [])) >= 11 and len(factory.at.get(2, [])) >= 11)
+            return s
+
+    s = vtime.run(go())
     ten_steady = factory.at[1][10] - factory.at[1][0]
     ten_retries = factory.at[2][10] - factory.at[2][0]
-    assert 0.5 - 0.01 < ten_steady < 0.5 * 1.05  # due times advance by exactly the interval (+10 %: 0.55)
-    assert ten_retries > 0.5 * 1.08  # each retry_delay carries the +10 % draw
+    assert ten_steady == pytest.approx(0.5)  # due times advance by exactly the interval (jittered: 0.55)
+    assert ten_retries == pytest.approx(0.5 * 1.0998)  # each retry_delay carries the +10 % draw (0.999 -> +9.98 %)
     assert s.stats.probes >= 22
-    assert max(s.stats.lags) < 0.05
+    assert max(s.stats.lags) == pytest.approx(0.0)
 
 
 # --- sentinels over real loopback sockets ---

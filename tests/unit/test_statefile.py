@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ipvsd.core.decide import Memory as State
+from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.errors import IpvsdError
 from ipvsd.model import DestKey, Proto, ServiceKey
 from ipvsd.shell import statefile as state
-from ipvsd.shell.statefile import MaintenanceKey, State
 
 WEB = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 MARK6 = ServiceKey.mark(7, af=10)
@@ -24,6 +25,7 @@ FULL = State(
     drains={(WEB, RS1): 1_700_000_000.5, (V6, RS6): 1_700_000_100.0},
     maintenance=frozenset({MaintenanceKey("10.0.1.2"), MaintenanceKey("10.0.1.1", 80, WEB),
                            MaintenanceKey("2001:db8::10", 53)}),
+    quorum={WEB: True, V6: False},
 )
 
 

@@ -1,0 +1,172 @@
+"""What a probe is: its key, the probe plan of a config, and the rule that turns a real's probe states into its health.
+
+Pure: name resolution comes in as a function, so the plan can say which reals are out because a name did not
+resolve (they are down with reason `dns`, never up without checks).
+
+Rules
+-----
+Rule 1: a probe is identified by `ProbeKey`: its target and its check's parameters without timing, so two
+        virtual services that share a real and a check share one probe (keepalived issue #2358, seesaw
+        `dedup`). The check's type is a field of the key, not something read back out of its text.
+Rule 2: a real whose own name does not resolve is not in the table at all (it has no address to key it by):
+        the plan lists it in `unresolved`, with why.
+Rule 3: a real that resolves but one of whose checks goes to a name that does not (`connect_ip` given as a
+        host name) is down for the pool: that check cannot pass. The plan lists it in `down`, with why.
+Rule 4: a real is up when every one of its probes is up (keepalived: no checker failed), and settled when
+        every probe has a result; a real without checks is up (and never asks for a health entry).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ipvsd.checks.base import ProbeTarget
+from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
+from ipvsd.core.health import HealthState, Policy, Start
+from ipvsd.model import DestKey, ServiceKey
+
+_TIMING_FIELDS = frozenset(CheckTiming.model_fields)
+RealKey = tuple[ServiceKey, DestKey]
+Resolve = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKey:
+    """The identity of a probe: where it goes and what it checks, not how often (Rule 1)."""
+
+    target: ProbeTarget
+    type: str  # the check's type ("tcp", "http", ...)
+    check: str  # canonical JSON of the check's parameters minus its timing
+
+    @classmethod
+    def of(cls, target: ProbeTarget, check: Any) -> ProbeKey:
+        return cls(target, str(check.type), check_identity(check))
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class RealHealth:
+    """A real's combined health (Rule 4); `reason` says why it is down when the plan decided it (Rule 3)."""
+
+    up: bool
+    settled: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """Every distinct probe of a config, which probes decide each real, and the reals names keep out."""
+
+    jobs: dict[ProbeKey, Check]
+    reals: dict[RealKey, tuple[ProbeKey, ...]]
+    unresolved: dict[tuple[ServiceKey, str], str]  # (service, configured name) -> why (Rule 2)
+    down: dict[RealKey, str]  # resolved reals with a check that cannot run -> why (Rule 3)
+
+    @classmethod
+    def empty(cls) -> ProbePlan:
+        return cls({}, {}, {}, {})
+
+
+def check_identity(check: Any) -> str:
+    """Return the canonical text of a check's parameters, timing excluded (interned: reals share one check)."""
+    return sys.intern(json.dumps(check.model_dump(mode="json", exclude=_TIMING_FIELDS), sort_keys=True,
+                                 separators=(",", ":")))
+
+
+def policy_of(check: CheckTiming) -> Policy:
+    """Return the health policy of a check model (warmup None: spread over one interval)."""
+    return Policy(interval=check.interval, timeout=check.timeout, rise=check.rise, fall=check.fall,
+                  retry_delay=check.retry_delay, start=Start.DOWN if check.alpha else Start.UP,
+                  warmup=check.interval if check.warmup is None else check.warmup)
+
+
+def target_of(service: VirtualService, real: RealServer, check: Check, *, real_addr: str | None = None) -> ProbeTarget:
+    """Return where `check` of `real` goes; only external checks see the virtual service (so others dedup)."""
+    addr = check.address or real_addr or real.address
+    port = check.port or real.port or service.port
+    vip, vport = "", 0
+    if check.type == "external" and check.pass_target:
+        vip = service.address if service.address is not None else str(service.fwmark)
+        vport = service.port
+    return ProbeTarget(addr, port, vip, vport, check.bindto, check.mark)
+
+
+def literal(name: str) -> str | None:
+    """The resolver that knows no names: an IP literal is itself, anything else does not resolve."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return name
+
+
+def is_name(address: str) -> bool:
+    """True for a host name, False for an IP literal."""
+    return literal(address) is None
+
+
+def plan_probes(config: Config, *, resolve: Resolve = literal) -> ProbePlan:
+    """Return the probes of `config`; `resolve` turns a host name into an address, or None (Rules 2, 3)."""
+    jobs: dict[ProbeKey, Check] = {}
+    reals: dict[RealKey, tuple[ProbeKey, ...]] = {}
+    unresolved: dict[tuple[ServiceKey, str], str] = {}
+    down: dict[RealKey, str] = {}
+    for service in config.services:
+        skey = service.service_key()
+        for real in service.reals:
+            addr = resolve(real.address)
+            if addr is None:
+                unresolved[(skey, real.address)] = f"dns: {real.address} does not resolve"
+                continue
+            rkey = (skey, real.dest_key(addr))
+            keys = []
+            for check in service.checks_for(real):
+                target = target_of(service, real, check, real_addr=addr)
+                if target.addr != addr:
+                    connect = resolve(target.addr)
+                    if connect is None:
+                        down.setdefault(rkey, f"dns: {target.addr} ({check.type} check) does not resolve")
+                        continue
+                    target = ProbeTarget(connect, target.port, target.vip, target.vport, target.source, target.mark)
+                key = ProbeKey.of(target, check)
+                jobs.setdefault(key, check)
+                keys.append(key)
+            reals[rkey] = tuple(keys)
+    return ProbePlan(jobs, reals, unresolved, down)
+
+
+class Judged(Protocol):
+    """Anything with a verdict: a probe's `HealthState`, a check's status line."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def settled(self) -> bool: ...
+
+
+def real_health(states: Iterable[Judged | None]) -> RealHealth:
+    """Fold a real's probe states into its health (Rule 4): up iff every probe is up, settled iff all have a result."""
+    up = settled = True
+    for s in states:
+        up = up and s is not None and s.up
+        settled = settled and s is not None and s.settled
+    return RealHealth(up=up, settled=settled)
+
+
+def health_of(plan: ProbePlan, states: Callable[[ProbeKey], HealthState | None]) -> dict[RealKey, RealHealth]:
+    """Return the health of every checked real of `plan` (reals without checks need none: they are up)."""
+    out: dict[RealKey, RealHealth] = {}
+    for real, keys in plan.reals.items():
+        if real in plan.down:
+            out[real] = RealHealth(up=False, settled=True, reason=plan.down[real])
+        elif keys:
+            out[real] = real_health(states(k) for k in keys)
+    return out

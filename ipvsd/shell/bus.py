@@ -1,0 +1,117 @@
+"""The daemon's typed events and the bus that carries them one way: from the daemon to its observers.
+
+The daemon publishes what happened (a probe result, a transition, a pass and the snapshot after it, a reload,
+a maintenance change); metrics, the event log and the live view behind `ipvsd status` subscribe. A subscriber
+only receives: it holds no reference to the daemon, so it cannot reach back in. Delivery is synchronous and in
+order; a subscriber that raises is logged and the others still get the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ipvsd.checks.base import ProbeResult
+from ipvsd.config.schema import Config
+from ipvsd.core.health import HealthState, Transition
+from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
+from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey
+from ipvsd.model import Op, Service, ServiceKey
+
+log = logging.getLogger("ipvsd.bus")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A read-only view of the daemon after a pass (or a configuration swap), for `status` and metrics."""
+
+    config: Config
+    probes: ProbePlan
+    states: Mapping[ProbeKey, HealthState]
+    resolved: Mapping[str, str]
+    quorum: Mapping[ServiceKey, bool]
+    fail_open: frozenset[ServiceKey]
+    maintenance: Mapping[MaintenanceKey, MaintenanceInfo]
+    mono: float  # loop time when taken (health states keep loop time)
+    wall: float
+
+
+@dataclass(frozen=True)
+class ProbeResulted:
+    key: ProbeKey
+    result: ProbeResult
+    state: HealthState
+
+
+@dataclass(frozen=True)
+class Transitioned:
+    key: ProbeKey
+    transition: Transition
+    reals: tuple[RealKey, ...]  # the reals this probe decides
+
+
+@dataclass(frozen=True)
+class PassDone:
+    """A pass that talked to the kernel: applied, refused, or stopped by a failed op."""
+
+    number: int
+    duration: float
+    applied: tuple[Op, ...]
+    drift: tuple[Op, ...]
+    refused: str | None
+    failed: Op | None
+    error: str | None
+    table: tuple[Service, ...] | None  # the table as read by this pass (None: observed from the mirror)
+    changed: bool  # the pass changed the table, so `table` is already stale
+
+
+@dataclass(frozen=True)
+class PassFailed:
+    """A pass that could not talk to the kernel at all."""
+
+    number: int
+    duration: float
+    error: str
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    outcome: str  # ok, unchanged, error
+    trigger: str
+    at: float  # wall time
+    error: str = ""
+    restart: tuple[str, ...] = ()  # settings that changed but take effect only at the next start
+
+
+@dataclass(frozen=True)
+class MaintenanceChanged:
+    action: str  # drain, undrain
+    reason: str
+    entry: MaintenanceInfo
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    snapshot: Snapshot
+
+
+Event = ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
+Subscriber = Callable[[Event], None]
+
+
+@dataclass
+class Bus:
+    """Fans each event out to every subscriber, in subscription order."""
+
+    subscribers: list[Subscriber] = field(default_factory=list)
+
+    def subscribe(self, fn: Subscriber) -> None:
+        self.subscribers.append(fn)
+
+    def publish(self, event: Event) -> None:
+        for fn in self.subscribers:
+            try:
+                fn(event)
+            except Exception:  # an observer's bug must not stop the daemon, nor the other observers
+                log.exception("observer %r failed on %s", fn, type(event).__name__)

@@ -1,0 +1,65 @@
+"""Host names in a configuration (reals, check addresses, fallbacks), resolved through the system resolver.
+
+Blocking (getaddrinfo): the daemon calls `resolve` in a thread. A name that fails keeps its last good address;
+a name that never resolved is left out, and the probe plan marks what it keeps out of the table (down, `dns`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ipvsd.config.schema import Config
+from ipvsd.core.probes import is_name
+
+log = logging.getLogger("ipvsd.resolver")
+Lookup = Callable[[str, int], str]  # (name, family) -> address; raises OSError when the name does not resolve
+
+
+def getaddrinfo(name: str, family: int) -> str:
+    return str(socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)[0][4][0])
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Every name's address (fresh or kept), and the names that failed this time with why."""
+
+    addresses: dict[str, str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def names_of(config: Config) -> dict[str, int]:
+    """Every host name the configuration uses, with the address family its service needs."""
+    out: dict[str, int] = {}
+    for vs in config.services:
+        family = socket.AF_INET6 if vs.af == socket.AF_INET6 else socket.AF_INET
+        for real in vs.reals:
+            if is_name(real.address):
+                out.setdefault(real.address, family)
+            for check in vs.checks_for(real):
+                if check.address and is_name(check.address):
+                    out.setdefault(check.address, family)
+        if vs.fallback is not None and is_name(vs.fallback.address):
+            out.setdefault(vs.fallback.address, family)
+    return out
+
+
+def resolve(names: Mapping[str, int], previous: Mapping[str, str], lookup: Lookup = getaddrinfo) -> Resolution:
+    """Resolve every name; a failure keeps the previous address when there is one (and says so)."""
+    addresses: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for name, family in names.items():
+        try:
+            addresses[name] = lookup(name, family)
+            continue
+        except (OSError, UnicodeError) as e:
+            failed[name] = str(e)
+        if name in previous:
+            addresses[name] = previous[name]
+            log.warning("cannot resolve %s (%s); keeping its last address %s", name, failed[name], previous[name])
+        else:
+            log.warning("cannot resolve %s (%s); what needs it is down (reason dns) until it does", name,
+                        failed[name])
+    return Resolution(addresses, failed)
