@@ -18,6 +18,7 @@ from ipvsd.core.probes import ProbeKey, health_of, literal, plan_probes
 from ipvsd.errors import ConfigError, IpvsdError
 from ipvsd.kernel import Kernel
 from ipvsd.shell import statefile
+from ipvsd.shell.resolver import Lookup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool,
-                  now: float | None = None) -> plan.Plan:
+                  now: float | None = None, lookup: Lookup | None = None) -> plan.Plan:
     """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off).
 
     The same decide step as the daemon's passes, with the memory the daemon persisted (ownership, drains,
@@ -40,7 +41,7 @@ async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *,
     from ipvsd.shell.maintenance_store import current
 
     memory = statefile.load(state_path)
-    resolved = resolver.resolve(resolver.names_of(config), {}).addresses
+    resolved = resolver.resolve(resolver.names_of(config), {}, lookup or resolver.getaddrinfo).addresses
     probes = plan_probes(config, resolve=lambda name: literal(name) or resolved.get(name))
     results: dict[ProbeKey, ProbeResult] = {}
     if probe:

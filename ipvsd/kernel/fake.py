@@ -11,6 +11,7 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from ipvsd.errors import IpvsMissing, KernelError
 from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
 from ipvsd.model import (
     AF_INET6,
@@ -60,7 +61,8 @@ class FakeKernel:
         self.schedulers = schedulers
         # interface name -> MTU; sync daemons need an existing interface
         self.interfaces = {"lo": 65536, "eth0": 1500} if interfaces is None else interfaces
-        self.fail: Hook | None = None
+        self.fail: Hook | None = None  # also asked for reads: "-L" (the table), "--version" (info)
+        self.ipvs = True  # False: a kernel without IPVS (every call fails as the netlink adapter's would)
         self.log: list[str] = []  # every modifying operation that reached the table, in ipvsadm notation
         self._inet: dict[ServiceKey, _Entry] = {}
         self._fwmark: dict[ServiceKey, _Entry] = {}
@@ -98,6 +100,8 @@ class FakeKernel:
         return None
 
     def _run(self, op: str, done: frozenset[int], change: Callable[[], int | None]) -> None:
+        if not self.ipvs:
+            raise IpvsMissing(errno.ENOENT)
         err = self._enter(op)
         if err is None:
             err = change()
@@ -108,13 +112,23 @@ class FakeKernel:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    def _read(self, op: str) -> None:
+        """Fail a read as the kernel would: no IPVS at all, or an errno the test hook injects for `op`."""
+        if not self.ipvs:
+            raise IpvsMissing(errno.ENOENT)
+        err = self._enter(op)
+        if err is not None:
+            raise KernelError(op, err)
+
     async def info(self) -> Info:
+        self._read("--version")
         return Info(version=0x010201, conn_tab_size=4096)
 
     def _service(self, key: ServiceKey, e: _Entry) -> Service:
         return Service(key=key, attrs=e.attrs, dests=tuple(e.dests), stats=e.stats)
 
     async def services(self) -> list[Service]:
+        self._read("-L")
         # the kernel walks its address table first, then its fwmark table
         return [self._service(k, e) for table in (self._inet, self._fwmark) for k, e in table.items()]
 

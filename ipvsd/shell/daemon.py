@@ -127,11 +127,13 @@ class Daemon:
         self.dirty = asyncio.Event()
         self.read_wanted = False  # the next pass reads the kernel (an operator asked for the current table)
         self.stopping = asyncio.Event()
+        self.swapped = asyncio.Event()  # a configuration (or new addresses) was swapped in
         self.resolved: dict[str, str] = {}
         self.probes = ProbePlan.empty()
         self.settled: set[ProbeKey] = set()
         self.last: Outcome | None = None
         self.passes = _Passes()
+        self.ready = False  # READY=1 sent: a pass has programmed the table
         self.reloads = {"ok": 0, "error": 0, "unchanged": 0}
         state_dir = Path(opts.state_dir or config.settings.state_dir)
         self.state_path = state_dir / "state.json"
@@ -199,6 +201,7 @@ class Daemon:
             log.warning("real %s in %s is down: %s", dkey, skey.label(), why)
         self._publish_snapshot()
         gcpolicy.settle()
+        self.swapped.set()
         self.dirty.set()
 
     async def reload(self, why: str) -> bus.Reloaded:
@@ -207,7 +210,8 @@ class Daemon:
         try:
             return await self._reload(why)
         finally:
-            self.notifier.ready(self.summary())
+            if self.ready:  # READY=1 ends the reload for systemd; before the first pass it would say too much
+                self.notifier.ready(self.summary())
 
     async def _reload(self, why: str) -> bus.Reloaded:
         try:
@@ -271,8 +275,14 @@ class Daemon:
     async def _follow_names(self) -> None:
         """Resolve the config's names again: every dns_ttl, and at the check interval while one does not resolve."""
         while not self.stopping.is_set():
-            await self._sleep(self._names_due())
-            if self.stopping.is_set() or not resolver.names_of(self.config):
+            self.swapped.clear()
+            waits = [asyncio.ensure_future(self.swapped.wait()), asyncio.ensure_future(self.stopping.wait())]
+            try:  # a swap brings other names (and just resolved them): start the wait again from there
+                done, _ = await asyncio.wait(waits, timeout=self._names_due(), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if done or not resolver.names_of(self.config):
                 continue
             config = self.config
             try:
@@ -509,7 +519,7 @@ class Daemon:
     async def _loop(self) -> None:
         assert self.reconciler is not None
         backoff = 0.0
-        ready = synced = False
+        synced = False
         paced_until = 0.0
         read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
         while not self.stopping.is_set():
@@ -552,10 +562,12 @@ class Daemon:
             # so passes never take more than half of the loop however fast triggers come.
             spent = self.mono() - t0
             paced_until = self.mono() + min(spent, PACE_MAX)
-            if not ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
+            if backoff:  # after a failure, no trigger brings the next attempt forward
+                paced_until = max(paced_until, self.mono() + backoff)
+            if not self.ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
                 self.notifier.ready(self.summary())
-                ready = True
-            elif ready:
+                self.ready = True
+            elif self.ready:
                 self.notifier.status(self.summary())
             await self._wait(delay)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ipvsd.errors import KernelError
+from ipvsd.errors import IpvsMissing, KernelError
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestAttrs, DestKey, ServiceAttrs, Stats
 from tests.kernel_contract import RR, SYNC_IFN, V4, KernelContract
@@ -36,9 +36,21 @@ async def test_fail_hook_injects_an_errno_with_the_op(kernel: FakeKernel) -> Non
 
 
 async def test_injected_errno_goes_through_the_policy(kernel: FakeKernel) -> None:
-    kernel.fail = lambda op: errno.EEXIST
+    kernel.fail = lambda op: errno.EEXIST if op.startswith("-A ") else None
     await kernel.add_service(V4, RR)  # "already there" counts as done, as with the kernel
     assert await kernel.services() == [] and kernel.log == []
+
+
+async def test_reads_fail_too_and_a_kernel_without_ipvs_fails_everything(kernel: FakeKernel) -> None:
+    kernel.fail = lambda op: errno.EIO if op == "-L" else None
+    with pytest.raises(KernelError) as info:
+        await kernel.services()
+    assert (info.value.op, info.value.errno) == ("-L", errno.EIO)
+    kernel.fail = None
+    kernel.ipvs = False
+    for call in (kernel.info(), kernel.services(), kernel.add_service(V4, RR)):
+        with pytest.raises(IpvsMissing, match="no IPVS"):
+            await call
 
 
 async def test_hidden_flag_bits_are_not_reported(kernel: FakeKernel) -> None:

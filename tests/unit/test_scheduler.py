@@ -16,6 +16,7 @@ from ipvsd.core.health import Transition
 from ipvsd.core.probes import ProbeKey, plan_probes, policy_of, real_health
 from ipvsd.shell.scheduler import Scheduler
 from tests.support import vtime
+from tests.support.probes import Scripted
 
 FAST = {"interval": 0.02, "timeout": 0.2, "warmup": 0}
 
@@ -34,36 +35,6 @@ def config(*services: dict[str, Any]) -> Config:
 def svc(vip: str, *reals: int, checks: list[dict[str, Any]] | None = None, port: int = 80) -> dict[str, Any]:
     return {"address": vip, "port": port, "reals": [{"address": "127.0.0.1", "port": p} for p in reals],
             "checks": checks if checks is not None else [{"type": "tcp", **FAST}]}
-
-
-class Scripted:
-    """A probe factory whose probes answer from a mutable verdict table: key port -> ok."""
-
-    def __init__(self) -> None:
-        self.ok: dict[int, bool] = {}
-        self.calls: dict[int, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.hold = 0.0
-        self.hang = False
-
-    def __call__(self, check: Any) -> Scripted:
-        return self
-
-    async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult:
-        self.calls[target.port] = self.calls.get(target.port, 0) + 1
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.hang:
-                await asyncio.sleep(3600)  # a buggy probe that ignores its timeout
-            if self.hold:
-                await asyncio.sleep(self.hold)
-        finally:
-            self.in_flight -= 1
-        if self.ok.get(target.port, True):
-            return ProbeResult.up("fine")
-        return ProbeResult.down(Kind.REFUSED, "connection refused")
 
 
 @contextlib.asynccontextmanager
