@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import json
 import logging
 import socket
@@ -320,7 +321,7 @@ def test_failed_passes_back_off_exponentially(tmp_path: Path) -> None:
         assert await sh.stop() == 0
 
     run(go)
-    gaps = [b - a for a, b in zip(at, at[1:], strict=False)][:4]
+    gaps = [b - a for a, b in itertools.pairwise(at)][:4]
     # 0.5, 1, 2, 4 s between attempts, though first results of the checks asked for passes meanwhile
     assert gaps == pytest.approx([0.5, 1.0, 2.0, 4.0], abs=0.01), gaps
 
