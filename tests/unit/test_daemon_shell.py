@@ -422,3 +422,81 @@ def test_a_transition_names_its_reals_and_a_probe_key_its_type(tmp_path: Path) -
     assert downs and downs[0].reals == ((VIP, DestKey.of("127.0.0.1", 1)),)
     key: ProbeKey = downs[0].key
     assert key.type == "tcp" and str(key).startswith("tcp ")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unit_lines() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in (ROOT / "etc" / "ipvsd.service").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_the_unit_loads_ip_vs_and_runs_ipvsd_where_the_readme_installs_it() -> None:
+    unit = unit_lines()
+    (start,) = unit["ExecStart"]
+    (reload,) = unit["ExecReload"]
+    binary = start.split()[0]
+    assert f"python3 -m venv {binary.removesuffix('/bin/ipvsd')}" in (ROOT / "README.md").read_text()
+    assert reload.split()[:2] == [binary, "reload"]
+    state_dir = start.split("--state-dir ")[1].split()[0]
+    assert reload.endswith(f"--state-dir {state_dir}")  # the daemon's socket is STATE_DIR/control.sock
+    assert any(pre.startswith("+") and pre.endswith("modprobe ip_vs") for pre in unit["ExecStartPre"])
+
+
+def test_the_units_exec_reload_fails_on_a_broken_file_and_the_daemon_keeps_its_config(tmp_path: Path) -> None:
+    """`systemctl reload` runs ExecReload: the same command, run here by hand against a running daemon."""
+    import subprocess
+    import sys
+
+    sh = Shell(tmp_path)
+    sh.write(["127.0.0.1:1"])
+    state = tmp_path / "state"
+    (reload,) = unit_lines()["ExecReload"]
+    argv = [sys.executable, "-m", "ipvsd", *reload.replace("/var/lib/ipvsd", str(state)).split()[1:]]
+
+    def exec_reload() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+
+    async def go() -> None:
+        d = await sh.start(state_dir=str(state))
+        await sh.until(sh.has({("127.0.0.1", 1): 1}), "rs1 in")
+        running = d.config
+        sh.path.write_text(sh.path.read_text().replace('scheduler = "rr"', 'scheduler = "rr"\nbogus = 1'))
+        broken = await asyncio.to_thread(exec_reload)
+        assert broken.returncode == 1, broken
+        assert "reload rejected, the running configuration stays" in broken.stderr and "bogus" in broken.stderr
+        assert "Traceback" not in broken.stderr + broken.stdout
+        assert d.config is running
+        sh.write(["127.0.0.1:1", "127.0.0.1:2"])
+        fixed = await asyncio.to_thread(exec_reload)
+        assert fixed.returncode == 0 and "new configuration" in fixed.stdout, fixed
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 1}), "rs2 in")
+        assert await sh.stop() == 0
+
+    run(go)
+
+
+def test_ipvsd_run_on_this_host_without_ipvs_exits_with_one_line(tmp_path: Path) -> None:
+    """The real netlink adapter on a kernel without IPVS (as the machines this suite runs on have)."""
+    import subprocess
+    import sys
+
+    from tests.netns import ipvs_available
+
+    if ipvs_available():
+        pytest.skip("this kernel has IPVS")
+    sh = Shell(tmp_path)
+    sh.write(["127.0.0.1:1"])
+    got = subprocess.run([sys.executable, "-m", "ipvsd", "run", "-c", str(sh.path)], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                                                    "PYTHONPATH": str(ROOT)})
+    lines = got.stderr.splitlines()
+    assert got.returncode == 1 and len(lines) == 1, got
+    assert "the kernel has no IPVS" in lines[0] and "modprobe ip_vs" in lines[0]
+    assert not (tmp_path / "control.sock").exists() and not (tmp_path / "state").exists()
