@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.kernel.lab import Lab, wait_until
 
@@ -60,6 +62,18 @@ class Ipvsd:
             assert self.proc is None or self.proc.poll() is None, f"ipvsd exited:\n{self.log()}"
             return re.search(pattern, self.log(run), re.M)
         return wait_until(found, timeout=timeout, what=f"ipvsd to log {pattern!r}")  # type: ignore[return-value]
+
+    def control(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run an `ipvsd` client command against this daemon's control socket (in its state directory)."""
+        return subprocess.run([sys.executable, "-m", "ipvsd", *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=60, check=True)
+
+    def status(self) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(self.control("status", "--json").stdout)
+        return answer
+
+    def reload(self) -> str:
+        return self.control("reload").stdout
 
     def ops(self, run: int | None = None) -> list[str]:
         """The kernel operations logged (in ipvsadm notation)."""

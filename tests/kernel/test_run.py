@@ -39,6 +39,9 @@ def test_seed_ldirectord_cf(lab: Lab, tmp_path: Path) -> None:
     d = Ipvsd(lab, cfg, tmp_path / "state").start()
     try:
         wait_until(lambda: lab.weights() == {RS1: 1, RS2: 1}, timeout=90, what="rs1 and rs2 in the table")
+        # A cold start programs after the first round of checks: the fallback never came in meanwhile.
+        d.wait_log("table reconciled with every check's result", timeout=30)
+        assert not [op for op in d.ops() if FALLBACK in op], d.ops()
 
         # 1. round-robin from the client
         served = [lab.get()[1].strip() for _ in range(4)]
@@ -135,6 +138,30 @@ def test_native_reload_and_hitless_restart(lab: Lab, tmp_path: Path) -> None:
         assert not [op for op in d.ops()[seen:] if RS1 in op or RS2 in op], d.ops()
         after = conns(lab.ipvsadm("-Ln", "--stats"))
         assert all(after[rs] >= before[rs] > 0 for rs in (RS1, RS2)), (before, after)
+
+        # 4a'. a real whose name does not resolve and one on a closed port: the reload is applied whole (both
+        # are down, the table is unchanged, status agrees), and nothing crashes
+        table = lab.table()
+        extra = ('\n[[services.reals]]\naddress = "nonexistent.invalid"\nport = 80\n'
+                 f'\n[[services.reals]]\naddress = "{RS1.split(":")[0]}"\nport = 81\n')
+        cfg.write_text(native(RS1, RS2, RS3) + extra)
+        d.wait_log(r"reload \(file changed\): new configuration", timeout=10)
+        d.wait_log(r"real nonexistent.invalid in TCP 10\.2\.0\.240:80 is down: dns", timeout=10)
+        status = d.status()
+        reals = {r["real"]: r for r in status["services"][0]["reals"]}
+        assert reals["nonexistent.invalid:80"]["state"] == "down"
+        assert reals["nonexistent.invalid:80"]["reason"].startswith("dns:")
+        wait_until(lambda: d.status()["services"][0]["reals"] and {
+            r["real"]: r["state"] for r in d.status()["services"][0]["reals"]}.get(f"{RS1.split(':')[0]}:81")
+            == "down", timeout=10, what="the closed-port real down")
+        assert lab.table() == table
+        assert "Traceback" not in d.log() and "Task exception" not in d.log()
+        d.reload()
+        d.wait_log(r"reload \(control socket\): configuration unchanged", timeout=10)
+        applied = r"reload \(file changed\): new configuration"
+        n = len(re.findall(applied, d.log()))
+        cfg.write_text(native(RS1, RS2, RS3))
+        wait_until(lambda: len(re.findall(applied, d.log())) > n, timeout=10, what="the two reals removed again")
 
         # 4b. invalid edit: kernel unchanged, the error located at file:line
         table = lab.table()
