@@ -68,10 +68,11 @@ class ProbePlan:
     reals: dict[RealKey, tuple[ProbeKey, ...]]
     unresolved: dict[tuple[ServiceKey, str], str]  # (service, configured name) -> why (Rule 2)
     down: dict[RealKey, str]  # resolved reals with a check that cannot run -> why (Rule 3)
+    decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
 
     @classmethod
     def empty(cls) -> ProbePlan:
-        return cls({}, {}, {}, {})
+        return cls({}, {}, {}, {}, {})
 
 
 def check_identity(check: Any) -> str:
@@ -139,7 +140,11 @@ def plan_probes(config: Config, *, resolve: Resolve = literal) -> ProbePlan:
                 jobs.setdefault(key, check)
                 keys.append(key)
             reals[rkey] = tuple(keys)
-    return ProbePlan(jobs, reals, unresolved, down)
+    decides: dict[ProbeKey, list[RealKey]] = {}
+    for rkey, decided in reals.items():
+        for key in decided:
+            decides.setdefault(key, []).append(rkey)
+    return ProbePlan(jobs, reals, unresolved, down, {k: tuple(v) for k, v in decides.items()})
 
 
 class Judged(Protocol):

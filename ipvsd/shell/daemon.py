@@ -161,7 +161,7 @@ class Daemon:
         self.dirty.set()
 
     def on_transition(self, key: ProbeKey, t: Transition) -> None:
-        reals = tuple(r for r, keys in self.probes.reals.items() if key in keys)
+        reals = self.probes.decides.get(key, ())
         if t.up:
             log.info("real %s: %s", key, t)
         else:
@@ -216,6 +216,9 @@ class Daemon:
     async def _reload(self, why: str) -> bus.Reloaded:
         try:
             config, warnings = await asyncio.to_thread(configmod.load, self.opts.config_path, self.opts.format)
+        except RecursionError:  # a reader's bug on hostile input; the running configuration must not pay for it
+            log.error("reload (%s) rejected, the running configuration stays: the file is nested too deeply", why)
+            return self._reloaded("error", why, "nested too deeply")
         except ConfigError as e:
             errors = [str(x) for x in getattr(e, "errors", [e])]
             for err in errors:
@@ -232,9 +235,10 @@ class Daemon:
             prepared = await self._prepare(config, tuple(str(w) for w in warnings))
             old = self.config.settings
             self._swap(prepared)
-        except (OSError, ValueError, IpvsdError) as e:
-            log.error("reload (%s) rejected, the running configuration stays: %s", why, e)
-            return self._reloaded("error", why, str(e))
+        except Exception as e:  # whatever stops the preparation, the running configuration stays
+            log.debug("reload (%s): preparation failed", why, exc_info=True)
+            log.error("reload (%s) rejected, the running configuration stays: %s", why, e or type(e).__name__)
+            return self._reloaded("error", why, str(e) or type(e).__name__)
         for w in prepared.warnings:
             log.warning("%s", w)
         restart = restart_only_changes(old, config.settings)
