@@ -139,30 +139,6 @@ def test_native_reload_and_hitless_restart(lab: Lab, tmp_path: Path) -> None:
         after = conns(lab.ipvsadm("-Ln", "--stats"))
         assert all(after[rs] >= before[rs] > 0 for rs in (RS1, RS2)), (before, after)
 
-        # 4a'. a real whose name does not resolve and one on a closed port: the reload is applied whole (both
-        # are down, the table is unchanged, status agrees), and nothing crashes
-        table = lab.table()
-        extra = ('\n[[services.reals]]\naddress = "nonexistent.invalid"\nport = 80\n'
-                 f'\n[[services.reals]]\naddress = "{RS1.split(":")[0]}"\nport = 81\n')
-        cfg.write_text(native(RS1, RS2, RS3) + extra)
-        d.wait_log(r"reload \(file changed\): new configuration", timeout=10)
-        d.wait_log(r"real nonexistent.invalid in TCP 10\.2\.0\.240:80 is down: dns", timeout=10)
-        status = d.status()
-        reals = {r["real"]: r for r in status["services"][0]["reals"]}
-        assert reals["nonexistent.invalid:80"]["state"] == "down"
-        assert reals["nonexistent.invalid:80"]["reason"].startswith("dns:")
-        wait_until(lambda: d.status()["services"][0]["reals"] and {
-            r["real"]: r["state"] for r in d.status()["services"][0]["reals"]}.get(f"{RS1.split(':')[0]}:81")
-            == "down", timeout=10, what="the closed-port real down")
-        assert lab.table() == table
-        assert "Traceback" not in d.log() and "Task exception" not in d.log()
-        d.reload()
-        d.wait_log(r"reload \(control socket\): configuration unchanged", timeout=10)
-        applied = r"reload \(file changed\): new configuration"
-        n = len(re.findall(applied, d.log()))
-        cfg.write_text(native(RS1, RS2, RS3))
-        wait_until(lambda: len(re.findall(applied, d.log())) > n, timeout=10, what="the two reals removed again")
-
         # 4b. invalid edit: kernel unchanged, the error located at file:line
         table = lab.table()
         cfg.write_text(native(RS1, RS2, RS3).replace('scheduler = "rr"', 'scheduler = "rr"\nweigth = 3'))
@@ -174,6 +150,33 @@ def test_native_reload_and_hitless_restart(lab: Lab, tmp_path: Path) -> None:
         wait_until(lambda: lab.weights().get(drop) == 0, timeout=5, what="removed real drained to weight 0")
         timed(lab, lambda: drop not in lab.weights(), budget=3 + d.resync + 2, what="drained real deleted")
         assert lab.weights() == {keep: 1, RS3: 1}
+
+        # 4d. a real whose name does not resolve and one on a closed port: the reload is applied whole (both
+        # are down, the table is unchanged, status agrees), and nothing crashes
+        table = lab.table()
+        extra = ('\n[[services.reals]]\naddress = "nonexistent.invalid"\nport = 80\n'
+                 f'\n[[services.reals]]\naddress = "{RS1.split(":")[0]}"\nport = 81\n')
+        cfg.write_text(native(keep, RS3) + extra)
+        d.wait_log(r"reload \(file changed\): new configuration", timeout=10)
+        d.wait_log(r"real nonexistent.invalid in TCP 10\.2\.0\.240:80 is down: dns", timeout=10)
+        status = d.status()
+        reals = {r["real"]: r for r in status["services"][0]["reals"]}
+        assert reals["nonexistent.invalid:80"]["state"] == "down"
+        assert reals["nonexistent.invalid:80"]["reason"].startswith("dns:")
+        closed = f"{RS1.split(':')[0]}:81"
+
+        def state_of(real: str) -> str:
+            return str(next(r["state"] for r in d.status()["services"][0]["reals"] if r["real"] == real))
+
+        wait_until(lambda: state_of(closed) == "down", timeout=30, what="the closed-port real down in status")
+        assert lab.table() == table
+        assert "Traceback" not in d.log() and "Task exception" not in d.log()
+        d.reload()
+        d.wait_log(r"reload \(control socket\): configuration unchanged", timeout=10)
+        applied = r"reload \(file changed\): new configuration"
+        n = len(re.findall(applied, d.log()))
+        cfg.write_text(native(keep, RS3))
+        wait_until(lambda: len(re.findall(applied, d.log())) > n, timeout=10, what="the two reals removed again")
 
         # 5. kill -9 and start again: zero IPVS changes; the long-lived connection survives
         settled = lab.table()
