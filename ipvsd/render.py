@@ -445,7 +445,7 @@ _CONN_PROTOS: dict[str, int] = {"TCP": Proto.TCP, "UDP": Proto.UDP, "SCTP": Prot
 
 
 @dataclass(frozen=True)
-class Conn:
+class ConnEntry:
     """One /proc/net/ip_vs_conn line as ipvsadm's sscanf reads it."""
 
     protocol: str
@@ -505,7 +505,7 @@ def _conn_addr(tok: str) -> tuple[int, str] | None:
     return None
 
 
-def parse_conn(line: str) -> Conn | None:
+def parse_conn(line: str) -> ConnEntry | None:
     """One line as `sscanf("%s %s %hX %s %hX %s %hX %s %d %s %s")`; None when it has no fields at all."""
     toks = line.split()
     if not toks:
@@ -540,7 +540,7 @@ def parse_conn(line: str) -> Conn | None:
     except ValueError:
         expires = 0
     pe = (toks[9], toks[10]) if len(toks) >= 11 else (None, None)
-    return Conn(get(0), af, caddr, cport, vaddr, vport, daf, daddr, dport, get(7), expires & _U32, *pe)
+    return ConnEntry(get(0), af, caddr, cport, vaddr, vport, daf, daddr, dport, get(7), expires & _U32, *pe)
 
 
 def fgets_lines(text: str, size: int = 256) -> list[str]:
@@ -555,7 +555,7 @@ def fgets_lines(text: str, size: int = 256) -> list[str]:
     return out
 
 
-def conn_line(c: Conn, fmt: ListFormat, names: Names | None) -> str:
+def conn_line(c: ConnEntry, fmt: ListFormat, names: Names | None) -> str:
     proto = _CONN_PROTOS.get(c.protocol, 0)
     cname = addrport_name(c.af, c.caddr, c.cport, proto, names)
     vname = addrport_name(c.af, c.vaddr, c.vport, proto, names)
