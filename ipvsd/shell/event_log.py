@@ -16,9 +16,10 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ipvsd.shell import bus
+if TYPE_CHECKING:  # the client commands import this module: keep them from loading the daemon's types
+    from ipvsd.shell import bus
 
 log = logging.getLogger("ipvsd.events")
 QUEUE = 1000
@@ -96,6 +97,8 @@ class EventLog:
 
     def record(self, event: bus.Event) -> None:
         """Publish what an operator should see of one of the daemon's events."""
+        from ipvsd.shell import bus
+
         match event:
             case bus.Transitioned(key=key, transition=t, reals=reals):
                 for skey, dkey in reals:

@@ -65,8 +65,12 @@ class Ipvsd:
 
     def control(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run an `ipvsd` client command against this daemon's control socket (in its state directory)."""
-        return subprocess.run([sys.executable, "-m", "ipvsd", *args, "--state-dir", str(self.state_dir)],
-                              capture_output=True, text=True, timeout=60, check=True)
+        try:
+            return subprocess.run([sys.executable, "-m", "ipvsd", *args, "--state-dir", str(self.state_dir)],
+                                  capture_output=True, text=True, timeout=120, check=True)
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as e:
+            raise AssertionError(f"ipvsd {' '.join(args)}: {e}\n--- its output: {e.stdout!r} {e.stderr!r}\n"
+                                 f"--- the daemon's log:\n{self.log()[-6000:]}") from None
 
     def status(self) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(self.control("status", "--json").stdout)
