@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events-file", metavar="FILE", help="also append every event as a JSON line to FILE")
     parser.add_argument("--force", action="store_true", help="apply plans the blast-radius guard "
                         "(limits.max_deletes, limits.max_delete_fraction) would refuse")
-    parser.add_argument("--debug", action="store_true", help="log debug messages too (every pass, probe "
-                        "and kernel operation)")
+    parser.add_argument("--debug", action="store_true", help="log at debug level too (default: info and "
+                        "above)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -645,7 +645,9 @@ class Settings(_Frozen):
     """Settings the daemon uses only as it starts: a reload that changes them says they need a restart."""
 
     resync_interval: PositiveSeconds = 30.0
-    """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.core.mirror."""
+    """Seconds between full reads of the kernel's table (drift repair). Passes in between (health transitions,
+    reloads) plan against the last read patched with the ops ipvsd applied since; a drain that must know whether a
+    real is idle, an operator command and any failed op read the kernel at once."""
     metrics_listen: str | None = "127.0.0.1:9597"
     """host:port of the Prometheus endpoint. None: no metrics endpoint."""
     control_socket: str = "/run/ipvsd/control.sock"
