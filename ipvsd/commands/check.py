@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ipvsd import model
+from ipvsd.commands import DEFAULT_CONFIG, error
 from ipvsd.config import FORMATS, ConfigErrors, load, sniff
 from ipvsd.config.schema import Check, Config, HttpCheck, RealServer, VirtualService
 from ipvsd.errors import ConfigError
-
-DEFAULT_CONFIG = "/etc/ipvsd/ipvsd.toml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("--format", choices=FORMATS, help="input format (default: guessed from the file)")
     parser.add_argument("--json", action="store_true", help="print the normalized configuration as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors: nothing when the configuration "
+                        "is valid")
 
 
 def describe_check(check: Check) -> str:
@@ -87,15 +86,15 @@ def run(args: argparse.Namespace) -> int:
         config, warnings = load(args.config, fmt)
     except ConfigErrors as e:
         for err in e.errors:
-            print(f"error: {err}", file=sys.stderr)
-        print(f"{args.config}: invalid ({len(e.errors)} error(s))", file=sys.stderr)
+            error("check", err)
+        error("check", f"{args.config}: invalid ({len(e.errors)} error(s))")
         return 1
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        print(f"{args.config}: invalid", file=sys.stderr)
+        error("check", e)
+        error("check", f"{args.config}: invalid")
         return 1
-    for w in warnings:
-        print(w, file=sys.stderr)
+    for w in [] if args.quiet else warnings:
+        error("check", w)
     if args.json:
         print(config.model_dump_json(indent=2))
         return 0

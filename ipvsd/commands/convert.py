@@ -6,13 +6,14 @@ import argparse
 import os
 import sys
 
+from ipvsd.commands import add_config_argument, error
 from ipvsd.config import FORMATS, ConfigErrors, load, sniff
 from ipvsd.config.to_toml import to_toml
 from ipvsd.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration to convert")
+    add_config_argument(parser, "configuration to convert")
     parser.add_argument("--format", choices=FORMATS, help="input format (default: guessed from the file)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
 
@@ -23,13 +24,13 @@ def run(args: argparse.Namespace) -> int:
         config, warnings = load(args.config, fmt)
     except ConfigErrors as e:
         for err in e.errors:
-            print(f"error: {err}", file=sys.stderr)
+            error("convert", err)
         return 1
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        error("convert", e)
         return 1
     for w in warnings:
-        print(w, file=sys.stderr)
+        error("convert", w)
     header = [f"ipvsd configuration converted from {os.path.basename(args.config)} ({fmt} format)"]
     header += [f"{w.level}: line {w.line}: {w.key}: {w.message}" for w in warnings if w.line is not None]
     text = to_toml(config, header)

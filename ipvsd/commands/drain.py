@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ipvsd.commands import client_config
 from ipvsd.core.maintenance import parse_until
 from ipvsd.shell.control import add_socket_arguments, call
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    client_config(args)
     until = None
     if args.until:
         try:

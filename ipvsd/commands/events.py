@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from ipvsd.commands import client_config
 from ipvsd.errors import IpvsdError
 from ipvsd.shell.control import add_socket_arguments, client_path, events
 from ipvsd.shell.event_log import line
@@ -32,6 +33,7 @@ async def _stream(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    client_config(args)
     try:
         return asyncio.run(_stream(args))
     except IpvsdError as e:

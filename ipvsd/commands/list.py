@@ -538,8 +538,28 @@ def execute(req: ListRequest, kernel_factory: Callable[[], Kernel] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Unused: `list` parses its raw argv itself (see ipvsd.cli)."""
-    parser.add_argument("argv", nargs=argparse.REMAINDER, help="ipvsadm -L options")
+    """The options for `--help` and the manual page only: `list` parses its raw argv itself (see ipvsd.cli)."""
+    parser.description = ("List the IPVS table exactly as `ipvsadm -L` does, with its options, output and exit "
+                          "codes (ipvsadm 1.31). Errors are ipvsadm's own texts, for scripts that parse them.")
+    add = parser.add_argument
+    add("-n", "--numeric", action="store_true", help="numeric addresses and ports")
+    add("-c", "--connection", action="store_true", help="the connection table (/proc/net/ip_vs_conn)")
+    add("-t", "--tcp-service", metavar="VIP:PORT", help="only this TCP service")
+    add("-u", "--udp-service", metavar="VIP:PORT", help="only this UDP service")
+    add("--sctp-service", metavar="VIP:PORT", help="only this SCTP service")
+    add("-f", "--fwmark-service", metavar="MARK", help="only this firewall-mark service")
+    add("-6", "--ipv6", action="store_true", help="with -f: the IPv6 firewall-mark service")
+    add("--stats", action="store_true", help="packet and byte counters")
+    add("--rate", action="store_true", help="rates (connections, packets, bytes per second)")
+    add("--thresholds", action="store_true", help="upper and lower connection thresholds")
+    add("--persistent-conn", action="store_true", help="persistent connection counts")
+    add("--tun-info", action="store_true", help="tunnel type, port and checksum options")
+    add("--nosort", action="store_true", help="kernel order instead of sorted services and reals")
+    add("--sort", action="store_true", help="sorted (the default; accepted for ipvsadm compatibility)")
+    add("-X", "--exact", action="store_true", help="exact counters (no K/M/G units)")
+    add("--timeout", action="store_true", help="the TCP, TCP FIN and UDP timeouts")
+    add("--daemon", action="store_true", help="the connection-sync daemons")
+    add("--json", action="store_true", help="the table as JSON (ipvsd's own; see docs/list-json.md)")
 
 
 def run(args: argparse.Namespace) -> int:

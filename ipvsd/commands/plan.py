@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ipvsd import config as configmod
 from ipvsd.checks.base import ProbeResult
+from ipvsd.commands import FORMAT_HELP, add_config_argument, error
 from ipvsd.core import plan
 from ipvsd.core.decide import decide
 from ipvsd.core.health import HealthState
@@ -22,8 +23,15 @@ from ipvsd.shell.resolver import Lookup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, metavar="FILE", help="configuration file")
-    parser.add_argument("--format", choices=configmod.FORMATS, help="configuration format (default: sniffed)")
+    parser.description = (
+        "Print, in ipvsadm notation, the operations `ipvsd run` would apply to the live kernel now, and apply "
+        "nothing. The checks run once and one result decides, as if rise and fall were met (--no-probe: every "
+        "checked real stays as the kernel has it); ownership and drains come from the daemon's state directory. "
+        "A repair of drift is marked `# drift`; a plan the blast-radius guard would refuse is shown on standard "
+        "error with the operations it withholds. Reads the kernel's table, so it needs root and IPVS; exit 0, or "
+        "1 for an invalid configuration or a kernel error.")
+    add_config_argument(parser)
+    parser.add_argument("--format", choices=configmod.FORMATS, help=FORMAT_HELP)
     parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory (ownership, drains)")
     parser.add_argument("--no-probe", action="store_true",
                         help="do not run the checks: every checked real keeps its kernel state")
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         config, _ = configmod.load(args.config, args.format)
     except ConfigError as e:
         for err in getattr(e, "errors", [e]):
-            print(f"ipvsd: {err}", file=sys.stderr)
+            error("plan", err)
         return 1
     from ipvsd.kernel.netlink import NetlinkKernel
 
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         p = asyncio.run(go())
     except IpvsdError as e:
-        print(f"ipvsd: {e}", file=sys.stderr)
+        error("plan", e)
         return 1
     drift = set(p.drift)
     if args.json:

@@ -1,7 +1,8 @@
 """`ipvsd probe`: run every configured health check once, concurrently, and print each verdict.
 
 Needs no kernel and no root (except for checks that need them, such as ping without ping_group_range), so an
-operator can try checks before deploying. Exit 0 when every check is up, 1 otherwise, 2 for a bad config.
+operator can try checks before deploying. Exit 0 when every check is up, 1 when one is down or the configuration
+is invalid (as `ipvsd check`), 2 for a command-line error, such as a `--real` that is not in the configuration.
 """
 
 from __future__ import annotations
@@ -9,25 +10,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from dataclasses import dataclass
 
 from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, ProbeResult
-from ipvsd.config import ConfigErrors, load
+from ipvsd.commands import FORMAT_HELP, add_config_argument, error, warnings_to_stderr
+from ipvsd.config import FORMATS, ConfigErrors, Format, load
 from ipvsd.config.schema import Check, HttpCheck
 from ipvsd.core.probes import ProbeKey, literal, plan_probes
 from ipvsd.errors import ConfigError
 from ipvsd.model import DestKey, ServiceKey, canonical_addr
 from ipvsd.shell import resolver
 
-DEFAULT_CONFIG = "/etc/ipvsd/ipvsd.toml"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"configuration file (default {DEFAULT_CONFIG})")
-    parser.add_argument("--real", metavar="ADDR[:PORT]", help="only the checks of this real server")
+    parser.description = (
+        "Run every configured check once, concurrently, and print one line per real server and check: UP or "
+        "DOWN, the real, the check, the reason and the time it took. Needs no kernel and no root (except for "
+        "checks that do, such as ping). A real whose host name does not resolve is DOWN with the reason "
+        "`dns: NAME does not resolve`. Exit 0 when every check is up, 1 when one is down or the configuration is "
+        "invalid, 2 for a command-line error such as a --real that is not in the configuration.")
+    add_config_argument(parser)
+    parser.add_argument("--format", choices=FORMATS, help=FORMAT_HELP)
+    parser.add_argument("--real", metavar="REAL", help="only the checks of this real server: ADDRESS[:PORT], "
+                        "[V6][:PORT] or HOST[:PORT] as the configuration names it (no port: every port)")
     parser.add_argument("--json", action="store_true", help="print the results as a JSON list")
 
 
@@ -41,9 +47,14 @@ class Row:
     services: tuple[ServiceKey, ...]
     result: ProbeResult
 
+    @property
+    def check_name(self) -> str:
+        """The check's name; "-" on a line that says why a real's checks could not run."""
+        return describe(self.check) if self.check is not None or self.result.ok else "-"
+
     def as_dict(self) -> dict[str, object]:
         return {"real": self.real, "services": [str(s) for s in self.services],
-                "check": describe(self.check), "target": str(self.key.target) if self.key else None,
+                "check": self.check_name, "target": str(self.key.target) if self.key else None,
                 "up": self.result.ok, "kind": self.result.kind.value, "reason": self.result.reason,
                 "latency_ms": round(self.result.latency * 1000, 3)}
 
@@ -58,14 +69,24 @@ def describe(check: Check | None) -> str:
 
 
 def parse_real(text: str) -> tuple[str, int | None]:
-    """Parse ADDR, ADDR:PORT, [V6] or [V6]:PORT."""
+    """Parse ADDR, ADDR:PORT, [V6], [V6]:PORT, HOST or HOST:PORT; a host name is kept lower-case, unresolved."""
     if text.startswith("["):
         addr, _, rest = text[1:].partition("]")
         return canonical_addr(addr), int(rest[1:]) if rest.startswith(":") else None
+    port: int | None = None
     if text.count(":") == 1:
-        addr, port = text.split(":")
-        return canonical_addr(addr), int(port)
-    return canonical_addr(text), None
+        text, _, digits = text.partition(":")
+        port = int(digits)
+    try:
+        return canonical_addr(text), port
+    except ValueError:
+        if not text or text.count(":") or not all(c.isalnum() or c in "-._" for c in text):
+            raise
+        return text.lower().rstrip("."), port
+
+
+class NotConfigured(Exception):
+    """`--real` names no real server of the configuration."""
 
 
 async def probe_all(jobs: dict[ProbeKey, Check], concurrency: int) -> dict[ProbeKey, ProbeResult]:
@@ -82,13 +103,19 @@ async def probe_all(jobs: dict[ProbeKey, Check], concurrency: int) -> dict[Probe
     return dict(await asyncio.gather(*(one(k, c) for k, c in jobs.items())))
 
 
-def rows(config_path: str, only: tuple[str, int | None] | None) -> list[Row]:
-    config, _ = load(config_path)
+def rows(config_path: str, only: tuple[str, int | None] | None, fmt: Format | None = None) -> list[Row]:
+    """One row per real and check, each check run once; raises NotConfigured when `only` matches no real."""
+    config, _ = load(config_path, fmt)
     resolved = resolver.resolve(resolver.names_of(config), {}).addresses
     plan = plan_probes(config, resolve=lambda name: literal(name) or resolved.get(name))
+    if only is not None and not any(
+            (r.address == only[0] or resolved.get(r.address) == only[0]) and only[1] in (None, r.port or vs.port)
+            for vs in config.services for r in vs.reals):
+        raise NotConfigured(model_text(only))
 
     def wanted(addr: str, port: int) -> bool:
-        return only is None or (addr == only[0] and (only[1] is None or port == only[1]))
+        # a host name given to --real matches the address it resolved to, as the configuration names it
+        return only is None or (addr in (only[0], resolved.get(only[0])) and (only[1] is None or port == only[1]))
 
     selected: dict[tuple[DestKey, ProbeKey | None], list[ServiceKey]] = {}
     for (service, real), keys in plan.reals.items():
@@ -108,36 +135,58 @@ def rows(config_path: str, only: tuple[str, int | None] | None) -> list[Row]:
             out.append(Row(str(real), None, None, (service,), ProbeResult.down(Kind.DNS, why)))
     for (service, name), why in sorted(plan.unresolved.items()):
         vs = next(v for v in config.services if v.service_key() == service)
-        port = next((r.port for r in vs.reals if r.address == name), 0) or vs.port
+        real_server = next(r for r in vs.reals if r.address == name)
+        port = real_server.port or vs.port
         if wanted(name, port):
-            out.append(Row(f"{name}:{port}", None, None, (service,), ProbeResult.down(Kind.DNS, why)))
+            # one line per configured check, as for a real that resolves: each is down, none could run
+            for check in vs.checks_for(real_server) or (None,):
+                out.append(Row(f"{name}:{port}", None, check, (service,),
+                               ProbeResult.down(Kind.DNS, f"{why} (check not run)")))
     return out
 
 
+def model_text(real: tuple[str, int | None]) -> str:
+    """ADDR, ADDR:PORT or [V6]:PORT, as an operator writes it."""
+    addr, port = real
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def run(args: argparse.Namespace) -> int:
+    with warnings_to_stderr("probe"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         only = parse_real(args.real) if args.real else None
     except ValueError:
-        print(f"error: --real {args.real!r} is not ADDR[:PORT]", file=sys.stderr)
+        error("probe", f"--real {args.real!r} is not ADDRESS[:PORT] or HOST[:PORT]")
         return 2
     try:
-        table = rows(args.config, only)
+        table = rows(args.config, only, args.format)
     except ConfigErrors as e:
         for err in e.errors:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
+            error("probe", err)
+        error("probe", f"{args.config}: invalid ({len(e.errors)} error(s))")
+        return 1
     except (ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error("probe", e)
+        error("probe", f"{args.config}: invalid")
+        return 1
+    except NotConfigured as e:
+        error("probe", f"--real {e}: no such real server in {args.config}")
         return 2
     if args.json:
         print(json.dumps([r.as_dict() for r in table], indent=2))
     else:
         width = max((len(str(r.real)) for r in table), default=0)
-        cwidth = max((len(describe(r.check)) for r in table), default=0)
+        cwidth = max((len(r.check_name) for r in table), default=0)
         for r in table:
             verdict = "UP" if r.result.ok else "DOWN"
-            print(f"{verdict:<5} {r.real!s:<{width}}  {describe(r.check):<{cwidth}}  "
+            print(f"{verdict:<5} {r.real!s:<{width}}  {r.check_name:<{cwidth}}  "
                   f"{r.result.reason}  ({r.result.latency * 1000:.1f} ms)")
         if not table:
-            print("no real server matched" if only else "no real servers configured", file=sys.stderr)
+            error("probe", f"{args.config}: no real servers configured")
     return 0 if all(r.result.ok for r in table) else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ipvsd.commands import client_config
 from ipvsd.shell.control import add_socket_arguments, call
 
 
@@ -12,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    client_config(args)
     answer = call(args, "reload")
     if answer is None:
         return 1

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from ipvsd.commands import client_config
 from ipvsd.shell.control import add_socket_arguments, call
 
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    client_config(args)
     answer = call(args, "status")
     if answer is None:
         return 1

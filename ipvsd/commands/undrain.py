@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ipvsd.commands import client_config
 from ipvsd.shell.control import add_socket_arguments, call
 
 
@@ -16,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    client_config(args)
     answer = call(args, "undrain", real=args.real, service=args.service)
     if answer is None:
         return 1

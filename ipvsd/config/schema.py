@@ -645,7 +645,9 @@ class Settings(_Frozen):
     """Settings the daemon uses only as it starts: a reload that changes them says they need a restart."""
 
     resync_interval: PositiveSeconds = 30.0
-    """Seconds between full reads of the kernel's table (drift repair); passes in between use ipvsd.core.mirror."""
+    """Seconds between full reads of the kernel's table (drift repair). Passes in between (health transitions,
+    reloads) plan against the last read patched with the ops ipvsd applied since; a drain that must know whether a
+    real is idle, an operator command and any failed op read the kernel at once."""
     metrics_listen: str | None = "127.0.0.1:9597"
     """host:port of the Prometheus endpoint. None: no metrics endpoint."""
     control_socket: str = "/run/ipvsd/control.sock"
@@ -670,7 +672,8 @@ class Settings(_Frozen):
     """Command run with the config path when the config changes on disk (ldirectord callback)."""
     dns_ttl: PositiveSeconds = 60.0
     """Seconds between resolutions of the host names in the config (reals, check addresses, fallbacks). A name
-    that does not resolve is tried again at its checks' interval; what needs it is down (reason dns) meanwhile."""
+    that does not resolve is tried again at its checks' interval; what needs it is down (reason dns) meanwhile,
+    and a name that stops resolving keeps its last address."""
     limits: Limits = Limits()
     """Blast-radius guards."""
 

@@ -240,7 +240,8 @@ def add_socket_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", metavar="PATH", help="the daemon's control socket (as given to `ipvsd run`)")
     parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory (its socket is "
                         f"DIR/{SOCKET_NAME}, as for `ipvsd run --state-dir`)")
-    parser.add_argument("-c", "--config", metavar="FILE", help="read control_socket from this configuration")
+    parser.add_argument("-c", "--config", metavar="FILE", help="read control_socket from this configuration "
+                        "(default: /etc/ipvsd/ipvsd.toml, when the socket it names exists)")
 
 
 def client_path(args: argparse.Namespace) -> str:

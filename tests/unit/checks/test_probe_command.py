@@ -68,11 +68,13 @@ def test_probe_one_real_json_exit_zero(tmp_path: Path, listening: int, capsys: p
     assert tcp["latency_ms"] >= 0
 
 
-def test_probe_bad_config_exit_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_probe_bad_config_exits_one_like_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[[services]]\naddress = 'nope'\n")
-    assert main(["probe", "-c", str(path)]) == 2
-    assert "error" in capsys.readouterr().err
+    assert main(["probe", "-c", str(path)]) == 1
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ipvsd probe: {path}") and f"ipvsd check: {path}" in err
 
 
 
@@ -119,3 +121,47 @@ virtual=10.0.0.1:80
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("UP ") and "http GET /" in out and "200 OK" in out
+
+
+def test_probe_real_not_in_the_config_is_an_error_naming_it(tmp_path: Path, listening: int,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, listening, closed_port())
+    assert main(["probe", "-c", path, "--real", "127.0.0.9"]) == 2
+    assert main(["probe", "-c", path, "--real", "127.0.0.1:1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"ipvsd probe: --real 127.0.0.9: no such real server in {path}",
+                                f"ipvsd probe: --real 127.0.0.1:1: no such real server in {path}"]
+
+
+def test_probe_takes_format_like_check(tmp_path: Path, listening: int, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "director.conf"  # a name that says nothing of the format
+    path.write_text(f"virtual=127.0.0.1:{listening}\n\treal=127.0.0.1:{listening} masq\n\tservice=none\n")
+    assert main(["probe", "--format", "ldirectord", "-c", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("UP ")
+    assert main(["probe", "--format", "keepalived", "-c", str(path)]) == 1  # not keepalived syntax
+
+
+def test_probe_names_a_real_whose_host_does_not_resolve(tmp_path: Path, listening: int,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # .invalid never resolves (RFC 6761); the host's resolver is asked, which is fine for that name.
+    path = tmp_path / "ipvsd.toml"
+    path.write_text(f"""
+[[services]]
+address = "10.0.0.1"
+port = {listening}
+checks = [{{ type = "tcp", timeout = 1 }}]
+reals = [{{ address = "127.0.0.1" }}, {{ address = "backend.ipvsd-test.invalid" }}]
+""")
+    assert main(["probe", "-c", str(path)]) == 1
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if "backend.ipvsd-test.invalid" in x)
+    assert line.startswith(f"DOWN  backend.ipvsd-test.invalid:{listening}  tcp ")
+    assert "dns: backend.ipvsd-test.invalid does not resolve (check not run)" in line
+    assert any(x.startswith("UP ") and f"127.0.0.1:{listening}" in x for x in out.splitlines())
+    assert all(x.startswith("ipvsd probe: cannot resolve backend.ipvsd-test.invalid") for x in err.splitlines())
+    # --real takes the name as the configuration writes it
+    assert main(["probe", "-c", str(path), "--real", "backend.ipvsd-test.invalid", "--json"]) == 1
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["real"] == f"backend.ipvsd-test.invalid:{listening}" and row["kind"] == "dns"
+    assert row["check"] == "tcp" and row["up"] is False

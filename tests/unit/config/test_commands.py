@@ -26,7 +26,7 @@ def test_check_invalid_exits_1_with_located_one_line_errors(tmp_path: Path,
     f.write_text("checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\tsceduler=rr\n")
     assert main(["check", "-c", str(f)]) == 1
     err = capsys.readouterr().err
-    assert f"error: {f}:4: sceduler: unknown directive" in err
+    assert f"ipvsd check: {f}:4: sceduler: unknown directive" in err
     assert "Traceback" not in err
 
 
