@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -148,6 +149,7 @@ class Daemon:
         self.control: ControlServer | None = None  # the control socket, once listening
         self.http: asyncio.Server | None = None  # the metrics endpoint, once listening
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = resolver.DaemonThreads()  # name lookups: a stop never waits for a resolver timeout
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -181,7 +183,8 @@ class Daemon:
     # --- configuration ------------------------------------------------------------------------------------
 
     async def _prepare(self, config: Config, warnings: tuple[str, ...] = ()) -> Prepared:
-        return await asyncio.to_thread(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings)
+        call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _swap(self, p: Prepared, *, now: bool = False) -> None:
         """Make `p` the running configuration; the scheduler's update is the only step that may refuse."""

@@ -6,15 +6,20 @@ a name that never resolved is left out, and the probe plan marks what it keeps o
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from ipvsd.config.schema import Config
 from ipvsd.core.probes import is_name
 
 log = logging.getLogger("ipvsd.resolver")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 Lookup = Callable[[str, int], str]  # (name, family) -> address; raises OSError when the name does not resolve
 
 
@@ -63,3 +68,25 @@ def resolve(names: Mapping[str, int], previous: Mapping[str, str], lookup: Looku
             log.warning("cannot resolve %s (%s); what needs it is down (reason dns) until it does", name,
                         failed[name])
     return Resolution(addresses, failed)
+
+
+class DaemonThreads(concurrent.futures.Executor):
+    """Runs each call in a daemon thread of its own, so a lookup stuck in a resolver timeout never delays a stop
+    (a pool's threads are joined at exit; systemd would kill the daemon first)."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> concurrent.futures.Future[_T]:
+        fut: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # handed to the awaiting task, as a pool would
+                fut.set_exception(e)
+
+        threading.Thread(target=work, name="ipvsd-resolve", daemon=True).start()
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass  # nothing to join: the threads are daemons
