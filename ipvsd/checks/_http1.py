@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import h11
@@ -27,6 +28,7 @@ class Request:
 
     data: bytes
     event: h11.Request
+    keepalive: bool
 
 
 def request(method: str, path: str, host: str, *, keepalive: bool = False) -> Request:
@@ -34,7 +36,17 @@ def request(method: str, path: str, host: str, *, keepalive: bool = False) -> Re
     headers = [("Host", host), ("User-Agent", "ipvsd-healthcheck"), ("Accept", "*/*"),
                ("Connection", "keep-alive" if keepalive else "close")]
     data = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-    return Request(data.encode("latin-1"), h11.Request(method=method, target=path, headers=headers))
+    return Request(data.encode("latin-1"), h11.Request(method=method, target=path, headers=headers), keepalive)
+
+
+# The common response, which the reader parses itself: HTTP/1.1, CRLF lines, one Content-Length, no
+# Transfer-Encoding, a final status with a body (not 204/304), printable ASCII. Each pattern accepts a subset
+# of what h11's does; anything else goes to h11 (tests/unit/checks/test_http1_differential.py holds the two
+# paths to the same results).
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a head
+_STATUS = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: ([\x20-\x7e]*))?")
+_FIELD = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?)[ \t]*")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
 class Response:
@@ -45,14 +57,22 @@ class Response:
     `read_body`: read the body, not only the head (to match it, or to leave a kept connection at a message
     boundary). At most `body_limit` body bytes are read and kept for matching, unless `digest`: the MD5 covers
     the whole body (keepalived's rule), which is read to its end, bounded by the probe's timeout, not kept.
+
+    h11 parses the response, except the common one (see _STATUS), which costs a tenth as much parsed here; a
+    response that turns out not to be one is handed to h11 from its first byte. `fast=False`: h11 always.
     """
 
-    __slots__ = ("_conn", "_md5", "_stopped", "body", "body_limit", "complete", "digest", "error", "got", "head",
-                 "read_body", "seen")
+    __slots__ = ("_conn", "_keepalive", "_md5", "_raw", "_remaining", "_req", "_stopped", "_trailing", "body",
+                 "body_limit", "complete", "digest", "error", "got", "head", "read_body", "seen")
 
-    def __init__(self, req: Request, *, read_body: bool, body_limit: int, digest: bool = False) -> None:
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
-        self._conn.send(req.event)  # h11 answers a response only to a request it saw: HEAD has no body
+    def __init__(self, req: Request, *, read_body: bool, body_limit: int, digest: bool = False,
+                 fast: bool = True) -> None:
+        self._req = req
+        self._conn: h11.Connection | None = None
+        self._raw: bytearray | None = bytearray() if fast else None  # the head so far, while parsing it here
+        self._remaining = -1  # body bytes still to come, once the head was parsed here
+        self._keepalive = False
+        self._trailing = False  # bytes followed the response (parsed here)
         self.read_body = read_body or digest
         self.body_limit = body_limit
         self.digest = digest
@@ -64,16 +84,104 @@ class Response:
         self.complete = False  # the whole message was read
         self.error: ProbeFailure | None = None
         self._stopped = False
+        if not fast:
+            self._h11(b"")
 
     def __call__(self, buf: bytearray) -> bool:
         if self._stopped:
             return True
         if buf:
             self.got += len(buf)
-            self._conn.receive_data(bytes(buf))
+            data = bytes(buf)
             del buf[:]
+            if self._conn is not None:
+                self._conn.receive_data(data)
+            elif self._fast(data):
+                self._stopped = True
+                return True
+            if self._conn is None:
+                return False
+        elif self._conn is None:
+            return False
         self._stopped = self._pump()
         return self._stopped
+
+    def _h11(self, data: bytes) -> None:
+        """Go on with h11, fed everything received so far."""
+        conn = self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
+        conn.send(self._req.event)  # h11 answers a response only to a request it saw: HEAD has no body
+        if data:  # (no data would tell h11 the peer closed)
+            conn.receive_data(data)
+        self._raw = None
+
+    def _fast(self, data: bytes) -> bool:
+        """Parse `data` here, or hand everything to h11 (then return False for `_pump` to go on)."""
+        if self._remaining < 0:
+            raw = self._raw
+            assert raw is not None
+            raw += data
+            if not raw.startswith(b"HTTP/1.1 "[: len(raw)]):  # (h11 may refuse it before the head is complete)
+                self._h11(bytes(raw))
+                return False
+            m = _BLANK_LINE.search(raw)
+            if m is None:
+                if len(raw) > HEAD_LIMIT:  # h11 refuses it, in its words
+                    self._h11(bytes(raw))
+                return False
+            end = m.end()
+            if end > HEAD_LIMIT or not self._fast_head(raw, m.start(), end):
+                self._h11(bytes(raw))
+                return False
+            data = bytes(raw[end:])
+            self._raw = None
+            if not self.read_body:
+                return True
+        n = self._remaining
+        if len(data) >= n:
+            self._trailing = len(data) > n
+            self._remaining = 0
+            self._data(data[:n] if self._trailing else data)
+            self.complete = True
+            return True
+        self._remaining = n - len(data)
+        self._data(data)
+        return self._enough()
+
+    def _fast_head(self, raw: bytearray, blank: int, end: int) -> bool:
+        """Parse a head here if it is a common one (and return True); else leave it to h11."""
+        if raw[end - 4: end] != b"\r\n\r\n" or blank != end - 3:
+            return False
+        lines = bytes(raw[: end - 4]).split(b"\r\n")
+        m = _STATUS.fullmatch(lines[0])
+        if m is None:
+            return False
+        status = int(m[1])
+        if status in (204, 304):
+            return False
+        headers: dict[str, str] = {}
+        length: bytes | None = None
+        close = False
+        for line in lines[1:]:
+            f = _FIELD.fullmatch(line)
+            if f is None:
+                return False
+            name = f[1].lower()
+            if name == b"content-length":
+                if length is not None or _DIGITS.fullmatch(f[2]) is None:
+                    return False
+                length = f[2]
+            elif name == b"transfer-encoding":
+                return False
+            elif name == b"connection":
+                close = close or b"close" in [t.strip() for t in f[2].lower().split(b",")]
+            headers[name.decode("latin-1")] = f[2].decode("latin-1")
+        head_only = self._req.event.method == b"HEAD"
+        if length is None and not head_only:
+            return False  # a body that ends at the close
+        self.head = Head(status, (m[2] or b"").decode("latin-1"), headers)
+        self._remaining = 0 if head_only or length is None else int(length)
+        self._keepalive = self._req.keepalive and not close
+        return True
 
     def _pump(self) -> bool:
         """Take every event h11 can make of what arrived; return True when reading can stop.
@@ -81,12 +189,12 @@ class Response:
         Never raises: it runs inside the transport's socket callback, so a failure is kept for `finish()`.
         """
         conn = self._conn
+        assert conn is not None
         try:
             while True:
                 event = conn.next_event()
                 if isinstance(event, h11.Data):
-                    if self._data(event.data):
-                        return True
+                    self._data(event.data)
                 elif isinstance(event, h11.Response):
                     self.head = Head(event.status_code, event.reason.decode("latin-1"),
                                      {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers})
@@ -95,24 +203,25 @@ class Response:
                 elif isinstance(event, h11.EndOfMessage):
                     self.complete = True
                     return True
-                elif isinstance(event, h11.InformationalResponse):
-                    continue  # 100 Continue and the like precede the real response
-                else:  # NEED_DATA; PAUSED or ConnectionClosed cannot come before EndOfMessage or an error
-                    return event is not h11.NEED_DATA
+                elif event is h11.NEED_DATA:
+                    return self._enough()
+                elif not isinstance(event, h11.InformationalResponse):  # 100 Continue and such come first
+                    return True  # PAUSED or ConnectionClosed: only after EndOfMessage or an error
         except h11.RemoteProtocolError as e:
             self.error = ProbeFailure(Kind.PROTOCOL, f"bad HTTP response: {e}")
             return True
 
-    def _data(self, data: bytes) -> bool:
-        """Take body bytes; return True when the body need not be read further."""
+    def _data(self, data: bytes) -> None:
         self.seen += len(data)
         room = self.body_limit - len(self.body)
         if room > 0:
             self.body += data[:room]
         if self._md5 is not None:
             self._md5.update(data)
-            return False
-        return self.seen >= self.body_limit
+
+    def _enough(self) -> bool:
+        """Whether what arrived, all of it taken, is all the probe needs of a response not yet complete."""
+        return self.head is not None and self._md5 is None and self.seen >= self.body_limit
 
     def finish(self) -> Head:
         """The transport stopped: return the head, or raise the protocol failure. If the reader had not said
@@ -120,8 +229,15 @@ class Response:
         if not self._stopped:
             if not self.got:
                 raise ProbeFailure(Kind.PROTOCOL, "connection closed before an HTTP response")
-            self._conn.receive_data(b"")
-            self._stopped = self._pump()
+            if self._conn is None and self._raw is not None:
+                self._h11(bytes(self._raw))  # a head cut short: h11 says how
+            if self._conn is not None:
+                self._conn.receive_data(b"")
+                self._stopped = self._pump()
+            else:  # in a body parsed here, framed by its Content-Length: in h11's words
+                self.error = ProbeFailure(
+                    Kind.PROTOCOL, "bad HTTP response: peer closed connection without sending complete message "
+                    f"body (received {self.seen} bytes, expected {self.seen + self._remaining})")
         if self.error is not None:
             raise self.error
         if self.head is None:  # unreachable: h11 reports a close inside the head as an error
@@ -144,4 +260,6 @@ class Response:
         """Whether the connection is left at a message boundary, open for another request: the whole response
         was read, nothing follows it, and neither side asked to close."""
         conn = self._conn
+        if conn is None:
+            return self.complete and self._keepalive and not self._trailing
         return self.complete and conn.their_state is h11.DONE and not conn.trailing_data[0]
