@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "undrain": ("undrain", "take a real server out of maintenance"),
     "reload": ("reload", "ask the daemon to reload its configuration"),
     "events": ("events", "stream the daemon's events as JSON lines"),
+    "genhash": ("genhash", "print the MD5 of a page, for an http check's digest (keepalived genhash)"),
 }
 HELP = ("-h", "--help")
 

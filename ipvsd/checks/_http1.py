@@ -1,128 +1,262 @@
-"""Just enough HTTP/1.x for a health check: build a request, find the head, parse status and headers, de-chunk.
-
-Pure functions over bytes, so the probe in http.py stays a thin shell and these are tested without sockets.
-"""
+"""One HTTP/1.1 response read as it streams in (h11, or our parser for the common one): status, body, MD5."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
+import h11
+
 from ipvsd.checks.base import Kind, ProbeFailure
 
-_STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) +(\d{3})(?: +([^\r\n]*))?")
+HEAD_LIMIT = 16384  # bytes of status line and headers before a response is refused (h11's default too)
 
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The status line and headers of a response (header names lower-cased)."""
+    """The status line and headers of a response (header names lower-cased; a repeated one keeps its last)."""
 
     status: int
     phrase: str
     headers: dict[str, str]
-    body_start: int
-
-    @property
-    def length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value is not None and value.strip().isdigit() else None
-
-    @property
-    def chunked(self) -> bool:
-        return "chunked" in self.headers.get("transfer-encoding", "").lower()
 
 
-def request(method: str, path: str, host: str, *, keepalive: bool = False) -> bytes:
-    """Return the bytes of a minimal HTTP/1.1 request."""
-    conn = "keep-alive" if keepalive else "close"
-    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ipvsd-healthcheck\r\n"
-            f"Accept: */*\r\nConnection: {conn}\r\n\r\n").encode("latin-1")
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a probe sends, as bytes for the socket and as the h11 event that tells the parser the method."""
+
+    data: bytes
+    event: h11.Request
+    keepalive: bool
 
 
-def head_end(buf: bytes | bytearray) -> int:
-    """Return the offset just past the blank line ending the head, or -1 while it is incomplete."""
-    i = buf.find(b"\r\n\r\n")
-    if i >= 0:
-        return i + 4
-    i = buf.find(b"\n\n")
-    return i + 2 if i >= 0 else -1
+def request(method: str, path: str, host: str, *, keepalive: bool = False) -> Request:
+    """Return a minimal HTTP/1.1 request (build it once per target: both forms are reused by every probe)."""
+    headers = [("Host", host), ("User-Agent", "ipvsd-healthcheck"), ("Accept", "*/*"),
+               ("Connection", "keep-alive" if keepalive else "close")]
+    data = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    return Request(data.encode("latin-1"), h11.Request(method=method, target=path, headers=headers), keepalive)
 
 
-def parse_head(buf: bytes | bytearray) -> Head:
-    """Parse the head of a response; raise a protocol failure when it is not HTTP."""
-    end = head_end(buf)
-    if end < 0:
-        raise ProbeFailure(Kind.PROTOCOL, f"no complete HTTP response head: {_preview(buf)}")
-    lines = bytes(buf[:end]).decode("latin-1").split("\n")
-    m = _STATUS_LINE.match(lines[0].rstrip("\r"))
-    if m is None:
-        raise ProbeFailure(Kind.PROTOCOL, f"not an HTTP response: {_preview(buf)}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return Head(int(m.group(3)), (m.group(4) or "").strip(), headers, end)
+# The common response, which the reader parses itself: HTTP/1.1, CRLF lines, one Content-Length, no
+# Transfer-Encoding, a final status with a body (not 204/304), printable ASCII. Each pattern accepts a subset
+# of what h11's does; anything else goes to h11 (tests/unit/checks/test_http1_differential.py holds the two
+# paths to the same results).
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # where h11 ends a head
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_FIELD = rb"\r\n(" + _TOKEN + rb"):[ \t]*([\x20-\x7e]*)"  # the value: h11's once its trailing spaces are cut
+_HEAD = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: ([\x20-\x7e]*))?((?:" + _FIELD + rb")*)\r\n\r\n")
+_FIELDS = re.compile(_FIELD)
+_DIGITS = re.compile(rb"[0-9]{1,18}")
 
 
-def complete(buf: bytes | bytearray, *, need_body: bool) -> bool:
-    """Return True once the buffer holds all we need: the head, plus the body when it is to be matched."""
-    end = head_end(buf)
-    if end < 0:
-        return False
-    if not need_body:
+class Response:
+    """A response being read. The transport calls it with its receive buffer each time bytes arrive; it takes
+    the bytes out (so the transport's buffer never holds more than one read) and returns True once it has
+    what the probe needs. Then (or after the peer closed) `finish()` gives the head or raises the failure.
+
+    `read_body`: read the body, not only the head (to match it, or to leave a kept connection at a message
+    boundary). At most `body_limit` body bytes are read and kept for matching, unless `digest`: the MD5 covers
+    the whole body (keepalived's rule), which is read to its end, bounded by the probe's timeout, not kept.
+
+    h11 parses the response, except the common one (see _STATUS), which costs far less CPU parsed here; a
+    response that turns out not to be one is handed to h11 from its first byte. `fast=False`: h11 always.
+    """
+
+    __slots__ = ("_conn", "_keepalive", "_md5", "_raw", "_remaining", "_req", "_stopped", "_trailing", "body",
+                 "body_limit", "complete", "digest", "error", "got", "head", "read_body", "seen")
+
+    def __init__(self, req: Request, *, read_body: bool, body_limit: int, digest: bool = False,
+                 fast: bool = True) -> None:
+        self._req = req
+        self._conn: h11.Connection | None = None
+        self._raw: bytearray | None = bytearray() if fast else None  # the head so far, while parsing it here
+        self._remaining = -1  # body bytes still to come, once the head was parsed here
+        self._keepalive = False
+        self._trailing = False  # bytes followed the response (parsed here)
+        self.read_body = read_body or digest
+        self.body_limit = body_limit
+        self.digest = digest
+        self._md5 = hashlib.md5(usedforsecurity=False) if digest else None
+        self.body = bytearray()  # the first `body_limit` bytes of the (de-chunked) body
+        self.seen = 0  # body bytes read in all
+        self.got = 0  # bytes received in all
+        self.head: Head | None = None
+        self.complete = False  # the whole message was read
+        self.error: ProbeFailure | None = None
+        self._stopped = False
+        if not fast:
+            self._h11(b"")
+
+    def __call__(self, buf: bytearray) -> bool:
+        if self._stopped:
+            return True
+        if buf:
+            self.got += len(buf)
+            data = bytes(buf)
+            del buf[:]
+            if self._conn is not None:
+                self._conn.receive_data(data)
+            elif self._fast(data):
+                self._stopped = True
+                return True
+            if self._conn is None:
+                return False
+        elif self._conn is None:
+            return False
+        self._stopped = self._pump()
+        return self._stopped
+
+    def _h11(self, data: bytes) -> None:
+        """Go on with h11, fed everything received so far."""
+        conn = self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
+        conn.send(self._req.event)  # h11 answers a response only to a request it saw: HEAD has no body
+        if data:  # (no data would tell h11 the peer closed)
+            conn.receive_data(data)
+        self._raw = None
+
+    def _fast(self, data: bytes) -> bool:
+        """Parse `data` here, or hand everything to h11 (then return False for `_pump` to go on)."""
+        if self._remaining < 0:
+            raw = self._raw
+            assert raw is not None
+            raw += data
+            if not raw.startswith(b"HTTP/1.1 "[: len(raw)]):  # (h11 may refuse it before the head is complete)
+                self._h11(bytes(raw))
+                return False
+            m = _BLANK_LINE.search(raw)
+            if m is None:
+                if len(raw) > HEAD_LIMIT:  # h11 refuses it, in its words
+                    self._h11(bytes(raw))
+                return False
+            end = m.end()
+            if end > HEAD_LIMIT or not self._fast_head(raw, end):
+                self._h11(bytes(raw))
+                return False
+            data = bytes(raw[end:])
+            self._raw = None
+            if not self.read_body:
+                return True
+        n = self._remaining
+        if len(data) >= n:
+            self._trailing = len(data) > n
+            self._remaining = 0
+            self._data(data[:n] if self._trailing else data)
+            self.complete = True
+            return True
+        self._remaining = n - len(data)
+        self._data(data)
+        return self._enough()
+
+    def _fast_head(self, raw: bytearray, end: int) -> bool:
+        """Parse a head here if it is a common one (and return True); else leave it to h11."""
+        m = _HEAD.fullmatch(raw, 0, end)
+        if m is None:
+            return False
+        status = int(m[1])
+        if status in (204, 304):
+            return False
+        headers: dict[str, str] = {}
+        length: bytes | None = None
+        close = False
+        for name, value in _FIELDS.findall(raw, m.start(3), m.end(3)):
+            name = name.lower()
+            value = value.rstrip(b" ")
+            if name == b"content-length":
+                if length is not None or _DIGITS.fullmatch(value) is None:
+                    return False
+                length = value
+            elif name == b"transfer-encoding":
+                return False
+            elif name == b"connection":
+                close = close or b"close" in [t.strip() for t in value.lower().split(b",")]
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        head_only = self._req.event.method == b"HEAD"
+        if length is None and not head_only:
+            return False  # a body that ends at the close
+        self.head = Head(status, (m[2] or b"").decode("latin-1"), headers)
+        self._remaining = 0 if head_only or length is None else int(length)
+        self._keepalive = self._req.keepalive and not close
         return True
-    try:
-        head = parse_head(buf)
-    except ProbeFailure:
-        return True
-    if head.status in (204, 304) or 100 <= head.status < 200:
-        return True
-    if head.chunked:
-        return b"\r\n0\r\n\r\n" in buf[end - 2:] or buf[end:].startswith(b"0\r\n\r\n")
-    if head.length is not None:
-        return len(buf) - end >= head.length
-    return False  # delimited by close
 
+    def _pump(self) -> bool:
+        """Take every event h11 can make of what arrived; return True when reading can stop.
 
-def reusable(buf: bytes | bytearray, head: Head, *, head_only: bool) -> bool:
-    """True when the response in `buf` (whose head is `head`) is complete, framed, and leaves the connection
-    open for another."""
-    if "close" in head.headers.get("connection", "").lower():
-        return False
-    if head_only or head.status in (204, 304):
-        return len(buf) == head.body_start
-    if head.chunked:
-        return bytes(buf).endswith(b"0\r\n\r\n")
-    return head.length is not None and len(buf) - head.body_start == head.length
-
-
-def body(buf: bytes | bytearray, head: Head) -> bytes:
-    """Return the (possibly truncated) body, de-chunked when needed."""
-    raw = bytes(buf[head.body_start:])
-    if head.length is not None and not head.chunked:
-        return raw[: head.length]
-    return dechunk(raw) if head.chunked else raw
-
-
-def dechunk(raw: bytes) -> bytes:
-    """Return the payload of a chunked body; a truncated one yields what arrived."""
-    out, pos = bytearray(), 0
-    while True:
-        eol = raw.find(b"\r\n", pos)
-        if eol < 0:
-            return bytes(out)
-        size_text = raw[pos:eol].split(b";", 1)[0].strip()
+        Never raises: it runs inside the transport's socket callback, so a failure is kept for `finish()`.
+        """
+        conn = self._conn
+        assert conn is not None
         try:
-            size = int(size_text, 16)
-        except ValueError:
-            return bytes(out)
-        if size == 0:
-            return bytes(out)
-        out += raw[eol + 2: eol + 2 + size]
-        pos = eol + 2 + size + 2
+            while True:
+                event = conn.next_event()
+                if isinstance(event, h11.Data):
+                    self._data(event.data)
+                elif isinstance(event, h11.Response):
+                    self.head = Head(event.status_code, event.reason.decode("latin-1"),
+                                     {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers})
+                    if not self.read_body:
+                        return True
+                elif isinstance(event, h11.EndOfMessage):
+                    self.complete = True
+                    return True
+                elif event is h11.NEED_DATA:
+                    return self._enough()
+                elif not isinstance(event, h11.InformationalResponse):  # 100 Continue and such come first
+                    return True  # PAUSED or ConnectionClosed: only after EndOfMessage or an error
+        except h11.RemoteProtocolError as e:
+            self.error = ProbeFailure(Kind.PROTOCOL, f"bad HTTP response: {e}")
+            return True
 
+    def _data(self, data: bytes) -> None:
+        self.seen += len(data)
+        room = self.body_limit - len(self.body)
+        if room > 0:
+            self.body += data[:room]
+        if self._md5 is not None:
+            self._md5.update(data)
 
-def _preview(buf: bytes | bytearray) -> str:
-    text = bytes(buf[:40])
-    return repr(text) if text else "empty reply"
+    def _enough(self) -> bool:
+        """Whether what arrived, all of it taken, is all the probe needs of a response not yet complete."""
+        return self.head is not None and self._md5 is None and self.seen >= self.body_limit
+
+    def finish(self) -> Head:
+        """The transport stopped: return the head, or raise the protocol failure. If the reader had not said
+        it was done, the peer closed the connection, which ends a body delimited by the close."""
+        if not self._stopped:
+            if not self.got:
+                raise ProbeFailure(Kind.PROTOCOL, "connection closed before an HTTP response")
+            if self._conn is None and self._raw is not None:
+                self._h11(bytes(self._raw))  # a head cut short: h11 says how
+            if self._conn is not None:
+                self._conn.receive_data(b"")
+                self._stopped = self._pump()
+            else:  # in a body parsed here, framed by its Content-Length: in h11's words
+                self.error = ProbeFailure(
+                    Kind.PROTOCOL, "bad HTTP response: peer closed connection without sending complete message "
+                    f"body (received {self.seen} bytes, expected {self.seen + self._remaining})")
+        if self.error is not None:
+            raise self.error
+        if self.head is None:  # unreachable: h11 reports a close inside the head as an error
+            raise ProbeFailure(Kind.PROTOCOL, "connection closed inside the HTTP response head")
+        return self.head
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the body was longer than what was kept for matching."""
+        return self.seen > len(self.body) or (not self.complete and self.seen >= self.body_limit)
+
+    @property
+    def md5(self) -> str:
+        """The hex MD5 of the whole body (only with `digest`)."""
+        assert self._md5 is not None
+        return self._md5.hexdigest()
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection is left at a message boundary, open for another request: the whole response
+        was read, nothing follows it, and neither side asked to close."""
+        conn = self._conn
+        if conn is None:
+            return self.complete and self._keepalive and not self._trailing
+        return self.complete and conn.their_state is h11.DONE and not conn.trailing_data[0]

@@ -44,6 +44,7 @@ class Conn(asyncio.Protocol):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.buf = bytearray()
+        self.got = False  # bytes arrived since the last `exchange` (a `done` may take them out of `buf`)
         self.eof = False
         self.error: Exception | None = None
         self.transport: asyncio.Transport | None = None
@@ -54,6 +55,7 @@ class Conn(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.got = True
         room = self.limit - len(self.buf)
         self.buf += data[:room]
         if len(self.buf) >= self.limit and self.transport is not None:
@@ -85,7 +87,7 @@ class Conn(asyncio.Protocol):
         while not done(self.buf) and not self.eof:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        if self.error is not None and not self.buf:
+        if self.error is not None and not self.got:
             raise self.error
         return self.buf
 
@@ -95,7 +97,7 @@ class Conn(asyncio.Protocol):
 
         `limit` was fixed when connecting, and the caller bounds the time (`deadline` is RawConn's concern).
         """
-        self.buf = bytearray()
+        self.buf, self.got = bytearray(), False
         self.write(payload)
         buf = await self.read_until(done)
         self.buf = bytearray()  # what arrives from now on, before the next request, is stray

@@ -119,7 +119,7 @@ def poller() -> Poller:
 class RawConn:
     """A TCP connection to a target: connected on the first exchange, then reusable while the peer keeps it."""
 
-    __slots__ = ("buf", "connected", "done", "eof", "fd", "fut", "limit", "payload", "poller", "sock")
+    __slots__ = ("buf", "connected", "done", "eof", "fd", "fut", "got", "limit", "payload", "poller", "sock")
 
     def __init__(self, target: ProbeTarget) -> None:
         self.poller = poller()
@@ -135,6 +135,7 @@ class RawConn:
         self.fd = sock.fileno()
         self.connected = self.eof = False
         self.buf = bytearray()
+        self.got = False  # bytes arrived in this exchange (`done` may take them out of `buf` as they come)
         self.payload: bytes | None = None
         self.limit = 0
         self.done: Done | None = None
@@ -147,7 +148,7 @@ class RawConn:
         """
         p = self.poller
         fut = self.fut = p.loop.create_future()
-        self.payload, self.limit, self.done, self.buf = payload, limit, done, bytearray()
+        self.payload, self.limit, self.done, self.buf, self.got = payload, limit, done, bytearray(), False
         if self.connected:
             self._send()
         elif self._established():
@@ -215,12 +216,13 @@ class RawConn:
             return
         except OSError as e:
             self.eof = True
-            if self.buf:  # a reset after a complete-enough reply: judge what arrived
+            if self.got:  # a reset after a complete-enough reply: judge what arrived
                 self.fut.set_result(None)
             else:
                 self.fail(e)
             return
         if data:
+            self.got = True
             self.buf += data[: self.limit - len(self.buf)]
         else:
             self.eof = True

@@ -1,24 +1,27 @@
 """HTTP and HTTPS checks: one request on a new connection; status, substring, regex and digest verdicts.
 
-Not httpx: a probe needs one request and a bounded read, and httpx's per-request cost (pool, h11 state
-machine, transports) is several times ours (scripts/bench-probes --httpx; docs/checks.md). Plain http runs
-on raw non-blocking sockets (_raw), https on an asyncio Protocol with the ssl module (_net); both can keep
-their connection between probes (`reuse_connection`).
+Not an HTTP client library: a probe needs one request and a bounded read, and httpx's per-request cost (pool,
+transports) is several times ours (scripts/bench-probes --httpx; docs/checks.md). Plain http runs on raw
+non-blocking sockets (_raw), https on an asyncio Protocol with the ssl module (_net); both can keep their
+connection between probes (`reuse_connection`). The response is parsed as it arrives (_http1).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import ssl
 
 from ipvsd.checks import _http1, _raw
-from ipvsd.checks._net import Conn, connect, require_bytes
+from ipvsd.checks._net import Conn, connect
 from ipvsd.checks.base import Kind, ProbeFailure, ProbeResult, ProbeTarget, register, run_bounded
 from ipvsd.config.schema import HttpCheck
 
-_HEAD_LIMIT = 16384
+# The response reader takes bytes out of the transport's buffer as they arrive, so these bound one read, not a
+# response: _raw reads 64 KiB at a time; the TLS transport may hand over a few of its 256 KiB reads between
+# two wake-ups of the reader.
+_RAW_BUFFER = 1 << 17
+_TLS_BUFFER = 1 << 21
 
 
 def tls_context(spec: HttpCheck) -> ssl.SSLContext:
@@ -39,7 +42,7 @@ def _ranges(spec: HttpCheck) -> str:
 class HttpProbe:
     """An HTTP(S) GET or HEAD whose status must be expected and whose body must match, if asked."""
 
-    __slots__ = ("_kept", "_request", "need_body", "regex", "regex_no_match", "spec", "tls")
+    __slots__ = ("_kept", "_request", "digest", "need_body", "regex", "regex_no_match", "spec", "tls")
 
     def __init__(self, spec: HttpCheck) -> None:
         self.spec = spec
@@ -48,11 +51,12 @@ class HttpProbe:
             x is not None for x in (spec.receive, spec.regex, spec.regex_no_match, spec.digest))
         self.regex = re.compile(spec.regex) if spec.regex is not None else None
         self.regex_no_match = re.compile(spec.regex_no_match) if spec.regex_no_match is not None else None
-        self._request: tuple[ProbeTarget, bytes] | None = None
+        self.digest = spec.method == "GET" and spec.digest is not None
+        self._request: tuple[ProbeTarget, _http1.Request] | None = None
         self._kept: Conn | _raw.RawConn | None = None  # reuse_connection: the keep-alive connection between probes
 
-    def request(self, target: ProbeTarget) -> bytes:
-        """Return the request bytes for `target` (cached: a probe object serves one target)."""
+    def request(self, target: ProbeTarget) -> _http1.Request:
+        """Return the request for `target` (cached: a probe object serves one target)."""
         if self._request is None or self._request[0] != target:
             host = self.spec.host
             if host is None:
@@ -73,43 +77,50 @@ class HttpProbe:
         # Plain http runs on _raw, which enforces the deadline itself; https needs asyncio's timeout.
         return await run_bounded(lambda: self._once(target, deadline), timeout=timeout, bounded=self.tls is None)
 
-    def _complete(self, buf: bytearray) -> bool:
-        return _http1.complete(buf, need_body=self.need_body)
+    async def fetch(self, target: ProbeTarget, *, timeout: float) -> tuple[_http1.Head, _http1.Response]:
+        """One request, whatever the status: the head and the read response (`ipvsd genhash`). Raises what a
+        probe turns into a verdict: ProbeFailure, OSError (TimeoutError included), ssl.SSLError."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with asyncio.timeout(timeout):
+            return await self._read(target, deadline, digest=True)
 
-    def _framed(self, buf: bytearray) -> bool:
-        # On a kept connection the whole response must be read, or the next one would start mid-body.
-        return _http1.complete(buf, need_body=self.spec.method != "HEAD")
+    def _response(self, target: ProbeTarget, digest: bool) -> _http1.Response:
+        spec = self.spec
+        # A kept connection must be read to the end of each response, or the next one would start mid-body.
+        return _http1.Response(self.request(target), read_body=self.need_body or spec.reuse_connection,
+                               body_limit=spec.max_body_bytes, digest=digest and spec.method == "GET")
 
-    async def _open(self, target: ProbeTarget, limit: int) -> Conn:
+    async def _open(self, target: ProbeTarget) -> Conn:
         sni = self.spec.sni or self.spec.host
-        return await connect(target, limit=limit, tls=self.tls,
+        return await connect(target, limit=_TLS_BUFFER, tls=self.tls,
                              server_hostname=sni or (target.addr if self.spec.tls_verify else None))
 
-    async def _once(self, target: ProbeTarget, deadline: float) -> str:
-        limit = _HEAD_LIMIT + self.spec.max_body_bytes
+    async def _read(self, target: ProbeTarget, deadline: float, *, digest: bool) -> tuple[_http1.Head,
+                                                                                           _http1.Response]:
         if self.spec.reuse_connection:
-            buf, head = await self._exchange_kept(target, limit, deadline)
+            resp = await self._exchange_kept(target, deadline, digest)
         else:
+            resp = self._response(target, digest)
             if self.tls is None:
-                buf = await _raw.exchange(target, self.request(target), limit=limit, done=self._complete,
-                                          deadline=deadline)
+                await _raw.exchange(target, self.request(target).data, limit=_RAW_BUFFER, done=resp,
+                                    deadline=deadline)
             else:
-                conn = await self._open(target, limit)
+                conn = await self._open(target)
                 try:
-                    conn.write(self.request(target))
-                    buf = await conn.read_until(self._complete)
+                    conn.write(self.request(target).data)
+                    await conn.read_until(resp)
                 finally:
                     conn.close()
-            require_bytes(buf, "an HTTP response")
-            head = _http1.parse_head(buf)
+        return resp.finish(), resp
+
+    async def _once(self, target: ProbeTarget, deadline: float) -> str:
+        head, resp = await self._read(target, deadline, digest=self.digest)
         self._check_status(head)
         if not self.need_body:
             return f"{head.status} {head.phrase}".rstrip()
-        body = _http1.body(buf, head)
-        truncated = len(buf) >= limit or len(body) > self.spec.max_body_bytes
-        return self._check_body(body[: self.spec.max_body_bytes], head, truncated=truncated)
+        return self._check_body(resp, head)
 
-    async def _exchange_kept(self, target: ProbeTarget, limit: int, deadline: float) -> tuple[bytearray, _http1.Head]:
+    async def _exchange_kept(self, target: ProbeTarget, deadline: float, digest: bool) -> _http1.Response:
         """One request on the kept connection (opened if needed); keep it only if the reply is cleanly framed.
 
         A kept connection the server has meanwhile closed (or sent something stray on) is replaced before the
@@ -121,15 +132,15 @@ class HttpProbe:
             conn.close()
         for attempt in (reused, False):
             if not attempt:
-                conn = _raw.RawConn(target) if self.tls is None else await self._open(target, limit)
+                conn = _raw.RawConn(target) if self.tls is None else await self._open(target)
             assert conn is not None
+            resp = self._response(target, digest)
             try:
-                buf = await conn.exchange(self.request(target), limit=limit, done=self._framed, deadline=deadline)
-                if not buf and attempt:
+                await conn.exchange(self.request(target).data, limit=_RAW_BUFFER, done=resp, deadline=deadline)
+                if not resp.got and attempt:
                     conn.close()
                     continue
-                require_bytes(buf, "an HTTP response")
-                head = _http1.parse_head(buf)
+                resp.finish()
             except OSError:
                 conn.close()
                 if attempt:
@@ -138,12 +149,11 @@ class HttpProbe:
             except BaseException:  # not HTTP, a timeout, a cancel: the connection is in an unknown state
                 conn.close()
                 raise
-            if _http1.reusable(buf, head, head_only=self.spec.method == "HEAD") and len(buf) < limit \
-                    and not conn.eof:
+            if resp.reusable and not conn.eof:
                 self._kept = conn
             else:
                 conn.close()
-            return buf, head
+            return resp
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _check_status(self, head: _http1.Head) -> None:
@@ -155,9 +165,10 @@ class HttpProbe:
                            f"status {head.status} {head.phrase}{more} (expected {_ranges(self.spec)})".replace(
                                "  ", " "))
 
-    def _check_body(self, body: bytes, head: _http1.Head, *, truncated: bool) -> str:
+    def _check_body(self, resp: _http1.Response, head: _http1.Head) -> str:
         spec = self.spec
-        cut = f" (first {len(body)} bytes)" if truncated else ""
+        body = bytes(resp.body)
+        cut = f" (first {len(body)} bytes)" if resp.truncated else ""
         if spec.receive is not None and spec.receive.encode() not in body:
             raise ProbeFailure(Kind.RECEIVE, f"body lacks {spec.receive!r}{cut}")
         text = body.decode("utf-8", "replace") if (self.regex or self.regex_no_match) else ""
@@ -165,8 +176,6 @@ class HttpProbe:
             raise ProbeFailure(Kind.RECEIVE, f"body does not match /{self.regex.pattern}/{cut}")
         if self.regex_no_match is not None and self.regex_no_match.search(text):
             raise ProbeFailure(Kind.RECEIVE, f"body matches /{self.regex_no_match.pattern}/")
-        if spec.digest is not None:
-            got = hashlib.md5(body, usedforsecurity=False).hexdigest()
-            if got != spec.digest:
-                raise ProbeFailure(Kind.RECEIVE, f"body digest {got}, expected {spec.digest}{cut}")
+        if spec.digest is not None and resp.md5 != spec.digest:
+            raise ProbeFailure(Kind.RECEIVE, f"body digest {resp.md5}, expected {spec.digest} ({resp.seen} bytes)")
         return f"{head.status} {head.phrase}, body ok".replace("  ", " ")
