@@ -23,7 +23,7 @@ LD_BASE = "checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n"
     (LD_BASE + "\treal=10.0.1.9->10.0.1.2:80 masq\n", 4, "real", "before its first"),
     (LD_BASE + "\tchecktype=sometimes\n", 4, "checktype", "checktype must be"),
     (LD_BASE + "\tservice=gopher\n", 4, "service", "unknown service"),
-    (LD_BASE + "\tscheduler=RR\n", 4, "scheduler", "should match"),
+    (LD_BASE + "\tscheduler=RR\n", 4, "scheduler", "cannot be an IPVS scheduler"),
     (LD_BASE + "\treceive=\"(open\"\n\tservice=http\n", 4, "receive", "regular expression"),
     ("virtual=10.0.0.1:80\n\treal6=[2001:db8::1]:80 masq\n", 2, "real6", "real"),
     ("virtual=[2001:db8::1]:80\n\treal=10.0.0.1 gate\n", 1, "virtual", "virtual6"),
