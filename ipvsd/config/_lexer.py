@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ipvsd.config import _source
-from ipvsd.config._report import Collector
+from ipvsd.config._report import Collector, Where
 from ipvsd.errors import ConfigError
 
 MAX_INCLUDE_DEPTH = 8
@@ -23,6 +23,7 @@ MAX_BLOCK_DEPTH = 32
 # A comment to the end of the line, a brace, a quoted string (perhaps unterminated), or a word. Whitespace is
 # what finditer skips; `#`/`!` start a comment only at the start of a word, as in keepalived.
 _TOKEN = re.compile(r'[#!].*|[{}]|"[^"]*"?|[^\s{}"#!][^\s{}"]*')
+_SPECIAL = re.compile(r'[#!{}"]')
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class Node:
     path: str
     line: int
     children: list[Node] | None = None
+    where: Where | None = None  # the reader's located form of this node, made once
 
 
 class _Parser:
@@ -53,7 +55,30 @@ class _Parser:
         self.feed_text(_source.read_text(path), path, depth, seen)
 
     def feed_text(self, text: str, path: str, depth: int, seen: tuple[str, ...]) -> None:
+        special = _SPECIAL.search
         for no, line in enumerate(text.splitlines(), 1):
+            # Fast paths for the lines most files are made of: plain words, plain words opening a block, a
+            # lone '}'. str.split is many times cheaper than the tokenizer below.
+            s = line.strip()
+            if not s:
+                continue
+            if s == "}" and len(self.stack) > 1:
+                self.stack.pop()
+                continue
+            end = len(s) - 1 if s[-1] == "{" else len(s)
+            if not special(s, 0, end):
+                plain = s[:end].split()
+                if plain and plain[0] != "include":
+                    node = Node(plain[0], plain[1:], path, no)
+                    _, nodes, keep = self.stack[-1]
+                    nodes.append(node)
+                    if end < len(s):
+                        node.children = []
+                        deep = len(self.stack) > MAX_BLOCK_DEPTH
+                        if deep and keep:
+                            self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, node.keyword)
+                        self.stack.append((node, node.children, keep and not deep))
+                    continue
             words: list[tuple[str, bool | None]] = []  # (text, quoted); quoted None marks a brace
             for m in _TOKEN.finditer(line):
                 t = m.group()

@@ -103,6 +103,33 @@ def ordered(errors: list[ConfigError]) -> list[ConfigError]:
     return sorted(errors, key=lambda e: (files[e.path], e.line or 0))
 
 
+class ServiceWhere(Mapping[Loc, Where]):
+    """Source places kept per service (`services[i]` maps locations inside service i), the rest in `top`:
+    merging every service's places into one dict of long tuples was a large part of loading big files."""
+
+    def __init__(self) -> None:
+        self.top: dict[Loc, Where] = {}
+        self.services: list[dict[Loc, Where]] = []
+
+    def get(self, loc: Loc, default: Any = None) -> Any:
+        if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
+            i = loc[1]
+            return self.services[i].get(loc[2:], default) if 0 <= i < len(self.services) else default
+        return self.top.get(loc, default)
+
+    def __getitem__(self, loc: Loc) -> Where:
+        found: Where | None = self.get(loc)
+        if found is None:
+            raise KeyError(loc)
+        return found
+
+    def __iter__(self) -> Iterator[Loc]:  # lookups are all the reports need
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def at(where: Where, message: str) -> ConfigError:
     """A ConfigError located at `where`."""
     return ConfigError(message, path=where.path, line=where.line, key=where.key)
@@ -209,10 +236,10 @@ def kernel_refusals(config: Config) -> Iterator[tuple[Loc, str]]:
 
 def _family(address: str) -> int | None:
     """The family of an IP literal; None for a hostname (resolved later, by the daemon)."""
-    try:
-        return model.family_of(address)
-    except ValueError:
-        return None
+    # validated addresses are canonical IPs or hostnames (never all digits and dots, never with a colon)
+    if ":" in address:
+        return model.AF_INET6
+    return model.AF_INET if address.replace(".", "").isdigit() else None
 
 
 def _mixed(address: str, af: int, what: str) -> str:

@@ -47,14 +47,18 @@ class _Reader:
     def __init__(self, errors: _report.Collector) -> None:
         self.errors = errors
         self.warnings: list[ConfigWarning] = []
-        self.where: dict[Loc, Where] = {}
+        self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
 
     # --- helpers --------------------------------------------------------------------------------------------
 
     @staticmethod
     def w(n: Node, key: str | None = None) -> Where:
-        return Where(n.path, n.line, key or n.keyword)
+        if key is not None:
+            return Where(n.path, n.line, key)
+        if n.where is None:  # one per node: a group repeats its reals' nodes once per address
+            n.where = Where(n.path, n.line, n.keyword)
+        return n.where
 
     def err(self, n: Node, message: str) -> ConfigError:
         return ConfigError(message, path=n.path, line=n.line, key=n.keyword)
@@ -155,9 +159,9 @@ class _Reader:
                 self.errors.add(e)
                 continue
             for svc in expanded:
-                self.where[("services", len(services))] = self.w(n)
-                for loc, where in svc.pop("_where").items():
-                    self.where[("services", len(services), *loc)] = where
+                where = svc.pop("_where")
+                where[()] = self.w(n)
+                self.where.services.append(where)
                 services.append(svc)
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
@@ -232,7 +236,7 @@ class _Reader:
                         raise self.err(c, "expected [tcp N] [tcpfin N] [udp N]")
                     t["tcp_fin" if key == "tcpfin" else key] = int(args.pop(0))
                 data["lvs_timeouts"] = t
-                self.where[("lvs_timeouts",)] = self.w(c)
+                self.where.top[("lvs_timeouts",)] = self.w(c)
             elif c.keyword in ("lvs_sync_daemon", "lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo",
                                "lvs_notify_fifo_script"):
                 self.warn(c, "not implemented by ipvsd; ignored")

@@ -78,10 +78,14 @@ class _Virtual:
     af6: bool
     target: str
     items: list[_Directive] = field(default_factory=list)
+    last: dict[str, _Directive] = field(default_factory=dict)  # the last of each name: what get() answers
+
+    def add(self, d: _Directive) -> None:
+        self.items.append(d)
+        self.last[d.name] = d
 
     def get(self, name: str) -> _Directive | None:
-        found = [d for d in self.items if d.name == name]
-        return found[-1] if found else None
+        return self.last.get(name)
 
 
 _DIRECTIVE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*(?:=\s*(.*?))?\s*$")
@@ -164,7 +168,7 @@ class _Reader:
                 raise self.err(d, "unknown directive (check the spelling)")
             if d.name in REMOVED:
                 raise self.err(d, REMOVED[d.name])
-            current.items.append(d)
+            current.add(d)
             return current
         current = None
         if d.name in REMOVED:

@@ -8,6 +8,7 @@ validation, so every field of a validated model is concrete except where `None` 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -29,9 +30,17 @@ _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 
 
+# The common case, an IPv4 address already in canonical form, needs no parse: ipaddress showed as the largest
+# single cost of loading 60,000-service files.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"({_OCTET}\.){{3}}{_OCTET}")
+
+
 def _ip(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("an IP address must be a string")
+    if _CANONICAL_V4.fullmatch(value):
+        return value
     try:
         return model.canonical_addr(value)
     except ValueError:
@@ -42,6 +51,8 @@ def _host(value: Any) -> str:
     """An IP literal (canonicalised) or a syntactically valid hostname, kept as given for later resolution."""
     if not isinstance(value, str):
         raise ValueError("an address must be a string")
+    if _CANONICAL_V4.fullmatch(value):
+        return value
     try:
         return model.canonical_addr(value)
     except ValueError:
@@ -104,14 +115,24 @@ StatusCodes = Annotated[
 """HTTP status codes as inclusive ranges; written as ["200-299", "301"]."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _regex_error(value: str) -> str | None:
+    """Why `value` does not compile, or None. Cached: large configs repeat one pattern thousands of times, and
+    catch_warnings costs more than the compile."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(value)
+    except (re.error, TypeError, OverflowError, RecursionError) as e:
+        return str(e)
+    return None
+
+
 def _regex(value: Any) -> Any:
     if value is not None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                re.compile(value)
-        except (re.error, TypeError, OverflowError, RecursionError) as e:
-            raise ValueError(f"invalid regular expression {value!r}: {e}") from None
+        error = _regex_error(value) if isinstance(value, str) else "not a string"
+        if error is not None:
+            raise ValueError(f"invalid regular expression {value!r}: {error}")
     return value
 
 
@@ -748,10 +769,12 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _unique_services(self) -> Config:
-        seen: set[model.ServiceKey] = set()
+        # addresses are canonical already, so these tuples identify services as service_key() does, without
+        # building one key object per service
+        seen: set[tuple[Any, ...]] = set()
         for s in self.services:
-            k = s.service_key()
+            k = (s.fwmark, s.af) if s.fwmark is not None else (s.protocol, s.address, s.port)
             if k in seen:
-                raise ValueError(f"virtual service {k} is defined twice")
+                raise ValueError(f"virtual service {s.service_key()} is defined twice")
             seen.add(k)
         return self
