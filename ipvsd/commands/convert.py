@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
+import tempfile
 
 from ipvsd.config import FORMATS, ConfigErrors, load, sniff
 from ipvsd.config.to_toml import to_toml
@@ -24,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigErrors as e:
         for err in e.errors:
             print(f"error: {err}", file=sys.stderr)
+        if e.total > len(e.errors):
+            print(f"error: ... and {e.total - len(e.errors)} more error(s) not shown", file=sys.stderr)
         return 1
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -34,10 +39,29 @@ def run(args: argparse.Namespace) -> int:
     header += [f"{w.level}: line {w.line}: {w.key}: {w.message}" for w in warnings if w.line is not None]
     text = to_toml(config, header)
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, args.output)
+        try:
+            write_atomically(args.output, text)
+        except OSError as e:
+            print(f"error: {args.output}: cannot write: {e.strerror}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, renamed over it; nothing is left behind
+    when any step fails."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a config other tools read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -65,6 +65,10 @@ class _Skipped(Exception):
     """A virtual left out because an error inside it was already collected."""
 
 
+class _LimitReached(Exception):
+    """The configuration grew past a limit (already collected): read no further."""
+
+
 @dataclass
 class _Directive:
     name: str
@@ -267,6 +271,8 @@ class _Reader:
                 self.errors.add(e)
             except _Skipped:
                 pass
+            except _LimitReached:
+                break
         return {"settings": settings, "check_defaults": self.defaults, "services": services}
 
     def _timeouts(self, v: _Virtual | None, ct_default: int, nt_default: int) -> tuple[int, int]:
@@ -390,8 +396,9 @@ class _Reader:
         """Count reals before a range is expanded, against the limit of the whole configuration."""
         self.n_reals += count
         if self.n_reals > _report.MAX_REALS:
-            raise self.err(d, f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
-                              f"{_report.MAX_REALS}")
+            self.errors.add(self.err(d, f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
+                                        f"{_report.MAX_REALS}"))
+            raise _LimitReached
 
     def fallback(self, d: _Directive) -> dict[str, Any]:
         parts = self.unquote(d).split()
