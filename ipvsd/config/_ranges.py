@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from ipvsd.config.schema import is_count
+
 MAX_EXPANSION = 4096
 """Most addresses one range may produce; a larger one is almost certainly a typo."""
 
@@ -59,7 +61,7 @@ def _group_bounds(text: str) -> tuple[Address, int]:
     except ValueError:
         raise ValueError(f"{text!r} is not an address range (a.b.c.d-e)") from None
     if first.version == 4:
-        if not tail.isdigit():
+        if not is_count(tail):
             raise ValueError(f"{text!r}: the range end must be the last octet")
         end = int(tail)
         last_part = int(first) & 0xFF

@@ -48,6 +48,8 @@ MAX_REALS = 1_000_000
 """Most real servers, summed over all services, after ranges and groups are expanded."""
 MAX_CHECKS = 1_000_000
 """Most check instances (one per real and check) after expansion."""
+MAX_MESSAGE = 300
+"""Longest error message kept: the rest of a quoted value is cut."""
 MAX_REPORTED = 100
 """Most errors kept and printed for one file; the rest are only counted, so a file of 20,000 bad lines gives
 a screenful and a total, not megabytes."""
@@ -79,6 +81,8 @@ class Collector:
                 self.add(x)
             self.total += e.total - len(e.errors)
             return
+        if len(e.message) > MAX_MESSAGE:  # messages quote what was written, which may be a 100 KB line
+            e = ConfigError(e.message[:MAX_MESSAGE] + "...", path=e.path, line=e.line, key=e.key)
         ident = (e.path, e.line, e.key, e.message)
         if ident in self.seen:
             return
@@ -239,7 +243,7 @@ def _family(address: str) -> int | None:
     # validated addresses are canonical IPs or hostnames (never all digits and dots, never with a colon)
     if ":" in address:
         return model.AF_INET6
-    return model.AF_INET if address.replace(".", "").isdigit() else None
+    return model.AF_INET if address.replace(".", "").isdecimal() else None
 
 
 def _mixed(address: str, af: int, what: str) -> str:

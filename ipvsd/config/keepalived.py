@@ -16,7 +16,7 @@ from ipvsd.config import _lexer, _report
 from ipvsd.config._lexer import Node
 from ipvsd.config._ranges import count_group_address, expand_group_address
 from ipvsd.config._report import ConfigWarning, Loc, Where
-from ipvsd.config.schema import Config
+from ipvsd.config.schema import Config, is_count
 from ipvsd.errors import ConfigError
 
 VRRP_BLOCKS = ("vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "vrrp_track_file",
@@ -76,7 +76,7 @@ class _Reader:
 
     def int_(self, n: Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
         v = self.arg(n)
-        if not re.fullmatch(r"-?\d+", v) or not lo <= int(v) <= hi:
+        if not re.fullmatch(r"-?\d{1,18}", v) or not lo <= int(v) <= hi:
             raise self.err(n, f"must be an integer in {lo}..{hi} (got {v!r})")
         return int(v)
 
@@ -127,7 +127,7 @@ class _Reader:
             word = rest.pop(0)
             if word == "type" and rest and rest[0] in ("ipip", "gue", "gre"):
                 tunnel["type"] = rest.pop(0)
-            elif word == "port" and rest and rest[0].isdigit():
+            elif word == "port" and rest and is_count(rest[0]):
                 tunnel["port"] = int(rest.pop(0))
             elif word in ("nocsum", "csum", "remcsum"):
                 tunnel["csum"] = word
@@ -232,7 +232,7 @@ class _Reader:
                 args = list(c.args)
                 while args:
                     key = args.pop(0).lower()
-                    if key not in ("tcp", "tcpfin", "udp") or not args or not args[0].isdigit():
+                    if key not in ("tcp", "tcpfin", "udp") or not args or not is_count(args[0]):
                         raise self.err(c, "expected [tcp N] [tcpfin N] [udp N]")
                     t["tcp_fin" if key == "tcpfin" else key] = int(args.pop(0))
                 data["lvs_timeouts"] = t
@@ -251,7 +251,7 @@ class _Reader:
         """The (address, port) or fwmark identities a virtual_server line stands for."""
         args = n.args
         if len(args) == 2 and args[0] == "fwmark":
-            if not args[1].isdigit() or not 0 < int(args[1]) <= 0xFFFFFFFF:
+            if not is_count(args[1]) or not 0 < int(args[1]) <= 0xFFFFFFFF:
                 raise self.err(n, f"invalid fwmark {args[1]!r}")
             return [{"fwmark": int(args[1])}]
         if len(args) == 2 and args[0] == "group":
@@ -270,7 +270,7 @@ class _Reader:
                 raise self.err(g, "the group has no entries")
             return out
         if len(args) == 2:
-            if not args[1].isdigit() or not 0 < int(args[1]) <= 65535:
+            if not is_count(args[1]) or not 0 < int(args[1]) <= 65535:
                 raise self.err(n, f"invalid port {args[1]!r}")
             return [{"address": args[0], "port": int(args[1])}]
         if len(args) == 1:
@@ -280,13 +280,13 @@ class _Reader:
     def group_entry(self, e: Node) -> list[dict[str, Any]]:
         self.no_block(e)
         if e.keyword == "fwmark":
-            if not e.args or not e.args[0].isdigit() or len(e.args) > 2:
+            if not e.args or not is_count(e.args[0]) or len(e.args) > 2:
                 raise self.err(e, "expected fwmark N [inet|inet6]")
             fam = e.args[1] if len(e.args) == 2 else "inet"
             if fam not in ("inet", "inet6"):
                 raise self.err(e, f"family must be inet or inet6 (got {fam!r})")
             return [{"fwmark": int(e.args[0]), "family": fam}]
-        if len(e.args) != 1 or not e.args[0].isdigit():
+        if len(e.args) != 1 or not is_count(e.args[0]):
             raise self.err(e, "expected an address (or a.b.c.d-e range, or CIDR) and a port")
         try:
             addrs = list(expand_group_address(e.keyword))
@@ -390,7 +390,7 @@ class _Reader:
             fb_fwd = (sorry_method or (forward, tunnel))[0]
             svc["fallback"] = {"address": sorry.args[0], "forward": fb_fwd, "inhibit": sorry_inhibit}
             if len(sorry.args) == 2:
-                if not sorry.args[1].isdigit():
+                if not is_count(sorry.args[1]):
                     raise self.err(sorry, f"invalid port {sorry.args[1]!r}")
                 svc["fallback"]["port"] = int(sorry.args[1])
         reals: list[dict[str, Any]] = []
@@ -441,7 +441,7 @@ class _Reader:
         if tunnel:
             real["tunnel"] = tunnel
         if len(n.args) == 2:
-            if not n.args[1].isdigit() or int(n.args[1]) > 65535:
+            if not is_count(n.args[1]) or int(n.args[1]) > 65535:
                 raise self.err(n, f"invalid port {n.args[1]!r}")
             real["port"] = int(n.args[1])
         where: dict[Loc, Where] = {("address",): self.w(n), ("port",): self.w(n)}

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from ipvsd.config import _report, _source
 from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
-from ipvsd.config.schema import Config
+from ipvsd.config.schema import Config, is_count
 from ipvsd.errors import ConfigError
 
 # ldirectord's port → negotiate service table (ld_port_to_service); any other port means "none".
@@ -196,17 +196,17 @@ class _Reader:
         return d.value == "yes"
 
     def positive(self, d: _Directive) -> int:
-        if not d.value.isdigit() or int(d.value) <= 0:
+        if not is_count(d.value) or int(d.value) <= 0:
             raise self.err(d, f"must be a positive number of seconds/times (got {d.value!r})")
         return int(d.value)
 
     def port(self, d: _Directive | _Virtual, text: str, proto: str = "tcp") -> int:
-        if text.isdigit():
+        if is_count(text):
             p = int(text)
         else:
             try:
                 p = socket.getservbyname(text, proto)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL in the name
                 if text not in _WELL_KNOWN:
                     raise self.err(d, f"unknown service name {text!r}") from None
                 p = _WELL_KNOWN[text]
@@ -294,7 +294,7 @@ class _Reader:
         target = v.target
         fwmark: int | None = None
         vport_text: str | None = None
-        if re.fullmatch(r"\d+", target):
+        if re.fullmatch(r"\d{1,18}", target):
             fwmark = int(target)
             svc["fwmark"] = fwmark
             if v.af6:
@@ -339,7 +339,7 @@ class _Reader:
         if (d := v.get("schedflags")) is not None:
             svc["sched_flags"] = d.value
         if (d := v.get("persistent")) is not None:
-            if not d.value.isdigit():
+            if not is_count(d.value):
                 raise self.err(d, f"invalid persistent timeout {d.value!r}")
             svc["persistence"] = {"timeout": int(d.value)}
             if (n := v.get("netmask")) is not None:
@@ -428,7 +428,7 @@ class _Reader:
         if not tokens or tokens[0] not in ("gate", "masq", "ipip"):
             raise self.err(d, "forward method must be gate, masq or ipip")
         real: dict[str, Any] = {"forward": tokens.pop(0), "port": port, "weight": 1}
-        if tokens and tokens[0].isdigit():
+        if tokens and is_count(tokens[0]):
             real["weight"] = int(tokens.pop(0))
         request = receive = None
         if tokens and tokens[0].startswith('"'):
@@ -438,7 +438,7 @@ class _Reader:
                 if len(t) < 2 or not t.endswith('"'):
                     raise self.err(d, f"unterminated quoted string {t!r}")
             request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
-        while tokens and re.fullmatch(r"[lu]:\d+", tokens[0]):
+        while tokens and re.fullmatch(r"[lu]:\d{1,18}", tokens[0]):
             t = tokens.pop(0)
             real["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
         if tokens:
@@ -478,13 +478,13 @@ class _Reader:
             timing["fall"] = self.positive(d)
         port: dict[str, Any] = {}
         if (d := v.get("checkport")) is not None:
-            if not d.value.isdigit() or not 0 < int(d.value) < 65536:
+            if not is_count(d.value) or not 0 < int(d.value) < 65536:
                 raise self.err(d, f"checkport must be in 1..65535 (got {d.value!r})")
             port["port"] = int(d.value)
         ctd = v.get("checktype")
         kind = ctd.value if ctd is not None else "negotiate"
         rounds = 0
-        if re.fullmatch(r"\d+", kind):
+        if re.fullmatch(r"\d{1,18}", kind):
             rounds, kind = int(kind), "negotiate"
         elif kind not in CHECKTYPES:
             assert ctd is not None

@@ -111,6 +111,10 @@ def _parse_file(path: str) -> tuple[dict[str, Any], dict[Loc, int]]:
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         line = int(m.group(1)) if m else max(1, len(text.splitlines()))
         raise ConfigError(f"TOML syntax: {msg}", path=path, line=line) from None
+    except ValueError:  # int() refuses integers of thousands of digits before tomllib can report them
+        m = re.search(r"[0-9_]{4300,}", text)
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        raise ConfigError("TOML syntax: an integer of thousands of digits", path=path, line=line) from None
     except RecursionError:
         # tomllib recurses once per nested array or inline table: a few hundred levels exhaust the stack
         line, column = _too_deep(text)

@@ -57,9 +57,15 @@ def _host(value: Any) -> str:
         return model.canonical_addr(value)
     except ValueError:
         pass
-    if value.replace(".", "").isdigit() or not _HOSTNAME.match(value):
+    if value.replace(".", "").isdecimal() or not _HOSTNAME.match(value):
         raise ValueError(f"{value!r} is neither an IP address nor a valid hostname")
     return value.lower()
+
+
+def is_count(text: str) -> bool:
+    """True for decimal digits that int() can take and that fit any field (at most 18 of them): int() refuses
+    a string of thousands of digits with a ValueError, which must not escape a reader."""
+    return text.isdecimal() and len(text) <= 18
 
 
 IPAddr = Annotated[str, BeforeValidator(_ip)]
@@ -88,7 +94,7 @@ def _status_codes(value: Any) -> tuple[tuple[int, int], ...]:
                 if not part:
                     continue
                 a, sep, b = part.partition("-")
-                if not a.isdigit() or (sep and not b.isdigit()):
+                if not is_count(a) or (sep and not is_count(b)):
                     raise ValueError(f"{part!r} is not a status code or range like 200-299")
                 out.append((int(a), int(b) if sep else int(a)))
             continue
@@ -645,11 +651,11 @@ def _netmask(value: Any, six: bool) -> Any:
     """IPv4: dotted mask (a prefix length is converted); IPv6: a prefix length."""
     if six:
         text = str(value).lstrip("/")
-        if not text.isdigit() or not 0 <= int(text) <= 128:
+        if not is_count(text) or not 0 <= int(text) <= 128:
             raise ValueError(f"IPv6 persistence netmask {value!r} must be a prefix length 0-128")
         return int(text)
     text = str(value).lstrip("/")
-    if text.isdigit():
+    if is_count(text):
         if not 0 <= int(text) <= 32:
             raise ValueError(f"IPv4 persistence netmask {value!r} must be a dotted mask or a prefix 0-32")
         return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
@@ -687,7 +693,7 @@ def _listen_address(value: str | None) -> str | None:
     else:
         host, _, port = text.rpartition(":")
         six = False
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not is_count(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not host:port (port 0-65535; [v6]:port for IPv6)")
     try:
         _ip(host) if six else _host(host)

@@ -184,3 +184,25 @@ def test_twenty_thousand_errors_print_a_screenful(tmp_path: Path, capsys: pytest
     assert len(err.splitlines()) == 102
     assert "... and 19900 more error(s) not shown" in err
     assert err.splitlines()[-1].endswith("invalid (20000 error(s))")
+
+
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("ipvsd.toml", "x = " + "9" * 5000 + "\n", 1),
+    ("ipvsd.toml", TOML + "weight = " + "9" * 5000 + "\n", 4),
+    ("ld.cf", LD + "\treal=10.0.1.2:80 masq " + "9" * 5000 + "\n", 4),
+    ("ld.cf", "virtual=" + "9" * 5000 + "\n", 1),
+    ("ld.cf", LD + "\tcheckport=" + "9" * 5000 + "\n", 4),
+    ("keepalived.conf", "virtual_server 10.0.0.1 " + "9" * 5000 + " {\n}\n", 1),
+    ("keepalived.conf", VS.replace("  }\n}", "    weight " + "9" * 5000 + "\n  }\n}"), 4),
+    ("ld.cf", "virtual=10.0.0.1:ht\0tp\n\treal=10.0.1.1 masq\n", 1),  # NUL in a service name
+    ("ld.cf", "virtual=10.0.0.1:8\u00b2\n\treal=10.0.1.1 masq\n", 1),  # a digit int() refuses
+    ("keepalived.conf", "virtual_server 10.0.0.1 8\u00b2 {\n}\n", 1),
+])
+def test_numbers_python_cannot_convert(tmp_path: Path, name: str, text: str, line: int) -> None:
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(str(f))
+    errors = e.value.errors if isinstance(e.value, ConfigErrors) else [e.value]
+    assert errors[0].line == line, str(errors[0])
+    assert all(len(x.message) < 400 for x in errors)
