@@ -81,8 +81,13 @@ class Collector:
                 self.add(x)
             self.total += e.total - len(e.errors)
             return
-        if len(e.message) > MAX_MESSAGE:  # messages quote what was written, which may be a 100 KB line
-            e = ConfigError(e.message[:MAX_MESSAGE] + "...", path=e.path, line=e.line, key=e.key)
+        # one line each, of a sensible length: messages quote what was written (a multi-line TOML string, a
+        # 100 KB line)
+        message = e.message.replace("\r", "\\r").replace("\n", "\\n")
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
+        if message != e.message:
+            e = ConfigError(message, path=e.path, line=e.line, key=e.key)
         ident = (e.path, e.line, e.key, e.message)
         if ident in self.seen:
             return

@@ -607,6 +607,16 @@ _FIELD = {"servicename": "name", "comment": "name", "persistent": "persistence",
           "passwd": "checks", "fallbackcommand": "fallback_command", "fallback6": "fallback"}
 
 
+# Where a global directive lands in the model, so an error there points at its line.
+_GLOBAL_FIELDS: dict[str, tuple[Loc, ...]] = {
+    "autoreload": (("settings", "watch_config"),), "callback": (("settings", "config_callback"),),
+    "readdquiescent": (("settings", "readd_quiescent"),), "cleanstop": (("settings", "clean_stop"),),
+    "maintenancedir": (("settings", "maintenance_dir"),), "checkinterval": (("check_defaults", "interval"),),
+    "checktimeout": (("check_defaults", "timeout"),), "negotiatetimeout": (("check_defaults", "timeout"),),
+    "failurecount": (("check_defaults", "fall"),),
+}
+
+
 def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """A service dict whose checks (and its reals' own checks) carry every timing key they leave unset."""
     def fill(checks: Any) -> Any:
@@ -704,5 +714,7 @@ def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[Config
     data = r.build()
     for name, d in r.glob.items():
         r.where[("settings", name)] = Where(path, d.line, name)
+        for loc in _GLOBAL_FIELDS.get(name, ()):
+            r.where[loc] = Where(path, d.line, name)
     config = _report.validate(data, r.where, Where(path), r.errors)
     return config, r.warnings + _report.lint(config, r.where, Where(path))

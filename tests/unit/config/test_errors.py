@@ -37,6 +37,7 @@ LD_BASE = "checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n"
     (LD_BASE + "\treal=10.0.1.2:80 masq 1 \"x.html\", \"ok\n", 4, "real", "unterminated quoted string"),
     (LD_BASE + "\tscheduler=wrr-x\n", 4, "scheduler", "cannot be an IPVS scheduler"),
     (LD_BASE + "\tscheduler=abcdefghijklmnop\n", 4, "scheduler", "1-15 characters"),
+    ("failurecount=99999\n" + LD_BASE, 1, "failurecount", "less than or equal to 1000"),
 ])
 def test_ldirectord_errors_are_located(text: str, line: int, key: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -119,6 +120,7 @@ SVC6 = '[[services]]\naddress = "2001:db8::1"\nport = 80\n'
     ("x = " + "[" * 2000 + "]" * 2000 + "\n", 1, None, "nested too deeply"),
     ("x = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n", 1, None, "nested too deeply"),
     ("\n\n# caf\xe9\n", 3, None, "column 6"),
+    (SVC + 'port = 80\n[[services.checks]]\ntype = """simple\ntcp"""\n', 4, "services.checks", "'simple\\ntcp'"),
 ])
 def test_native_errors_are_located(tmp_path: Path, text: str, line: int, key: str | None, fragment: str) -> None:
     f = tmp_path / "ipvsd.toml"
