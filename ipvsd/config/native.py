@@ -58,9 +58,26 @@ def _line_map(text: str) -> dict[Loc, int]:
     return lines
 
 
-def _first_line(lines: dict[Loc, int], prefix: Loc) -> int | None:
+class _Lines:
+    """The line map of one file, built on first use: only an error or a warning needs a line, and building it
+    for a valid file cost a fifth of loading a large one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._map: dict[Loc, int] | None = None
+
+    def map(self) -> dict[Loc, int]:
+        if self._map is None:
+            self._map = _line_map(self.text)
+        return self._map
+
+    def get(self, loc: Loc, default: int | None = None) -> int | None:
+        return self.map().get(loc, default)
+
+
+def _first_line(lines: _Lines, prefix: Loc) -> int | None:
     """The first line of anything under `prefix` (a key, a table, or an element of an array of tables)."""
-    found = [line for k, line in lines.items() if k[: len(prefix)] == prefix]
+    found = [line for k, line in lines.map().items() if k[: len(prefix)] == prefix]
     return min(found) if found else None
 
 
@@ -102,7 +119,7 @@ def _too_deep(text: str) -> tuple[int, int]:
     return max(1, text.count("\n")), 1
 
 
-def _parse_file(path: str) -> tuple[dict[str, Any], dict[Loc, int]]:
+def _parse_file(path: str) -> tuple[dict[str, Any], _Lines]:
     text = _source.read_text(path)
     try:
         doc = tomllib.loads(text)
@@ -120,7 +137,7 @@ def _parse_file(path: str) -> tuple[dict[str, Any], dict[Loc, int]]:
         line, column = _too_deep(text)
         raise ConfigError(f"TOML arrays or inline tables nested too deeply (column {column})", path=path,
                           line=line) from None
-    return doc, _line_map(text)
+    return doc, _Lines(text)
 
 
 def _auto(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -142,10 +159,10 @@ class _Where(Mapping[Loc, Where]):
     came from element k of some file's [[services]], and its real j from that element's real r (ranges make
     several reals of one). Building the map eagerly cost as much as parsing in large files."""
 
-    def __init__(self, path: str, lines: dict[Loc, int]) -> None:
+    def __init__(self, path: str, lines: _Lines) -> None:
         self.path = path
         self.lines = lines
-        self.services: list[tuple[str, dict[Loc, int], int, list[int]]] = []  # (file, its lines, k, real map)
+        self.services: list[tuple[str, _Lines, int, list[int]]] = []  # (file, its lines, k, real map)
 
     def get(self, loc: Loc, default: Any = None) -> Any:
         if not loc or loc[0] != "services":
@@ -175,7 +192,7 @@ class _Where(Mapping[Loc, Where]):
         return 0
 
 
-def _service(raw: Any, defaults: dict[str, Any], src: str, lines: dict[Loc, int], raw_loc: Loc,
+def _service(raw: Any, defaults: dict[str, Any], src: str, lines: _Lines, raw_loc: Loc,
              errors: _report.Collector, budget: list[int]) -> tuple[Any, list[int]]:
     """Resolve one service's conveniences; return it with, for each output real, the index of its source."""
     if not isinstance(raw, dict):
@@ -203,18 +220,19 @@ def _service(raw: Any, defaults: dict[str, Any], src: str, lines: dict[Loc, int]
             r["port"] = raw["port"]
         if "checks" in r:
             r["checks"] = _checks(r["checks"], defaults)
-        line = lines.get((*raw_loc, "reals", j, "address"), lines.get((*raw_loc, "reals", j)))
         count = 1
         if isinstance(r.get("address"), str) and "->" in r["address"]:
             try:
                 count = count_range(r["address"])
             except ValueError as e:
-                errors.add(ConfigError(str(e), path=src, line=line, key="services.reals.address"))
+                errors.add(ConfigError(str(e), path=src, line=_real_line(lines, raw_loc, j),
+                                       key="services.reals.address"))
                 continue
         budget[0] += count
         if budget[0] > _report.MAX_REALS:
             raise ConfigError(f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
-                              f"{_report.MAX_REALS}", path=src, line=line, key="services.reals")
+                              f"{_report.MAX_REALS}", path=src, line=_real_line(lines, raw_loc, j),
+                              key="services.reals")
         addrs = expand_range(r["address"]) if isinstance(r.get("address"), str) and "->" in r["address"] \
             else [r.get("address")]
         for a in addrs:
@@ -222,6 +240,10 @@ def _service(raw: Any, defaults: dict[str, Any], src: str, lines: dict[Loc, int]
             reals.append({**r, "address": a})
     svc["reals"] = reals
     return svc, origin
+
+
+def _real_line(lines: _Lines, raw_loc: Loc, j: int) -> int | None:
+    return lines.get((*raw_loc, "reals", j, "address"), lines.get((*raw_loc, "reals", j)))
 
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
@@ -248,7 +270,7 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     if isinstance(doc.get("settings"), dict) and doc["settings"].get("metrics_listen") == "":
         doc["settings"] = {**doc["settings"], "metrics_listen": None}
 
-    sources: list[tuple[str, Any, dict[Loc, int]]] = [(path, doc.get("services", []), lines)]
+    sources: list[tuple[str, Any, _Lines]] = [(path, doc.get("services", []), lines)]
     base = os.path.dirname(os.path.abspath(path))
     for pattern in include:
         for f in sorted(glob.glob(os.path.join(base, pattern))):
