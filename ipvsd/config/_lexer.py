@@ -140,6 +140,9 @@ class _Parser:
             return
         base = os.path.dirname(os.path.abspath(path)) if not path.startswith("<") else os.getcwd()
         for w, _ in words[1:]:
+            if "\0" in w:  # glob and every path call raise ValueError on it
+                self.err("a file name cannot contain a NUL byte", path, no, "include")
+                continue
             pattern = w if os.path.isabs(w) else os.path.join(base, w)
             matches = sorted(glob.glob(pattern))
             if not matches and not glob.has_magic(pattern):

@@ -24,6 +24,8 @@ def read_bytes(path: str, key: str | None = None, head: int | None = None) -> by
     """The regular file at `path` (a FIFO, device or directory is refused before it could block or stream for
     ever), or only its first `head` bytes."""
     limit = MAX_FILE_BYTES if head is None else head
+    if "\0" in path:  # os.stat would raise ValueError
+        raise ConfigError("cannot read: the file name contains a NUL byte", path=path.replace("\0", "\\0"), key=key)
     try:
         _check_regular(path, os.stat(path), key)
         # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open must not wait for a writer.

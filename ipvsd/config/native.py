@@ -26,7 +26,9 @@ REAL_DEFAULT_KEYS = ("forward", "weight", "tunnel")
 _AUTO = "auto"
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")  # a key, perhaps dotted or quoted
+_KEY_PARTS = re.compile(_PART)
 
 
 def _line_map(text: str) -> dict[Loc, int]:
@@ -54,7 +56,9 @@ def _line_map(text: str) -> dict[Loc, int]:
             continue
         key = _KEY.match(raw)
         if key:
-            lines.setdefault((*current, key.group(1)), no)
+            parts = [p.strip("\"'") for p in _KEY_PARTS.findall(key.group(1))]
+            for n in range(1, len(parts) + 1):  # `a.b = 1` defines table a on this line too
+                lines.setdefault((*current, *parts[:n]), no)
     return lines
 
 
@@ -259,8 +263,9 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     include = doc.pop("include", ["conf.d/*.toml"])
     if isinstance(include, str):
         include = [include]
-    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-        raise ConfigError("must be a list of glob patterns", path=path, line=lines.get(("include",)), key="include")
+    if not isinstance(include, list) or not all(isinstance(i, str) and "\0" not in i for i in include):
+        raise ConfigError("must be a list of glob patterns (without NUL bytes)", path=path,
+                          line=lines.get(("include",)), key="include")
     defaults_raw = doc.get("check_defaults", {})
     if not isinstance(defaults_raw, dict):
         raise ConfigError("must be a table", path=path, line=lines.get(("check_defaults",)), key="check_defaults")

@@ -120,6 +120,8 @@ SVC6 = '[[services]]\naddress = "2001:db8::1"\nport = 80\n'
     ("x = " + "[" * 2000 + "]" * 2000 + "\n", 1, None, "nested too deeply"),
     ("x = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n", 1, None, "nested too deeply"),
     ("\n\n# caf\xe9\n", 3, None, "column 6"),
+    ("settings.limits.max_deletes = -1\n", 1, "settings.limits.max_deletes", "greater than or equal"),
+    (SVC + '"port" = 70000\n', 3, "services.port", "less than or equal"),
     (SVC + 'port = 80\n[[services.checks]]\ntype = """simple\ntcp"""\n', 4, "services.checks", "'simple\\ntcp'"),
 ])
 def test_native_errors_are_located(tmp_path: Path, text: str, line: int, key: str | None, fragment: str) -> None:

@@ -206,3 +206,15 @@ def test_numbers_python_cannot_convert(tmp_path: Path, name: str, text: str, lin
     errors = e.value.errors if isinstance(e.value, ConfigErrors) else [e.value]
     assert errors[0].line == line, str(errors[0])
     assert all(len(x.message) < 400 for x in errors)
+
+
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("keepalived.conf", "! x\ninclude keepalived\0_inc/*.conf\n", 2),
+    ("ipvsd.toml", 'include = ["conf\\u0000.d/*.toml"]\n', 1),
+])
+def test_a_nul_in_an_include_is_an_error(tmp_path: Path, name: str, text: str, line: int) -> None:
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(str(f))
+    assert (e.value.line, e.value.key) == (line, "include")
