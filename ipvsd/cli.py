@@ -12,7 +12,7 @@ from typing import NoReturn, Protocol
 from ipvsd import __version__
 
 # name -> (module under ipvsd.commands, one-line help). Modules are imported lazily so that `ipvsd list`
-# does not pay for httpx or prometheus-client, and a broken optional module cannot break the others.
+# does not pay for pydantic or prometheus-client, and a broken optional module cannot break the others.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run the reconciler daemon"),
     "list": ("list", "list the IPVS table, byte-identical to ipvsadm -L"),

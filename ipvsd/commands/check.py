@@ -7,7 +7,7 @@ import argparse
 from ipvsd import model
 from ipvsd.commands import DEFAULT_CONFIG, error
 from ipvsd.config import FORMATS, ConfigErrors, load, sniff
-from ipvsd.config.schema import Check, Config, HttpCheck, RealServer, VirtualService
+from ipvsd.config.schema import Check, CheckTiming, Config, HttpCheck, RealServer, VirtualService
 from ipvsd.errors import ConfigError
 
 
@@ -20,20 +20,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "is valid")
 
 
+# Settings of each check type shown even at their defaults, because they say what is asked and what is
+# accepted; every other setting of the type is shown when it differs from its default.
+_ALWAYS: dict[str, tuple[str, ...]] = {
+    "simpletcp": ("send",), "dns": ("name", "qtype", "transport"), "udp": ("min_reply_length", "max_reply_length"),
+    "external": ("command",), "ftp": ("login",), "ping": ("count",),
+}
+_TARGET = ("address", "port", "bindto", "mark", "connect_rounds")
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
 def describe_check(check: Check) -> str:
-    """One line an operator reads: type, target and the decisive parameters."""
+    """One line an operator reads: type, target and every setting that decides the verdict."""
     parts: list[str] = [check.type]
+    shown = {"type", *CheckTiming.model_fields, *_TARGET}
     if isinstance(check, HttpCheck):
         parts.append(f"{check.method} {check.path}")
         codes = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in check.expect_status)
         parts.append(f"status {codes}")
-        if check.regex:
-            parts.append(f"regex {check.regex!r}")
-        if check.receive:
-            parts.append(f"receive {check.receive!r}")
-    if check.port is not None:
-        parts.append(f"port {check.port}")
+        shown |= {"method", "path", "expect_status"}
+    fields = type(check).model_fields
+    always = _ALWAYS.get(check.type, ())
+    for name, info in fields.items():
+        if name in shown:
+            continue
+        value = getattr(check, name)
+        if name in always or value != info.default:
+            # a password decides the verdict too, but a screen (or a ticket it is pasted into) must not show it
+            parts.append(f"{name} {'(set)' if name == 'password' else _value(value)}")
+    for name in _TARGET:
+        value = getattr(check, name)
+        if value != fields[name].default:
+            parts.append(f"{name} {value}")
     parts.append(f"every {check.interval:g}s timeout {check.timeout:g}s rise {check.rise} fall {check.fall}")
+    if check.retry_delay is not None:
+        parts.append(f"retry after {check.retry_delay:g}s")
     return " ".join(parts)
 
 
@@ -87,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigErrors as e:
         for err in e.errors:
             error("check", err)
-        error("check", f"{args.config}: invalid ({len(e.errors)} error(s))")
+        if e.total > len(e.errors):
+            error("check", f"... and {e.total - len(e.errors)} more error(s) not shown")
+        error("check", f"{args.config}: invalid ({e.total} error(s))")
         return 1
     except ConfigError as e:
         error("check", e)

@@ -1,22 +1,32 @@
 """keepalived.conf syntax: words, quoted strings, `{ }` blocks, `#`/`!` comments and `include`, with locations.
 
 The result is a tree of `Node(keyword, args, children)`, each knowing its file and line, so the keepalived
-reader can report `file:line keyword` for anything it rejects.
+reader can report `file:line keyword` for anything it rejects. Syntax errors are collected (every one is
+reported), and the parse goes on where the structure allows.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 
+from ipvsd.config import _source
+from ipvsd.config._report import Collector, Where
 from ipvsd.errors import ConfigError
 
 MAX_INCLUDE_DEPTH = 8
+MAX_BLOCK_DEPTH = 32
+"""keepalived itself nests four deep (virtual_server, real_server, checker, url); deeper is a broken file."""
+
+# A comment to the end of the line, a brace, a quoted string (perhaps unterminated), or a word. Whitespace is
+# what finditer skips; `#`/`!` start a comment only at the start of a word, as in keepalived.
+_TOKEN = re.compile(r'[#!].*|[{}]|"[^"]*"?|[^\s{}"#!][^\s{}"]*')
+_SPECIAL = re.compile(r'[#!{}"]')
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One keyword line, with its block when it opens one (`children` is None for a plain line)."""
 
@@ -25,129 +35,146 @@ class Node:
     path: str
     line: int
     children: list[Node] | None = None
+    where: Where | None = None  # the reader's located form of this node, made once
 
 
-@dataclass(frozen=True)
-class _Tok:
-    text: str  # a word, "{", "}", or "\n" for end of line
-    path: str
-    line: int
-    quoted: bool = False
+class _Parser:
+    """Builds the block tree line by line, with an explicit stack (no recursion, so no depth limit of
+    Python's own)."""
 
+    def __init__(self, errors: Collector) -> None:
+        self.errors = errors
+        self.root: list[Node] = []
+        # open blocks: (the node opening it or None at top level, its children, kept in the tree)
+        self.stack: list[tuple[Node | None, list[Node], bool]] = [(None, self.root, True)]
 
-def _words(line: str, path: str, no: int) -> Iterator[_Tok]:
-    i, n = 0, len(line)
-    while i < n:
-        ch = line[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "#!":
-            return
-        elif ch in "{}":
-            yield _Tok(ch, path, no)
-            i += 1
-        elif ch == '"':
-            end = line.find('"', i + 1)
-            if end < 0:
-                raise ConfigError("unterminated quoted string", path=path, line=no)
-            yield _Tok(line[i + 1:end], path, no, quoted=True)
-            i = end + 1
-        else:
-            j = i
-            while j < n and not line[j].isspace() and line[j] not in '{}"':
-                j += 1
-            yield _Tok(line[i:j], path, no)
-            i = j
+    def err(self, message: str, path: str, line: int, key: str | None = None) -> None:
+        self.errors.add(ConfigError(message, path=path, line=line, key=key))
 
+    def feed_file(self, path: str, depth: int, seen: tuple[str, ...]) -> None:
+        self.feed_text(_source.read_text(path), path, depth, seen)
 
-def _tokens(path: str, depth: int, seen: tuple[str, ...]) -> Iterator[_Tok]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 at byte {e.start}", path=path) from None
-    yield from tokens_of(text, path, depth, seen)
-
-
-def tokens_of(text: str, path: str, depth: int = 0, seen: tuple[str, ...] = ()) -> Iterator[_Tok]:
-    """Tokens of `text`, with `include` lines replaced by the included files' tokens."""
-    for no, line in enumerate(text.splitlines(), 1):
-        words = list(_words(line, path, no))
-        if words and words[0].text == "include" and not words[0].quoted:
-            yield from _include(words, path, no, depth, seen)
-            continue
-        yield from words
-        yield _Tok("\n", path, no)
-
-
-def _include(words: list[_Tok], path: str, no: int, depth: int, seen: tuple[str, ...]) -> Iterator[_Tok]:
-    if len(words) < 2:
-        raise ConfigError("needs a file name or glob", path=path, line=no, key="include")
-    if depth >= MAX_INCLUDE_DEPTH:
-        raise ConfigError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", path=path, line=no, key="include")
-    base = os.path.dirname(os.path.abspath(path)) if not path.startswith("<") else os.getcwd()
-    for w in words[1:]:
-        pattern = w.text if os.path.isabs(w.text) else os.path.join(base, w.text)
-        matches = sorted(glob.glob(pattern))
-        if not matches and not glob.has_magic(pattern):
-            raise ConfigError(f"no such file {w.text!r}", path=path, line=no, key="include")
-        for m in matches:
-            if not os.path.isfile(m):
-                raise ConfigError(f"{m!r} is not a regular file", path=path, line=no, key="include")
-            real = os.path.realpath(m)
-            if real in seen:
-                raise ConfigError(f"{w.text!r} includes itself", path=path, line=no, key="include")
-            yield from _tokens(m, depth + 1, (*seen, real))
-
-
-def parse(tokens: Iterator[_Tok], path: str) -> list[Node]:
-    """Build the block tree."""
-    toks = list(tokens)
-    pos = 0
-
-    def block(opener: _Tok | None) -> list[Node]:
-        nonlocal pos
-        nodes: list[Node] = []
-        words: list[_Tok] = []
-
-        def flush() -> None:
-            if words:
-                nodes.append(Node(words[0].text, [w.text for w in words[1:]], words[0].path, words[0].line))
-                words.clear()
-
-        while pos < len(toks):
-            t = toks[pos]
-            pos += 1
-            if t.text == "\n" and not t.quoted:
-                flush()
-            elif t.text == "{" and not t.quoted:
-                if words:
-                    flush()
-                elif not nodes or nodes[-1].children is not None:
-                    raise ConfigError("a block needs a keyword before '{'", path=t.path, line=t.line)
-                nodes[-1].children = block(t)
-            elif t.text == "}" and not t.quoted:
-                flush()
-                if opener is None:
-                    raise ConfigError("'}' without a matching '{'", path=t.path, line=t.line)
-                return nodes
+    def feed_text(self, text: str, path: str, depth: int, seen: tuple[str, ...]) -> None:
+        special = _SPECIAL.search
+        for no, line in enumerate(text.splitlines(), 1):
+            # Fast paths for the lines most files are made of: plain words, plain words opening a block, a
+            # lone '}'. str.split is many times cheaper than the tokenizer below.
+            s = line.strip()
+            if not s:
+                continue
+            if s == "}" and len(self.stack) > 1:
+                self.stack.pop()
+                continue
+            end = len(s) - 1 if s[-1] == "{" else len(s)
+            if not special(s, 0, end):
+                plain = s[:end].split()
+                if plain and plain[0] != "include":
+                    node = Node(plain[0], plain[1:], path, no)
+                    _, nodes, keep = self.stack[-1]
+                    nodes.append(node)
+                    if end < len(s):
+                        node.children = []
+                        deep = len(self.stack) > MAX_BLOCK_DEPTH
+                        if deep and keep:
+                            self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, node.keyword)
+                        self.stack.append((node, node.children, keep and not deep))
+                    continue
+            words: list[tuple[str, bool | None]] = []  # (text, quoted); quoted None marks a brace
+            for m in _TOKEN.finditer(line):
+                t = m.group()
+                c = t[0]
+                if c == "#" or c == "!":
+                    break
+                if c == '"':
+                    if len(t) < 2 or t[-1] != '"':
+                        self.err("unterminated quoted string", path, no)
+                        words.append((t[1:], True))
+                    else:
+                        words.append((t[1:-1], True))
+                elif c == "{" or c == "}":
+                    words.append((c, None))
+                else:
+                    words.append((t, False))
+            if not words:
+                continue
+            if words[0] == ("include", False):
+                self.include(words, path, no, depth, seen)
             else:
-                words.append(t)
-        flush()
-        if opener is not None:
-            raise ConfigError("block opened here is never closed (missing '}')", path=opener.path,
-                              line=opener.line)
-        return nodes
+                self.line(words, path, no)
 
-    return block(None)
+    def line(self, words: list[tuple[str, bool | None]], path: str, no: int) -> None:
+        current: list[str] = []
+        for text, quoted in words:
+            if quoted is not None:
+                current.append(text)
+                continue
+            _, nodes, keep = self.stack[-1]
+            if current:
+                nodes.append(Node(current[0], current[1:], path, no))
+                current = []
+            if text == "{":
+                if not nodes or nodes[-1].children is not None:
+                    self.err("a block needs a keyword before '{'", path, no)
+                    self.stack.append((None, [], False))
+                    continue
+                opener = nodes[-1]
+                opener.children = []
+                deep = len(self.stack) > MAX_BLOCK_DEPTH
+                if deep and keep:
+                    self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, opener.keyword)
+                self.stack.append((opener, opener.children, keep and not deep))
+            elif len(self.stack) == 1:
+                self.err("'}' without a matching '{'", path, no)
+            else:
+                self.stack.pop()
+        if current:
+            self.stack[-1][1].append(Node(current[0], current[1:], path, no))
+
+    def include(self, words: list[tuple[str, bool | None]], path: str, no: int, depth: int,
+                seen: tuple[str, ...]) -> None:
+        if len(words) < 2:
+            self.err("needs a file name or glob", path, no, "include")
+            return
+        if depth >= MAX_INCLUDE_DEPTH:
+            self.err(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", path, no, "include")
+            return
+        base = os.path.dirname(os.path.abspath(path)) if not path.startswith("<") else os.getcwd()
+        for w, _ in words[1:]:
+            if "\0" in w:  # glob and every path call raise ValueError on it
+                self.err("a file name cannot contain a NUL byte", path, no, "include")
+                continue
+            pattern = w if os.path.isabs(w) else os.path.join(base, w)
+            matches = sorted(glob.glob(pattern))
+            if not matches and not glob.has_magic(pattern):
+                self.err(f"no such file {w!r}", path, no, "include")
+            for m in matches:
+                real = os.path.realpath(m)
+                if real in seen:
+                    self.err(f"{w!r} includes itself", path, no, "include")
+                    continue
+                try:
+                    self.feed_file(m, depth + 1, (*seen, real))
+                except ConfigError as e:
+                    if e.line is not None:
+                        self.errors.add(e)
+                    else:  # the included file could not be read at all: point at the line that included it
+                        self.err(f"{m}: {e.message}", path, no, "include")
+
+    def finish(self) -> list[Node]:
+        for opener, _, keep in reversed(self.stack[1:]):
+            if opener is not None and keep:
+                self.err("block opened here is never closed (missing '}')", opener.path, opener.line)
+        return self.root
 
 
-def read(path: str) -> list[Node]:
-    """The block tree of a keepalived.conf and everything it includes."""
-    return parse(_tokens(path, 0, (os.path.realpath(path),)), path)
+def read(path: str, errors: Collector) -> list[Node]:
+    """The block tree of a keepalived.conf and everything it includes; syntax errors go to `errors`."""
+    p = _Parser(errors)
+    p.feed_file(path, 0, (os.path.realpath(path),))
+    return p.finish()
 
 
-def read_text(text: str, path: str) -> list[Node]:
-    return parse(tokens_of(text, path), path)
+def read_text(text: str, path: str, errors: Collector) -> list[Node]:
+    p = _Parser(errors)
+    p.feed_text(text, path, 0, ())
+    return p.finish()

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
-from ipvsd.config.schema import CHECK_TYPES, Config, VirtualService
+from ipvsd import model
+from ipvsd.config.schema import CHECK_TYPES, KNOWN_SCHEDULERS, Config, VirtualService
 from ipvsd.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Where:
-    """A place in a source file: path, line, and the directive/key an operator wrote there."""
+class Where(NamedTuple):
+    """A place in a source file: path, line, and the directive/key an operator wrote there (a tuple: readers
+    make one per directive, so construction cost shows in large files)."""
 
     path: str
     line: int | None = None
@@ -41,13 +42,101 @@ class ConfigWarning:
         return f"{where}: {self.level}:{key} {self.message}"
 
 
-class ConfigErrors(ConfigError):
-    """Several configuration errors at once; behaves as the first one, lists them all in `errors`."""
+MAX_SERVICES = 65536
+"""Most virtual services one configuration may expand to (the kernel has no limit; this guards the loader)."""
+MAX_REALS = 1_000_000
+"""Most real servers, summed over all services, after ranges and groups are expanded."""
+MAX_CHECKS = 1_000_000
+"""Most check instances (one per real and check) after expansion."""
+MAX_MESSAGE = 300
+"""Longest error message kept: the rest of a quoted value is cut."""
+MAX_REPORTED = 100
+"""Most errors kept and printed for one file; the rest are only counted, so a file of 20,000 bad lines gives
+a screenful and a total, not megabytes."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors at once; behaves as the first one, lists the first MAX_REPORTED in
+    `errors` and counts them all in `total`."""
+
+    def __init__(self, errors: list[ConfigError], total: int | None = None) -> None:
         first = errors[0]
         super().__init__(first.message, path=first.path, line=first.line, key=first.key)
         self.errors = errors
+        self.total = max(total if total is not None else len(errors), len(errors))
+
+
+class Collector:
+    """Errors of one load, gathered so that every one is reported, bounded to MAX_REPORTED kept."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+        self.total = 0
+        # a keepalived group repeats its reals' errors once per address; count and show each once
+        self.seen: set[tuple[str | None, int | None, str | None, str]] = set()
+
+    def add(self, e: ConfigError) -> None:
+        if isinstance(e, ConfigErrors):
+            for x in e.errors:
+                self.add(x)
+            self.total += e.total - len(e.errors)
+            return
+        # one line each, of a sensible length: messages quote what was written (a multi-line TOML string, a
+        # 100 KB line)
+        message = e.message.replace("\r", "\\r").replace("\n", "\\n")
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
+        if message != e.message:
+            e = ConfigError(message, path=e.path, line=e.line, key=e.key)
+        ident = (e.path, e.line, e.key, e.message)
+        if ident in self.seen:
+            return
+        self.seen.add(ident)
+        self.total += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append(e)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def raise_if_any(self) -> None:
+        if self.total:
+            raise ConfigErrors(self.errors, self.total)
+
+
+def ordered(errors: list[ConfigError]) -> list[ConfigError]:
+    """Errors in file order: by file (in order of first appearance), then line."""
+    files: dict[str | None, int] = {}
+    for e in errors:
+        files.setdefault(e.path, len(files))
+    return sorted(errors, key=lambda e: (files[e.path], e.line or 0))
+
+
+class ServiceWhere(Mapping[Loc, Where]):
+    """Source places kept per service (`services[i]` maps locations inside service i), the rest in `top`:
+    merging every service's places into one dict of long tuples was a large part of loading big files."""
+
+    def __init__(self) -> None:
+        self.top: dict[Loc, Where] = {}
+        self.services: list[dict[Loc, Where]] = []
+
+    def get(self, loc: Loc, default: Any = None) -> Any:
+        if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
+            i = loc[1]
+            return self.services[i].get(loc[2:], default) if 0 <= i < len(self.services) else default
+        return self.top.get(loc, default)
+
+    def __getitem__(self, loc: Loc) -> Where:
+        found: Where | None = self.get(loc)
+        if found is None:
+            raise KeyError(loc)
+        return found
+
+    def __iter__(self) -> Iterator[Loc]:  # lookups are all the reports need
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def at(where: Where, message: str) -> ConfigError:
@@ -117,16 +206,65 @@ def _duplicate_service(data: dict[str, Any]) -> Loc:
     return ()
 
 
-def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where) -> Config:
-    """Validate a reader's dict into a Config; every pydantic error becomes a located ConfigError."""
+def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
+             errors: Collector | None = None) -> Config:
+    """Validate a reader's dict into a Config; every pydantic error becomes a located ConfigError, reported
+    together with the reader's own `errors` (all or nothing: any error, no Config)."""
+    errors = errors if errors is not None else Collector()
+    config: Config | None = None
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
-        errors = []
-        for err in e.errors():
+        for err in e.errors(include_url=False, include_context=False):
             loc: Loc = tuple(err["loc"])
             if not loc:
                 loc = _duplicate_service(data)
             w = locate(loc, where, default)
-            errors.append(ConfigError(_message(err), path=w.path, line=w.line, key=w.key))
-        raise ConfigErrors(errors) from None
+            errors.add(ConfigError(_message(err), path=w.path, line=w.line, key=w.key))
+    if config is not None:
+        for loc, message in kernel_refusals(config):
+            w = locate(loc, where, default)
+            errors.add(ConfigError(message, path=w.path, line=w.line, key=w.key))
+    if errors or config is None:
+        raise ConfigErrors(ordered(errors.errors)[:MAX_REPORTED], errors.total) from None
+    return config
+
+
+def kernel_refusals(config: Config) -> Iterator[tuple[Loc, str]]:
+    """What a valid-looking model still holds that the kernel would refuse: a real (or sorry server) of the
+    other address family than its service, unless tunnelled (the only mix IPVS accepts)."""
+    for i, svc in enumerate(config.services):
+        af = svc.af
+        for j, r in enumerate(svc.reals):
+            if r.forward != "tunnel" and _family(r.address) not in (None, af):
+                yield ("services", i, "reals", j, "address"), _mixed(r.address, af, "real")
+        fb = svc.fallback
+        if fb is not None and fb.forward != "tunnel" and _family(fb.address) not in (None, af):
+            yield ("services", i, "fallback", "address"), _mixed(fb.address, af, "sorry server")
+
+
+def _family(address: str) -> int | None:
+    """The family of an IP literal; None for a hostname (resolved later, by the daemon)."""
+    # validated addresses are canonical IPs or hostnames (never all digits and dots, never with a colon)
+    if ":" in address:
+        return model.AF_INET6
+    return model.AF_INET if address.replace(".", "").isdecimal() else None
+
+
+def _mixed(address: str, af: int, what: str) -> str:
+    mine, theirs = ("IPv6", "IPv4") if af == model.AF_INET6 else ("IPv4", "IPv6")
+    return (f"{what} {address} is {theirs} but the service is {mine}; IPVS mixes families only for tunnel "
+            f"forwarding")
+
+
+def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[ConfigWarning]:
+    """Warnings about a valid Config: a scheduler name the kernel does not ship (it is refused unless a module
+    of that name is installed). One warning per source line, however many services the line made."""
+    out: dict[tuple[str, int | None, str], ConfigWarning] = {}
+    for i, svc in enumerate(config.services):
+        if svc.scheduler not in KNOWN_SCHEDULERS:
+            w = locate(("services", i, "scheduler"), where, default)
+            message = (f"unknown scheduler {svc.scheduler!r}: the kernel has {' '.join(KNOWN_SCHEDULERS)}; "
+                       f"adding the service fails unless a module ip_vs_{svc.scheduler} is installed")
+            out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key))
+    return list(out.values())

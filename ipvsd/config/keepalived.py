@@ -14,9 +14,9 @@ from typing import Any
 
 from ipvsd.config import _lexer, _report
 from ipvsd.config._lexer import Node
-from ipvsd.config._ranges import expand_group_address
+from ipvsd.config._ranges import count_group_address, expand_group_address
 from ipvsd.config._report import ConfigWarning, Loc, Where
-from ipvsd.config.schema import Config
+from ipvsd.config.schema import Config, is_count
 from ipvsd.errors import ConfigError
 
 VRRP_BLOCKS = ("vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_process", "vrrp_track_file",
@@ -44,16 +44,21 @@ _FLAGS = ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, errors: _report.Collector) -> None:
+        self.errors = errors
         self.warnings: list[ConfigWarning] = []
-        self.where: dict[Loc, Where] = {}
+        self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
 
     # --- helpers --------------------------------------------------------------------------------------------
 
     @staticmethod
     def w(n: Node, key: str | None = None) -> Where:
-        return Where(n.path, n.line, key or n.keyword)
+        if key is not None:
+            return Where(n.path, n.line, key)
+        if n.where is None:  # one per node: a group repeats its reals' nodes once per address
+            n.where = Where(n.path, n.line, n.keyword)
+        return n.where
 
     def err(self, n: Node, message: str) -> ConfigError:
         return ConfigError(message, path=n.path, line=n.line, key=n.keyword)
@@ -71,7 +76,7 @@ class _Reader:
 
     def int_(self, n: Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
         v = self.arg(n)
-        if not re.fullmatch(r"-?\d+", v) or not lo <= int(v) <= hi:
+        if not re.fullmatch(r"-?\d{1,18}", v) or not lo <= int(v) <= hi:
             raise self.err(n, f"must be an integer in {lo}..{hi} (got {v!r})")
         return int(v)
 
@@ -122,7 +127,7 @@ class _Reader:
             word = rest.pop(0)
             if word == "type" and rest and rest[0] in ("ipip", "gue", "gre"):
                 tunnel["type"] = rest.pop(0)
-            elif word == "port" and rest and rest[0].isdigit():
+            elif word == "port" and rest and is_count(rest[0]):
                 tunnel["port"] = int(rest.pop(0))
             elif word in ("nocsum", "csum", "remcsum"):
                 tunnel["csum"] = word
@@ -139,37 +144,85 @@ class _Reader:
         data: dict[str, Any] = {"settings": {"watch_config": False}}  # keepalived reloads on SIGHUP only
         vs_nodes: list[Node] = []
         for n in nodes:
-            if n.keyword.startswith("@") or n.keyword.startswith("$"):
-                raise self.err(n, "conditional configuration and $parameters are not supported by ipvsd; "
-                                  "expand them first")
-            if n.keyword == "virtual_server":
-                vs_nodes.append(n)
-            elif n.keyword == "virtual_server_group":
-                name = self.arg(n)
-                self.children(n)
-                if name in self.groups:
-                    raise self.err(n, f"virtual_server_group {name!r} is defined twice")
-                self.groups[name] = n
-            elif n.keyword == "global_defs":
-                self.global_defs(n, data)
-            elif n.keyword in VRRP_BLOCKS:
-                label = f"{n.keyword} {' '.join(n.args)}".strip()
-                self.warn(n, f"{label} skipped: VRRP and tracking stay with keepalived", "info")
-            elif n.keyword in IGNORED_TOP:
-                self.warn(n, "not used by ipvsd; ignored", "info")
-            else:
-                raise self.err(n, "unknown top-level keyword (check the spelling)")
+            try:
+                self.top(n, data, vs_nodes)
+            except ConfigError as e:
+                self.errors.add(e)
+        if not self.within_limits(vs_nodes):
+            data["services"] = []
+            return data
         services: list[dict[str, Any]] = []
         for n in vs_nodes:
-            for svc in self.virtual_server(n):
-                self.where[("services", len(services))] = self.w(n)
-                for loc, where in svc.pop("_where").items():
-                    self.where[("services", len(services), *loc)] = where
+            try:
+                expanded = self.virtual_server(n)
+            except ConfigError as e:
+                self.errors.add(e)
+                continue
+            for svc in expanded:
+                where = svc.pop("_where")
+                where[()] = self.w(n)
+                self.where.services.append(where)
                 services.append(svc)
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
                                   "alpha": False}
         return data
+
+    def top(self, n: Node, data: dict[str, Any], vs_nodes: list[Node]) -> None:
+        if n.keyword.startswith("@") or n.keyword.startswith("$"):
+            raise self.err(n, "conditional configuration and $parameters are not supported by ipvsd; "
+                              "expand them first")
+        if n.keyword == "virtual_server":
+            vs_nodes.append(n)
+        elif n.keyword == "virtual_server_group":
+            name = self.arg(n)
+            self.children(n)
+            if name in self.groups:
+                raise self.err(n, f"virtual_server_group {name!r} is defined twice")
+            self.groups[name] = n
+        elif n.keyword == "global_defs":
+            self.global_defs(n, data)
+        elif n.keyword in VRRP_BLOCKS:
+            label = f"{n.keyword} {' '.join(n.args)}".strip()
+            self.warn(n, f"{label} skipped: VRRP and tracking stay with keepalived", "info")
+        elif n.keyword in IGNORED_TOP:
+            self.warn(n, "not used by ipvsd; ignored", "info")
+        else:
+            raise self.err(n, "unknown top-level keyword (check the spelling)")
+
+    def within_limits(self, vs_nodes: list[Node]) -> bool:
+        """Count what the virtual_servers expand to (groups times reals times checks) before building any of
+        it: a small file of wide group ranges must not become gigabytes of services."""
+        services = reals = checks = 0
+        for n in vs_nodes:
+            idents = self.count_identities(n)
+            real_nodes = [c for c in n.children or [] if c.keyword == "real_server"]
+            per_real = [sum(max(1, sum(1 for u in ch.children or [] if u.keyword in ("url", "host")))
+                            for ch in r.children or [] if ch.keyword in CHECKERS) for r in real_nodes]
+            services += idents
+            reals += idents * len(real_nodes)
+            checks += idents * sum(per_real)
+            for what, count, cap in (("services", services, _report.MAX_SERVICES),
+                                     ("real servers", reals, _report.MAX_REALS),
+                                     ("checks", checks, _report.MAX_CHECKS)):
+                if count > cap:
+                    self.errors.add(self.err(n, f"the configuration expands to more than {cap} {what} here "
+                                                f"(virtual_server_group ranges times real servers); ipvsd's "
+                                                f"limit is {cap}"))
+                    return False
+        return True
+
+    def count_identities(self, n: Node) -> int:
+        """How many services a virtual_server line stands for, without expanding its group."""
+        if len(n.args) != 2 or n.args[0] != "group" or n.args[1] not in self.groups:
+            return 1
+        total = 0
+        for e in self.groups[n.args[1]].children or []:
+            try:
+                total += 1 if e.keyword == "fwmark" else count_group_address(e.keyword)
+            except ValueError:
+                total += 1  # reported when the group is expanded
+        return total
 
     def global_defs(self, n: Node, data: dict[str, Any]) -> None:
         ignored: list[str] = []
@@ -179,11 +232,11 @@ class _Reader:
                 args = list(c.args)
                 while args:
                     key = args.pop(0).lower()
-                    if key not in ("tcp", "tcpfin", "udp") or not args or not args[0].isdigit():
+                    if key not in ("tcp", "tcpfin", "udp") or not args or not is_count(args[0]):
                         raise self.err(c, "expected [tcp N] [tcpfin N] [udp N]")
                     t["tcp_fin" if key == "tcpfin" else key] = int(args.pop(0))
                 data["lvs_timeouts"] = t
-                self.where[("lvs_timeouts",)] = self.w(c)
+                self.where.top[("lvs_timeouts",)] = self.w(c)
             elif c.keyword in ("lvs_sync_daemon", "lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo",
                                "lvs_notify_fifo_script"):
                 self.warn(c, "not implemented by ipvsd; ignored")
@@ -198,7 +251,7 @@ class _Reader:
         """The (address, port) or fwmark identities a virtual_server line stands for."""
         args = n.args
         if len(args) == 2 and args[0] == "fwmark":
-            if not args[1].isdigit() or not 0 < int(args[1]) <= 0xFFFFFFFF:
+            if not is_count(args[1]) or not 0 < int(args[1]) <= 0xFFFFFFFF:
                 raise self.err(n, f"invalid fwmark {args[1]!r}")
             return [{"fwmark": int(args[1])}]
         if len(args) == 2 and args[0] == "group":
@@ -206,13 +259,18 @@ class _Reader:
             if g is None:
                 raise self.err(n, f"no virtual_server_group named {args[1]!r}")
             out: list[dict[str, Any]] = []
+            bad = False
             for e in g.children or []:
-                out.extend(self.group_entry(e))
-            if not out:
+                try:
+                    out.extend(self.group_entry(e))
+                except ConfigError as ex:
+                    self.errors.add(ex)
+                    bad = True
+            if not out and not bad:
                 raise self.err(g, "the group has no entries")
             return out
         if len(args) == 2:
-            if not args[1].isdigit() or not 0 < int(args[1]) <= 65535:
+            if not is_count(args[1]) or not 0 < int(args[1]) <= 65535:
                 raise self.err(n, f"invalid port {args[1]!r}")
             return [{"address": args[0], "port": int(args[1])}]
         if len(args) == 1:
@@ -222,13 +280,13 @@ class _Reader:
     def group_entry(self, e: Node) -> list[dict[str, Any]]:
         self.no_block(e)
         if e.keyword == "fwmark":
-            if not e.args or not e.args[0].isdigit() or len(e.args) > 2:
+            if not e.args or not is_count(e.args[0]) or len(e.args) > 2:
                 raise self.err(e, "expected fwmark N [inet|inet6]")
             fam = e.args[1] if len(e.args) == 2 else "inet"
             if fam not in ("inet", "inet6"):
                 raise self.err(e, f"family must be inet or inet6 (got {fam!r})")
             return [{"fwmark": int(e.args[0]), "family": fam}]
-        if len(e.args) != 1 or not e.args[0].isdigit():
+        if len(e.args) != 1 or not is_count(e.args[0]):
             raise self.err(e, "expected an address (or a.b.c.d-e range, or CIDR) and a port")
         try:
             addrs = list(expand_group_address(e.keyword))
@@ -251,69 +309,72 @@ class _Reader:
         real_nodes: list[Node] = []
         seen_sched = seen_method = False
         for c in self.children(n):
-            if c.keyword not in _VS_KEYWORDS:
-                raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
-            if c.keyword != "real_server":
-                self.no_block(c)
-            field = _VS_FIELD.get(c.keyword)
-            if field:
-                where[(field,)] = self.w(c)
-            k = c.keyword
-            if k in ("lvs_sched", "lb_algo"):
-                svc["scheduler"] = self.arg(c)
-                seen_sched = True
-            elif k in ("lvs_method", "lb_kind"):
-                forward, tunnel = self.method(c)
-                seen_method = True
-            elif k == "protocol":
-                p = self.arg(c).lower()
-                if p not in ("tcp", "udp", "sctp"):
-                    raise self.err(c, f"must be TCP, UDP or SCTP (got {c.args[0]!r})")
-                svc["protocol"] = p
-            elif k == "persistence_timeout":
-                persistence["timeout"] = self.int_(c, 1) if c.args else 360
-            elif k == "persistence_granularity":
-                persistence["netmask"] = self.arg(c)
-                persistence.setdefault("timeout", 360)
-            elif k == "persistence_engine":
-                persistence["pe"] = self.arg(c)
-            elif k in TIMING:
-                timing[k] = self.timing_value(c)
-            elif k == "quorum":
-                svc["quorum"] = self.int_(c)
-            elif k == "hysteresis":
-                svc["hysteresis"] = self.int_(c)
-            elif k in ("quorum_up", "quorum_down"):
-                svc[k] = self.script(c)
-            elif k == "sorry_server":
-                sorry = c
-            elif k == "sorry_server_inhibit":
-                sorry_inhibit = self.flag(c)
-            elif k == "sorry_server_lvs_method":
-                sorry_method = self.method(c)
-            elif k == "inhibit_on_failure":
-                svc["on_failure"] = "quiesce" if self.flag(c) else "remove"
-            elif k == "ops":
-                svc["ops"] = self.flag(c)
-            elif k in _FLAGS:
-                if self.flag(c):
-                    flags.append(k)
-                where[("sched_flags",)] = self.w(c)
-            elif k == "ip_family":
-                fam = self.arg(c)
-                if fam not in ("inet", "inet6"):
-                    raise self.err(c, f"must be inet or inet6 (got {fam!r})")
-                svc["family"] = fam
-            elif k == "virtualhost":
-                vhost = self.arg(c)
-            elif k == "real_server":
-                real_nodes.append(c)
-            elif k in ("hashed",):
-                self.warn(c, "legacy flag; the kernel manages it; ignored", "info")
-            elif k in ("omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"):
-                self.warn(c, "not implemented by ipvsd; ignored")
-            else:
-                raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
+            try:
+                if c.keyword not in _VS_KEYWORDS:
+                    raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
+                if c.keyword != "real_server":
+                    self.no_block(c)
+                field = _VS_FIELD.get(c.keyword)
+                if field:
+                    where[(field,)] = self.w(c)
+                k = c.keyword
+                if k in ("lvs_sched", "lb_algo"):
+                    svc["scheduler"] = self.arg(c)
+                    seen_sched = True
+                elif k in ("lvs_method", "lb_kind"):
+                    forward, tunnel = self.method(c)
+                    seen_method = True
+                elif k == "protocol":
+                    p = self.arg(c).lower()
+                    if p not in ("tcp", "udp", "sctp"):
+                        raise self.err(c, f"must be TCP, UDP or SCTP (got {c.args[0]!r})")
+                    svc["protocol"] = p
+                elif k == "persistence_timeout":
+                    persistence["timeout"] = self.int_(c, 1) if c.args else 360
+                elif k == "persistence_granularity":
+                    persistence["netmask"] = self.arg(c)
+                    persistence.setdefault("timeout", 360)
+                elif k == "persistence_engine":
+                    persistence["pe"] = self.arg(c)
+                elif k in TIMING:
+                    timing[k] = self.timing_value(c)
+                elif k == "quorum":
+                    svc["quorum"] = self.int_(c)
+                elif k == "hysteresis":
+                    svc["hysteresis"] = self.int_(c)
+                elif k in ("quorum_up", "quorum_down"):
+                    svc[k] = self.script(c)
+                elif k == "sorry_server":
+                    sorry = c
+                elif k == "sorry_server_inhibit":
+                    sorry_inhibit = self.flag(c)
+                elif k == "sorry_server_lvs_method":
+                    sorry_method = self.method(c)
+                elif k == "inhibit_on_failure":
+                    svc["on_failure"] = "quiesce" if self.flag(c) else "remove"
+                elif k == "ops":
+                    svc["ops"] = self.flag(c)
+                elif k in _FLAGS:
+                    if self.flag(c):
+                        flags.append(k)
+                    where[("sched_flags",)] = self.w(c)
+                elif k == "ip_family":
+                    fam = self.arg(c)
+                    if fam not in ("inet", "inet6"):
+                        raise self.err(c, f"must be inet or inet6 (got {fam!r})")
+                    svc["family"] = fam
+                elif k == "virtualhost":
+                    vhost = self.arg(c)
+                elif k == "real_server":
+                    real_nodes.append(c)
+                elif k in ("hashed",):
+                    self.warn(c, "legacy flag; the kernel manages it; ignored", "info")
+                elif k in ("omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"):
+                    self.warn(c, "not implemented by ipvsd; ignored")
+                else:
+                    raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
+            except ConfigError as e:
+                self.errors.add(e)
         if not seen_sched:
             svc["scheduler"] = "wlc"
             self.warn(n, "no lvs_sched; keepalived's default wlc is used", "info")
@@ -329,7 +390,7 @@ class _Reader:
             fb_fwd = (sorry_method or (forward, tunnel))[0]
             svc["fallback"] = {"address": sorry.args[0], "forward": fb_fwd, "inhibit": sorry_inhibit}
             if len(sorry.args) == 2:
-                if not sorry.args[1].isdigit():
+                if not is_count(sorry.args[1]):
                     raise self.err(sorry, f"invalid port {sorry.args[1]!r}")
                 svc["fallback"]["port"] = int(sorry.args[1])
         reals: list[dict[str, Any]] = []
@@ -338,8 +399,13 @@ class _Reader:
             vport = ident.get("port", 0)
             reals = []
             rwhere: dict[Loc, Where] = {}
-            for j, rn in enumerate(real_nodes):
-                real, rw = self.real_server(rn, vport, forward, tunnel, timing, vhost)
+            for rn in real_nodes:
+                try:
+                    real, rw = self.real_server(rn, vport, forward, tunnel, timing, vhost)
+                except ConfigError as e:
+                    self.errors.add(e)
+                    continue
+                j = len(reals)
                 rwhere[("reals", j)] = self.w(rn)
                 for loc, wh in rw.items():
                     rwhere[("reals", j, *loc)] = wh
@@ -375,49 +441,57 @@ class _Reader:
         if tunnel:
             real["tunnel"] = tunnel
         if len(n.args) == 2:
-            if not n.args[1].isdigit() or int(n.args[1]) > 65535:
+            if not is_count(n.args[1]) or int(n.args[1]) > 65535:
                 raise self.err(n, f"invalid port {n.args[1]!r}")
             real["port"] = int(n.args[1])
         where: dict[Loc, Where] = {("address",): self.w(n), ("port",): self.w(n)}
         timing = dict(vs_timing)
         checker_nodes: list[Node] = []
         for c in n.children or []:
-            if c.keyword not in _RS_KEYWORDS:
-                raise self.err(c, "unknown keyword in real_server (check the spelling)")
-            if c.keyword not in CHECKERS:
-                self.no_block(c)
-            field = _RS_FIELD.get(c.keyword)
-            if field:
-                where[(field,)] = self.w(c)
-            k = c.keyword
-            if k == "weight":
-                real["weight"] = self.int_(c)
-            elif k in ("lvs_method", "lb_kind"):
-                real["forward"], tun = self.method(c)
-                real.pop("tunnel", None)
-                if tun:
-                    real["tunnel"] = tun
-            elif k == "inhibit_on_failure":
-                real["on_failure"] = "quiesce" if self.flag(c) else "remove"
-            elif k == "uthreshold":
-                real["u_threshold"] = self.int_(c)
-            elif k == "lthreshold":
-                real["l_threshold"] = self.int_(c)
-            elif k in TIMING:
-                timing[k] = self.timing_value(c)
-            elif k == "virtualhost":
-                vhost = self.arg(c)
-            elif k in CHECKERS:
-                checker_nodes.append(c)
-            elif k in ("notify_up", "notify_down"):
-                self.warn(c, "notify scripts are not implemented; use `ipvsd events`")
-            elif k in ("smtp_alert", "snmp_name"):
-                self.warn(c, "not implemented by ipvsd; ignored")
-            else:
-                raise self.err(c, "unknown keyword in real_server (check the spelling)")
+            try:
+                if c.keyword not in _RS_KEYWORDS:
+                    raise self.err(c, "unknown keyword in real_server (check the spelling)")
+                if c.keyword not in CHECKERS:
+                    self.no_block(c)
+                field = _RS_FIELD.get(c.keyword)
+                if field:
+                    where[(field,)] = self.w(c)
+                k = c.keyword
+                if k == "weight":
+                    real["weight"] = self.int_(c)
+                elif k in ("lvs_method", "lb_kind"):
+                    real["forward"], tun = self.method(c)
+                    real.pop("tunnel", None)
+                    if tun:
+                        real["tunnel"] = tun
+                elif k == "inhibit_on_failure":
+                    real["on_failure"] = "quiesce" if self.flag(c) else "remove"
+                elif k == "uthreshold":
+                    real["u_threshold"] = self.int_(c)
+                elif k == "lthreshold":
+                    real["l_threshold"] = self.int_(c)
+                elif k in TIMING:
+                    timing[k] = self.timing_value(c)
+                elif k == "virtualhost":
+                    vhost = self.arg(c)
+                elif k in CHECKERS:
+                    checker_nodes.append(c)
+                elif k in ("notify_up", "notify_down"):
+                    self.warn(c, "notify scripts are not implemented; use `ipvsd events`")
+                elif k in ("smtp_alert", "snmp_name"):
+                    self.warn(c, "not implemented by ipvsd; ignored")
+                else:
+                    raise self.err(c, "unknown keyword in real_server (check the spelling)")
+            except ConfigError as e:
+                self.errors.add(e)
         checks: list[dict[str, Any]] = []
         for c in checker_nodes:
-            for check in self.checker(c, timing, vhost):
+            try:
+                found = self.checker(c, timing, vhost)
+            except ConfigError as e:
+                self.errors.add(e)
+                continue
+            for check in found:
                 where[("checks", len(checks))] = self.w(c)
                 for loc, wh in check.pop("_where", {}).items():
                     where[("checks", len(checks), *loc)] = wh
@@ -440,69 +514,72 @@ class _Reader:
         sni_on = False
         sni_name: str | None = None
         for c in self.children(n):
-            if c.keyword not in ("url", "host"):
-                self.no_block(c)
-            k = c.keyword
-            if k in TIMING:
-                timing[k] = self.timing_value(c)
-            elif k == "connect_ip" and kind != "MISC_CHECK":
-                common["address"] = self.arg(c)
-                where[("address",)] = self.w(c)
-            elif k == "connect_port" and kind != "MISC_CHECK":
-                common["port"] = self.int_(c, 1, 65535)
-            elif k == "bindto" and kind != "MISC_CHECK":
-                common["bindto"] = self.arg(c)
-                where[("bindto",)] = self.w(c)
-            elif k == "fwmark" and kind != "MISC_CHECK":
-                common["mark"] = self.int_(c, 1, 0xFFFFFFFF)
-            elif k in ("bind_port", "bind_if", "log_all_failures", "dont_track_primary") and kind != "MISC_CHECK":
-                self.warn(c, "not implemented by ipvsd; ignored", "info")
-            elif kind in ("HTTP_GET", "SSL_GET") and k == "url":
-                urls.append(c)
-            elif kind in ("HTTP_GET", "SSL_GET") and k in ("http_protocol", "fast_recovery", "tls_compliant"):
-                self.warn(c, "not needed by ipvsd's HTTP client; ignored", "info")
-            elif kind in ("HTTP_GET", "SSL_GET") and k == "virtualhost":
-                vhost = self.arg(c)
-            elif kind == "SSL_GET" and k == "enable_sni":
-                sni_on = self.flag(c)
-            elif kind == "SSL_GET" and k == "sni_name":
-                sni_name = self.arg(c)
-                sni_on = True
-            elif kind == "SMTP_CHECK" and k in ("helo_name",):
-                extra["helo"] = self.arg(c)
-            elif kind == "SMTP_CHECK" and k == "host":
-                hosts.append(c)
-            elif kind == "DNS_CHECK" and k == "type":
-                extra["qtype"] = self.arg(c).upper()
-                where[("qtype",)] = self.w(c)
-            elif kind == "DNS_CHECK" and k == "name":
-                extra["name"] = self.arg(c)
-            elif kind == "MISC_CHECK" and k == "misc_path":
-                if not c.args:
-                    raise self.err(c, "needs a command")
-                try:
-                    argv = shlex.split(" ".join(c.args)) if len(c.args) == 1 else c.args
-                except ValueError as e:
-                    raise self.err(c, f"cannot split the command: {e}") from None
-                if not argv:
-                    raise self.err(c, "needs a command")
-                extra["command"], extra["args"] = argv[0], list(argv[1:])
-            elif kind == "MISC_CHECK" and k == "misc_timeout":
-                extra["timeout"] = self.seconds(c)
-            elif kind == "MISC_CHECK" and k == "misc_dynamic":
-                extra["dynamic_weight"] = self.flag(c)
-            elif kind == "MISC_CHECK" and k == "user":
-                extra["user"] = self.arg(c) if len(c.args) == 1 else c.args[0]
-            elif kind == "UDP_CHECK" and k == "payload":
-                extra["payload"] = self.arg(c)
-                where[("payload",)] = self.w(c)
-            elif kind == "UDP_CHECK" and k == "require_reply":
-                extra["expect"] = self.arg(c) if c.args else None
-                where[("expect",)] = self.w(c)
-            elif kind == "UDP_CHECK" and k in ("min_reply_length", "max_reply_length"):
-                extra[k] = self.int_(c, 0, 65535)
-            else:
-                raise self.err(c, f"unknown keyword in {kind} (check the spelling)")
+            try:
+                if c.keyword not in ("url", "host"):
+                    self.no_block(c)
+                k = c.keyword
+                if k in TIMING:
+                    timing[k] = self.timing_value(c)
+                elif k == "connect_ip" and kind != "MISC_CHECK":
+                    common["address"] = self.arg(c)
+                    where[("address",)] = self.w(c)
+                elif k == "connect_port" and kind != "MISC_CHECK":
+                    common["port"] = self.int_(c, 1, 65535)
+                elif k == "bindto" and kind != "MISC_CHECK":
+                    common["bindto"] = self.arg(c)
+                    where[("bindto",)] = self.w(c)
+                elif k == "fwmark" and kind != "MISC_CHECK":
+                    common["mark"] = self.int_(c, 1, 0xFFFFFFFF)
+                elif k in ("bind_port", "bind_if", "log_all_failures", "dont_track_primary") and kind != "MISC_CHECK":
+                    self.warn(c, "not implemented by ipvsd; ignored", "info")
+                elif kind in ("HTTP_GET", "SSL_GET") and k == "url":
+                    urls.append(c)
+                elif kind in ("HTTP_GET", "SSL_GET") and k in ("http_protocol", "fast_recovery", "tls_compliant"):
+                    self.warn(c, "not needed by ipvsd's HTTP client; ignored", "info")
+                elif kind in ("HTTP_GET", "SSL_GET") and k == "virtualhost":
+                    vhost = self.arg(c)
+                elif kind == "SSL_GET" and k == "enable_sni":
+                    sni_on = self.flag(c)
+                elif kind == "SSL_GET" and k == "sni_name":
+                    sni_name = self.arg(c)
+                    sni_on = True
+                elif kind == "SMTP_CHECK" and k in ("helo_name",):
+                    extra["helo"] = self.arg(c)
+                elif kind == "SMTP_CHECK" and k == "host":
+                    hosts.append(c)
+                elif kind == "DNS_CHECK" and k == "type":
+                    extra["qtype"] = self.arg(c).upper()
+                    where[("qtype",)] = self.w(c)
+                elif kind == "DNS_CHECK" and k == "name":
+                    extra["name"] = self.arg(c)
+                elif kind == "MISC_CHECK" and k == "misc_path":
+                    if not c.args:
+                        raise self.err(c, "needs a command")
+                    try:
+                        argv = shlex.split(" ".join(c.args)) if len(c.args) == 1 else c.args
+                    except ValueError as e:
+                        raise self.err(c, f"cannot split the command: {e}") from None
+                    if not argv:
+                        raise self.err(c, "needs a command")
+                    extra["command"], extra["args"] = argv[0], list(argv[1:])
+                elif kind == "MISC_CHECK" and k == "misc_timeout":
+                    extra["timeout"] = self.seconds(c)
+                elif kind == "MISC_CHECK" and k == "misc_dynamic":
+                    extra["dynamic_weight"] = self.flag(c)
+                elif kind == "MISC_CHECK" and k == "user":
+                    extra["user"] = self.arg(c) if len(c.args) == 1 else c.args[0]
+                elif kind == "UDP_CHECK" and k == "payload":
+                    extra["payload"] = self.arg(c)
+                    where[("payload",)] = self.w(c)
+                elif kind == "UDP_CHECK" and k == "require_reply":
+                    extra["expect"] = self.arg(c) if c.args else None
+                    where[("expect",)] = self.w(c)
+                elif kind == "UDP_CHECK" and k in ("min_reply_length", "max_reply_length"):
+                    extra[k] = self.int_(c, 0, 65535)
+                else:
+                    raise self.err(c, f"unknown keyword in {kind} (check the spelling)")
+            except ConfigError as e:
+                self.errors.add(e)
         base = {**self.resolve(kind, timing), **common}
         if kind in ("HTTP_GET", "SSL_GET"):
             t = "https" if kind == "SSL_GET" else "http"
@@ -514,10 +591,14 @@ class _Reader:
                 check = {**base, "type": t, **self.url(u, vhost)}
                 if sni_on and (sni_name or check.get("host")):
                     check["sni"] = sni_name or check["host"]
-                check["_where"] = {**where, **{(k,): self.w(u) for k in ("path", "expect_status", "regex",
-                                                                          "regex_no_match", "digest", "host")}}
+                at_url = self.w(u)
+                check_where: dict[Loc, Where] = {**where, **{(k,): at_url for k in _URL_FIELD.values()}}
                 for c in u.children or []:
-                    check["_where"][(_URL_FIELD.get(c.keyword, c.keyword),)] = self.w(c)
+                    # several status_code lines make one field: point at the first
+                    field = (_URL_FIELD.get(c.keyword, c.keyword),)
+                    if check_where.get(field) is at_url:
+                        check_where[field] = self.w(c)
+                check["_where"] = check_where
                 out.append(check)
             return out
         if kind == "SMTP_CHECK":
@@ -570,32 +651,41 @@ class _Reader:
 
     def url(self, u: Node, vhost: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        digest_line: int | None = None
         if vhost:
             out["host"] = vhost
         for c in self.children(u):
-            self.no_block(c)
-            k = c.keyword
-            if k == "path":
-                out["path"] = self.arg(c)
-            elif k == "status_code":
-                if not c.args:
-                    raise self.err(c, "needs at least one code or range")
-                out["expect_status"] = c.args
-            elif k == "digest":
-                out["digest"] = self.arg(c)
-            elif k == "virtualhost":
-                out["host"] = self.arg(c)
-            elif k == "regex":
-                out["regex"] = self.arg(c)
-            elif k == "regex_no_match":
-                if c.args:
-                    out["regex_no_match"] = self.arg(c)
-                elif "regex" in out:
-                    out["regex_no_match"] = out.pop("regex")
-            elif k in ("regex_options", "regex_stack", "regex_min_offset", "regex_max_offset", "tls_compliant"):
-                self.warn(c, "not implemented by ipvsd; ignored")
-            else:
-                raise self.err(c, "unknown keyword in url (check the spelling)")
+            try:
+                self.no_block(c)
+                k = c.keyword
+                if k == "path":
+                    out["path"] = self.arg(c)
+                elif k == "status_code":
+                    if not c.args:
+                        raise self.err(c, "needs at least one code or range")
+                    # keepalived accepts any code of any status_code line of the url
+                    out.setdefault("expect_status", []).extend(c.args)
+                elif k == "digest":
+                    value = self.arg(c)
+                    if digest_line is not None:
+                        raise self.err(c, f"a second digest in this url (the first is on line {digest_line}); a "
+                                          "url has one digest")
+                    out["digest"], digest_line = value, c.line
+                elif k == "virtualhost":
+                    out["host"] = self.arg(c)
+                elif k == "regex":
+                    out["regex"] = self.arg(c)
+                elif k == "regex_no_match":
+                    if c.args:
+                        out["regex_no_match"] = self.arg(c)
+                    elif "regex" in out:
+                        out["regex_no_match"] = out.pop("regex")
+                elif k in ("regex_options", "regex_stack", "regex_min_offset", "regex_max_offset", "tls_compliant"):
+                    self.warn(c, "not implemented by ipvsd; ignored")
+                else:
+                    raise self.err(c, "unknown keyword in url (check the spelling)")
+            except ConfigError as e:
+                self.errors.add(e)
         return out
 
 
@@ -621,17 +711,20 @@ def _finish(data: dict[str, Any]) -> None:
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a keepalived.conf (and its includes)."""
-    return _build(_lexer.read(path), path)
+    errors = _report.Collector()
+    return _build(_lexer.read(path, errors), path, errors)
 
 
 def parse(text: str, path: str = "<keepalived.conf>") -> tuple[Config, list[ConfigWarning]]:
     """Parse keepalived.conf text (includes resolve relative to the current directory)."""
-    return _build(_lexer.read_text(text, path), path)
+    errors = _report.Collector()
+    return _build(_lexer.read_text(text, path, errors), path, errors)
 
 
-def _build(nodes: list[Node], path: str) -> tuple[Config, list[ConfigWarning]]:
-    r = _Reader()
+def _build(nodes: list[Node], path: str, errors: _report.Collector) -> tuple[Config, list[ConfigWarning]]:
+    r = _Reader(errors)
     data = r.read(nodes)
     _finish(data)
-    return _report.validate(data, r.where, Where(path)), r.warnings
+    config = _report.validate(data, r.where, Where(path), errors)
+    return config, r.warnings + _report.lint(config, r.where, Where(path))
 

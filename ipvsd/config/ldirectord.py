@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ipvsd.config import _report
-from ipvsd.config._ranges import expand_range
+from ipvsd.config import _report, _source
+from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
-from ipvsd.config.schema import Config
+from ipvsd.config.schema import Config, is_count
 from ipvsd.errors import ConfigError
 
 # ldirectord's port → negotiate service table (ld_port_to_service); any other port means "none".
@@ -61,6 +61,14 @@ INFO_ONLY = {"supervised": "ipvsd always runs in the foreground; ignored",
              "fork": "ipvsd runs all checks concurrently; fork is not needed"}
 
 
+class _Skipped(Exception):
+    """A virtual left out because an error inside it was already collected."""
+
+
+class _LimitReached(Exception):
+    """The configuration grew past a limit (already collected): read no further."""
+
+
 @dataclass
 class _Directive:
     name: str
@@ -74,10 +82,14 @@ class _Virtual:
     af6: bool
     target: str
     items: list[_Directive] = field(default_factory=list)
+    last: dict[str, _Directive] = field(default_factory=dict)  # the last of each name: what get() answers
+
+    def add(self, d: _Directive) -> None:
+        self.items.append(d)
+        self.last[d.name] = d
 
     def get(self, name: str) -> _Directive | None:
-        found = [d for d in self.items if d.name == name]
-        return found[-1] if found else None
+        return self.last.get(name)
 
 
 _DIRECTIVE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*(?:=\s*(.*?))?\s*$")
@@ -93,12 +105,22 @@ class _Reader:
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.text = text
+        self.errors = _report.Collector()
+        self.n_reals = 0
         self.warnings: list[ConfigWarning] = []
         self.glob: dict[str, _Directive] = {}
         self.virtuals: list[_Virtual] = []
         self.where: dict[Loc, Where] = {}
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
+
+    def unquote(self, d: _Directive) -> str:
+        """The value without its surrounding double quotes; an opening quote without its closing one is an
+        error (ldirectord would keep the quote as part of the value: `request="x` asks for `/"x`)."""
+        v = d.value
+        if v.startswith('"') and (len(v) < 2 or not v.endswith('"')):
+            raise self.err(d, f"unterminated quoted string {v!r}")
+        return _unquote(v)
 
     def at(self, line: int, key: str | None) -> Where:
         return Where(self.path, line, key)
@@ -123,38 +145,48 @@ class _Reader:
             body = _strip_comment(line)
             if not body.strip():
                 continue
-            indented = body[0] == " "
-            m = _DIRECTIVE.match(body.strip())
-            if not m:
-                raise ConfigError(f"cannot parse {body.strip()!r} (expected name=value)", path=self.path, line=no)
-            d = _Directive(m.group(1), (m.group(2) or "").strip(), no)
-            if d.name in ("virtual", "virtual6") and not indented:
-                current = _Virtual(no, d.name == "virtual6", d.value)
-                self.virtuals.append(current)
-                continue
-            if indented:
-                if current is None:
-                    raise self.err(d, "indented directive outside a virtual block")
-                if d.name not in VIRTUAL_ONLY and d.name not in SHARED and d.name not in REMOVED:
-                    if d.name in GLOBAL_ONLY:
-                        raise self.err(d, "is a global directive; it cannot be set inside a virtual block")
-                    raise self.err(d, "unknown directive (check the spelling)")
-                if d.name in REMOVED:
-                    raise self.err(d, REMOVED[d.name])
-                current.items.append(d)
-                continue
-            current = None
+            try:
+                current = self.scan_line(body, no, current)
+            except ConfigError as e:
+                self.errors.add(e)
+                if body[0] != " ":  # an unindented line ends the virtual block, even a bad one
+                    current = None
+
+    def scan_line(self, body: str, no: int, current: _Virtual | None) -> _Virtual | None:
+        """Take one directive; return the virtual block that later indented lines belong to."""
+        indented = body[0] == " "
+        m = _DIRECTIVE.match(body.strip())
+        if not m:
+            raise ConfigError(f"cannot parse {body.strip()!r} (expected name=value)", path=self.path, line=no)
+        d = _Directive(m.group(1), (m.group(2) or "").strip(), no)
+        if d.name in ("virtual", "virtual6") and not indented:
+            current = _Virtual(no, d.name == "virtual6", d.value)
+            self.virtuals.append(current)
+            return current
+        if indented:
+            if current is None:
+                raise self.err(d, "indented directive outside a virtual block")
+            if d.name not in VIRTUAL_ONLY and d.name not in SHARED and d.name not in REMOVED:
+                if d.name in GLOBAL_ONLY:
+                    raise self.err(d, "is a global directive; it cannot be set inside a virtual block")
+                raise self.err(d, "unknown directive (check the spelling)")
             if d.name in REMOVED:
                 raise self.err(d, REMOVED[d.name])
-            if d.name in VIRTUAL_ONLY:
-                raise self.err(d, "belongs inside a virtual block (indent it under a virtual= line)")
-            if d.name not in GLOBAL_ONLY and d.name not in SHARED:
-                raise self.err(d, "unknown directive (check the spelling)")
-            if d.name == "supervised" and m.group(2) is None:
-                d.value = "yes"
-            elif m.group(2) is None:
-                raise self.err(d, "needs a value (name=value)")
-            self.glob[d.name] = d
+            current.add(d)
+            return current
+        current = None
+        if d.name in REMOVED:
+            raise self.err(d, REMOVED[d.name])
+        if d.name in VIRTUAL_ONLY:
+            raise self.err(d, "belongs inside a virtual block (indent it under a virtual= line)")
+        if d.name not in GLOBAL_ONLY and d.name not in SHARED:
+            raise self.err(d, "unknown directive (check the spelling)")
+        if d.name == "supervised" and m.group(2) is None:
+            d.value = "yes"
+        elif m.group(2) is None:
+            raise self.err(d, "needs a value (name=value)")
+        self.glob[d.name] = d
+        return current
 
     # --- values ---------------------------------------------------------------------------------------------
 
@@ -164,17 +196,17 @@ class _Reader:
         return d.value == "yes"
 
     def positive(self, d: _Directive) -> int:
-        if not d.value.isdigit() or int(d.value) <= 0:
+        if not is_count(d.value) or int(d.value) <= 0:
             raise self.err(d, f"must be a positive number of seconds/times (got {d.value!r})")
         return int(d.value)
 
     def port(self, d: _Directive | _Virtual, text: str, proto: str = "tcp") -> int:
-        if text.isdigit():
+        if is_count(text):
             p = int(text)
         else:
             try:
                 p = socket.getservbyname(text, proto)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL in the name
                 if text not in _WELL_KNOWN:
                     raise self.err(d, f"unknown service name {text!r}") from None
                 p = _WELL_KNOWN[text]
@@ -195,33 +227,52 @@ class _Reader:
     def build(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"clean_stop": True, "watch_config": False}  # ldirectord: autoreload = no
         for name, d in self.glob.items():
-            if name in NOT_IMPLEMENTED:
-                self.warn(d, NOT_IMPLEMENTED[name])
-            elif name in INFO_ONLY:
-                self.warn(d, INFO_ONLY[name], "info")
-            elif name == "autoreload":
-                settings["watch_config"] = self.yesno(d)
-            elif name == "callback":
-                settings["config_callback"] = _unquote(d.value)
-            elif name == "readdquiescent":
-                settings["readd_quiescent"] = self.yesno(d)
-            elif name == "cleanstop":
-                settings["clean_stop"] = self.yesno(d)
-            elif name == "maintenancedir":
-                settings["maintenance_dir"] = _unquote(d.value)
-            elif name in ("quiescent",):
-                self.yesno(d)
-            elif name in ("checktimeout", "negotiatetimeout", "checkinterval", "checkcount", "failurecount"):
-                self.positive(d)
-                if name == "checkcount":
-                    self.warn(d, "deprecated in ldirectord; applies to ping checks only (use failurecount)", "info")
-        interval = self.positive(self.glob["checkinterval"]) if "checkinterval" in self.glob else 10
-        ct, nt = self._timeouts(None, 5, 30)
-        fall = self.positive(self.glob["failurecount"]) if "failurecount" in self.glob else 1
+            try:
+                if name in NOT_IMPLEMENTED:
+                    self.warn(d, NOT_IMPLEMENTED[name])
+                elif name in INFO_ONLY:
+                    self.warn(d, INFO_ONLY[name], "info")
+                elif name == "autoreload":
+                    settings["watch_config"] = self.yesno(d)
+                elif name == "callback":
+                    settings["config_callback"] = self.unquote(d)
+                elif name == "readdquiescent":
+                    settings["readd_quiescent"] = self.yesno(d)
+                elif name == "cleanstop":
+                    settings["clean_stop"] = self.yesno(d)
+                elif name == "maintenancedir":
+                    settings["maintenance_dir"] = self.unquote(d)
+                elif name in ("quiescent",):
+                    self.yesno(d)
+                elif name in ("checktimeout", "negotiatetimeout", "checkinterval", "checkcount", "failurecount"):
+                    self.positive(d)
+                    if name == "checkcount":
+                        self.warn(d, "deprecated in ldirectord; applies to ping checks only (use failurecount)", "info")
+            except ConfigError as e:
+                self.errors.add(e)
+        try:
+            interval = self.positive(self.glob["checkinterval"]) if "checkinterval" in self.glob else 10
+            ct, nt = self._timeouts(None, 5, 30)
+            fall = self.positive(self.glob["failurecount"]) if "failurecount" in self.glob else 1
+        except ConfigError:  # already collected above; carry on with the defaults to find the other errors
+            interval, ct, nt, fall = 10, 5, 30, 1
         self.defaults = {"interval": float(interval), "timeout": float(ct), "rise": 1, "fall": fall,
                          "warmup": 0.0, "alpha": True}
         self.global_timeouts = (ct, nt)
-        services = [with_check_defaults(self.virtual(i, v), self.defaults) for i, v in enumerate(self.virtuals)]
+        services: list[dict[str, Any]] = []
+        for v in self.virtuals:
+            if len(services) >= _report.MAX_SERVICES:
+                self.errors.add(self.err(v, f"more than {_report.MAX_SERVICES} virtual services; ipvsd's limit is "
+                                            f"{_report.MAX_SERVICES}"))
+                break
+            try:
+                services.append(with_check_defaults(self.virtual(len(services), v), self.defaults))
+            except ConfigError as e:
+                self.errors.add(e)
+            except _Skipped:
+                pass
+            except _LimitReached:
+                break
         return {"settings": settings, "check_defaults": self.defaults, "services": services}
 
     def _timeouts(self, v: _Virtual | None, ct_default: int, nt_default: int) -> tuple[int, int]:
@@ -236,17 +287,19 @@ class _Reader:
     def virtual(self, i: int, v: _Virtual) -> dict[str, Any]:
         d: _Directive | None
         loc: Loc = ("services", i)
-        self.where[loc] = self.at(v.line, "virtual6" if v.af6 else "virtual")
+        # kept apart until the virtual is read without error, so a skipped one leaves no stale locations
+        where: dict[Loc, Where] = {}
+        where[loc] = self.at(v.line, "virtual6" if v.af6 else "virtual")
         svc: dict[str, Any] = {}
         target = v.target
         fwmark: int | None = None
         vport_text: str | None = None
-        if re.fullmatch(r"\d+", target):
+        if re.fullmatch(r"\d{1,18}", target):
             fwmark = int(target)
             svc["fwmark"] = fwmark
             if v.af6:
                 svc["family"] = "inet6"
-            self.where[(*loc, "fwmark")] = self.where[loc]
+            where[(*loc, "fwmark")] = where[loc]
         else:
             m6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)", target)
             m4 = re.fullmatch(r"([0-9A-Za-z._+-]+):([0-9A-Za-z_-]+)", target)
@@ -258,7 +311,7 @@ class _Reader:
                                   "fwmark number)")
             svc["address"] = m.group(1)
             vport_text = m.group(2)
-            self.where[(*loc, "address")] = self.where[loc]
+            where[(*loc, "address")] = where[loc]
         proto = "fwm" if fwmark is not None else ("udp" if vport_text in ("53", "domain") else "tcp")
         pd = v.get("protocol")
         if pd is not None:
@@ -268,7 +321,7 @@ class _Reader:
                 raise self.err(pd, "must be fwm for a fwmark virtual, tcp or udp for an address" if fwmark is None
                                else "a fwmark virtual service must use protocol=fwm")
             proto = pd.value
-            self.where[(*loc, "protocol")] = self.at(pd.line, "protocol")
+            where[(*loc, "protocol")] = self.at(pd.line, "protocol")
         vport = 0
         if vport_text is not None:
             vport = self.port(v, vport_text, proto)
@@ -276,7 +329,7 @@ class _Reader:
             svc["protocol"] = proto
 
         for d in v.items:
-            self.where.setdefault((*loc, _FIELD.get(d.name, d.name)), self.at(d.line, d.name))
+            where.setdefault((*loc, _FIELD.get(d.name, d.name)), self.at(d.line, d.name))
             if d.name in NOT_IMPLEMENTED:
                 self.warn(d, NOT_IMPLEMENTED[d.name])
         if (d := v.get("scheduler")) is not None:
@@ -286,25 +339,25 @@ class _Reader:
         if (d := v.get("schedflags")) is not None:
             svc["sched_flags"] = d.value
         if (d := v.get("persistent")) is not None:
-            if not d.value.isdigit():
+            if not is_count(d.value):
                 raise self.err(d, f"invalid persistent timeout {d.value!r}")
             svc["persistence"] = {"timeout": int(d.value)}
             if (n := v.get("netmask")) is not None:
                 svc["persistence"]["netmask"] = n.value
-                self.where[(*loc, "persistence", "netmask")] = self.at(n.line, "netmask")
+                where[(*loc, "persistence", "netmask")] = self.at(n.line, "netmask")
         elif (n := v.get("netmask")) is not None:
             self.warn(n, "netmask has no effect without persistent=; ignored")
         if (d := v.get("ops")) is not None:
             svc["ops"] = self.yesno(d)
         if (d := v.get("servicename")) is not None or (d := v.get("comment")) is not None:
-            svc["name"] = _unquote(d.value)
+            svc["name"] = self.unquote(d)
         q = self.setting(v, "quiescent")
         svc["on_failure"] = "quiesce" if q is not None and self.yesno(q) else "remove"
         if (d := v.get("cleanstop")) is not None:
             self.yesno(d)
             self.warn(d, "a per-virtual cleanstop is not supported; the global cleanstop applies to every service")
         if (d := self.setting(v, "fallbackcommand")) is not None:
-            svc["fallback_command"] = _unquote(d.value)
+            svc["fallback_command"] = self.unquote(d)
         fb = v.get("fallback6" if v.af6 else "fallback")
         wrong = v.get("fallback" if v.af6 else "fallback6")
         if wrong is not None:
@@ -313,24 +366,42 @@ class _Reader:
         fb = fb or self.glob.get("fallback6" if v.af6 else "fallback")
         if fb is not None:
             svc["fallback"] = self.fallback(fb)
-            self.where[(*loc, "fallback")] = self.at(fb.line, fb.name)
+            where[(*loc, "fallback")] = self.at(fb.line, fb.name)
 
         checks, service_check = self.checks(v, proto, vport, fwmark)
         svc["checks"] = checks
         reals: list[dict[str, Any]] = []
+        bad = False
         for d in v.items:
             if d.name in ("real", "real6"):
-                if (d.name == "real6") != v.af6:
-                    raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
-                                      f'{"virtual6" if v.af6 else "virtual"} block')
-                for real in self.real(d, vport if fwmark is None else 0, service_check):
-                    self.where[(*loc, "reals", len(reals))] = self.at(d.line, d.name)
+                try:
+                    if (d.name == "real6") != v.af6:
+                        raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
+                                          f'{"virtual6" if v.af6 else "virtual"} block')
+                    found = self.real(d, vport if fwmark is None else 0, service_check)
+                except ConfigError as e:
+                    self.errors.add(e)
+                    bad = True
+                    continue
+                for real in found:
+                    where[(*loc, "reals", len(reals))] = self.at(d.line, d.name)
                     reals.append(real)
+        if bad:
+            raise _Skipped
         svc["reals"] = reals
+        self.where.update(where)
         return svc
 
+    def count_reals(self, d: _Directive, count: int) -> None:
+        """Count reals before a range is expanded, against the limit of the whole configuration."""
+        self.n_reals += count
+        if self.n_reals > _report.MAX_REALS:
+            self.errors.add(self.err(d, f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
+                                        f"{_report.MAX_REALS}"))
+            raise _LimitReached
+
     def fallback(self, d: _Directive) -> dict[str, Any]:
-        parts = _unquote(d.value).split()
+        parts = self.unquote(d).split()
         if not parts or len(parts) > 2:
             raise self.err(d, f"expected host[:port] [gate|masq|ipip], got {d.value!r}")
         host, port = _split_hostport(parts[0])
@@ -357,14 +428,17 @@ class _Reader:
         if not tokens or tokens[0] not in ("gate", "masq", "ipip"):
             raise self.err(d, "forward method must be gate, masq or ipip")
         real: dict[str, Any] = {"forward": tokens.pop(0), "port": port, "weight": 1}
-        if tokens and tokens[0].isdigit():
+        if tokens and is_count(tokens[0]):
             real["weight"] = int(tokens.pop(0))
         request = receive = None
         if tokens and tokens[0].startswith('"'):
             if len(tokens) < 2 or not tokens[1].startswith('"'):
                 raise self.err(d, 'a per-real check needs both "request" and "receive"')
+            for t in tokens[:2]:
+                if len(t) < 2 or not t.endswith('"'):
+                    raise self.err(d, f"unterminated quoted string {t!r}")
             request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
-        while tokens and re.fullmatch(r"[lu]:\d+", tokens[0]):
+        while tokens and re.fullmatch(r"[lu]:\d{1,18}", tokens[0]):
             t = tokens.pop(0)
             real["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
         if tokens:
@@ -380,10 +454,13 @@ class _Reader:
             if first.startswith("["):
                 raise self.err(d, "address ranges are IPv4 only")
             try:
-                addrs = list(expand_range(f"{first}->{last}"))
+                count = count_range(f"{first}->{last}")
             except ValueError as e:
                 raise self.err(d, str(e)) from None
+            self.count_reals(d, count)
+            addrs = list(expand_range(f"{first}->{last}"))
         else:
+            self.count_reals(d, 1)
             addrs = [first.strip("[]")]
         return [{**real, "address": a} for a in addrs]
 
@@ -401,13 +478,13 @@ class _Reader:
             timing["fall"] = self.positive(d)
         port: dict[str, Any] = {}
         if (d := v.get("checkport")) is not None:
-            if not d.value.isdigit() or not 0 < int(d.value) < 65536:
+            if not is_count(d.value) or not 0 < int(d.value) < 65536:
                 raise self.err(d, f"checkport must be in 1..65535 (got {d.value!r})")
             port["port"] = int(d.value)
         ctd = v.get("checktype")
         kind = ctd.value if ctd is not None else "negotiate"
         rounds = 0
-        if re.fullmatch(r"\d+", kind):
+        if re.fullmatch(r"\d{1,18}", kind):
             rounds, kind = int(kind), "negotiate"
         elif kind not in CHECKTYPES:
             assert ctd is not None
@@ -428,7 +505,7 @@ class _Reader:
         if kind in ("external", "external-perl"):
             cmd = v.get("checkcommand")
             try:
-                argv = shlex.split(_unquote(cmd.value)) if cmd is not None else ["/bin/true"]
+                argv = shlex.split(self.unquote(cmd)) if cmd is not None else ["/bin/true"]
             except ValueError as e:
                 raise self.err(cmd or anchor, f"cannot split the command: {e}") from None
             if not argv:
@@ -456,8 +533,8 @@ class _Reader:
                   anchor: _Directive) -> dict[str, Any]:
         req = v.get("request")
         rec = v.get("receive")
-        request = _unquote(req.value) if req is not None else "/"
-        receive = _unquote(rec.value) if rec is not None else ""
+        request = self.unquote(req) if req is not None else "/"
+        receive = self.unquote(rec) if rec is not None else ""
         if service == "none":
             self.warn(anchor, "NO HEALTH CHECK: ldirectord does no check here (no known service for this port, "
                               "so its 'none' check always reports up); ipvsd keeps every real up. Set service= "
@@ -482,7 +559,7 @@ class _Reader:
                     raise self.err(d, f"httpmethod must be GET or HEAD (got {d.value!r})")
                 c["method"] = d.value.upper()
             if (d := v.get("virtualhost")) is not None:
-                c["host"] = _unquote(d.value)
+                c["host"] = self.unquote(d)
             return c
         if service == "dns":
             c = {"type": "dns", **common, "name": request.lstrip("/") or ".", "qtype": "A",
@@ -499,9 +576,9 @@ class _Reader:
         if service == "ftp":
             c = {"type": "ftp", **common}
             if login is not None:
-                c["login"] = _unquote(login.value)
+                c["login"] = self.unquote(login)
             if passwd is not None:
-                c["password"] = _unquote(passwd.value)
+                c["password"] = self.unquote(passwd)
             if req is not None and request != "/":
                 c["path"] = request
             if receive:
@@ -515,9 +592,9 @@ class _Reader:
             if service == "imaps":
                 c["type"] = "imap"
             if login is not None:
-                c["login"] = _unquote(login.value)
+                c["login"] = self.unquote(login)
             if passwd is not None:
-                c["password"] = _unquote(passwd.value)
+                c["password"] = self.unquote(passwd)
             return c
         return {"type": "nntp", **common}
 
@@ -528,6 +605,16 @@ _FIELD = {"servicename": "name", "comment": "name", "persistent": "persistence",
           "httpmethod": "checks", "virtualhost": "checks", "checktimeout": "checks", "negotiatetimeout": "checks",
           "checkinterval": "checks", "failurecount": "checks", "checkcount": "checks", "login": "checks",
           "passwd": "checks", "fallbackcommand": "fallback_command", "fallback6": "fallback"}
+
+
+# Where a global directive lands in the model, so an error there points at its line.
+_GLOBAL_FIELDS: dict[str, tuple[Loc, ...]] = {
+    "autoreload": (("settings", "watch_config"),), "callback": (("settings", "config_callback"),),
+    "readdquiescent": (("settings", "readd_quiescent"),), "cleanstop": (("settings", "clean_stop"),),
+    "maintenancedir": (("settings", "maintenance_dir"),), "checkinterval": (("check_defaults", "interval"),),
+    "checktimeout": (("check_defaults", "timeout"),), "negotiatetimeout": (("check_defaults", "timeout"),),
+    "failurecount": (("check_defaults", "fall"),),
+}
 
 
 def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -544,6 +631,8 @@ def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[s
 
 def _strip_comment(line: str) -> str:
     """Drop a `#` comment that is not inside double quotes."""
+    if "#" not in line:
+        return line.rstrip()
     quoted = False
     for i, ch in enumerate(line):
         if ch == '"':
@@ -615,14 +704,7 @@ def _with_request(check: dict[str, Any], request: str, receive: str) -> dict[str
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate an ldirectord.cf."""
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 at byte {e.start}", path=path) from None
-    return parse(text, path)
+    return parse(_source.read_text(path), path)
 
 
 def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[ConfigWarning]]:
@@ -632,4 +714,7 @@ def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[Config
     data = r.build()
     for name, d in r.glob.items():
         r.where[("settings", name)] = Where(path, d.line, name)
-    return _report.validate(data, r.where, Where(path)), r.warnings
+        for loc in _GLOBAL_FIELDS.get(name, ()):
+            r.where[loc] = Where(path, d.line, name)
+    config = _report.validate(data, r.where, Where(path), r.errors)
+    return config, r.warnings + _report.lint(config, r.where, Where(path))

@@ -11,11 +11,12 @@ import glob
 import os
 import re
 import tomllib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ipvsd.config import _report
-from ipvsd.config._ranges import expand_range
-from ipvsd.config._report import ConfigErrors, ConfigWarning, Loc, Where
+from ipvsd.config import _report, _source
+from ipvsd.config._ranges import count_range, expand_range
+from ipvsd.config._report import ConfigWarning, Loc, Where
 from ipvsd.config.schema import CheckTiming, Config, _forward
 from ipvsd.errors import ConfigError
 
@@ -25,7 +26,9 @@ REAL_DEFAULT_KEYS = ("forward", "weight", "tunnel")
 _AUTO = "auto"
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")  # a key, perhaps dotted or quoted
+_KEY_PARTS = re.compile(_PART)
 
 
 def _line_map(text: str) -> dict[Loc, int]:
@@ -53,35 +56,75 @@ def _line_map(text: str) -> dict[Loc, int]:
             continue
         key = _KEY.match(raw)
         if key:
-            lines.setdefault((*current, key.group(1)), no)
+            parts = [p.strip("\"'") for p in _KEY_PARTS.findall(key.group(1))]
+            for n in range(1, len(parts) + 1):  # `a.b = 1` defines table a on this line too
+                lines.setdefault((*current, *parts[:n]), no)
     return lines
 
 
-def _under(lines: dict[Loc, int]) -> dict[Loc, list[tuple[Loc, int]]]:
-    """Every key's line, grouped under each of its prefixes: one pass, so marking stays linear in the file."""
-    index: dict[Loc, list[tuple[Loc, int]]] = {}
-    for k, line in lines.items():
-        for n in range(len(k) + 1):
-            index.setdefault(k[:n], []).append((k, line))
-    return index
+class _Lines:
+    """The line map of one file, built on first use: only an error or a warning needs a line, and building it
+    for a valid file cost a fifth of loading a large one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._map: dict[Loc, int] | None = None
+
+    def map(self) -> dict[Loc, int]:
+        if self._map is None:
+            self._map = _line_map(self.text)
+        return self._map
+
+    def get(self, loc: Loc, default: int | None = None) -> int | None:
+        return self.map().get(loc, default)
 
 
-def _first_line(lines: dict[Loc, int], prefix: Loc) -> int | None:
+def _first_line(lines: _Lines, prefix: Loc) -> int | None:
     """The first line of anything under `prefix` (a key, a table, or an element of an array of tables)."""
-    found = [line for k, line in lines.items() if k[: len(prefix)] == prefix]
+    found = [line for k, line in lines.map().items() if k[: len(prefix)] == prefix]
     return min(found) if found else None
 
 
-def _parse_file(path: str) -> tuple[dict[str, Any], dict[Loc, int]]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path=path) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 at byte {e.start}", path=path) from None
+MAX_NESTING = 32
+"""Nesting of arrays and inline tables reported as too deep when tomllib runs out of Python's stack on a file."""
+
+_SPECIAL = re.compile(r'#|"""|\'\'\'|["\'\[\]{}]')
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """(line, column) where arrays/inline tables first nest deeper than MAX_NESTING, skipping strings and
+    comments (only called once tomllib has hit a RecursionError, to locate it)."""
+    depth = 0
+    pos = 0
+    while (m := _SPECIAL.search(text, pos)) is not None:
+        tok, i = m.group(), m.start()
+        pos = m.end()
+        if tok == "#":
+            nl = text.find("\n", pos)
+            pos = len(text) if nl < 0 else nl
+        elif tok[0] in "\"'":
+            while True:  # to the closing quote; a basic string's quote may be escaped
+                j = text.find(tok, pos)
+                if j < 0:
+                    pos = len(text)
+                    break
+                pos = j + len(tok)
+                k = j
+                while tok[0] == '"' and k > 0 and text[k - 1] == "\\":
+                    k -= 1
+                if (j - k) % 2 == 0:
+                    break
+        elif tok in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return text.count("\n", 0, i) + 1, i - text.rfind("\n", 0, i)
+        else:
+            depth = max(0, depth - 1)
+    return max(1, text.count("\n")), 1
+
+
+def _parse_file(path: str) -> tuple[dict[str, Any], _Lines]:
+    text = _source.read_text(path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -89,7 +132,16 @@ def _parse_file(path: str) -> tuple[dict[str, Any], dict[Loc, int]]:
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         line = int(m.group(1)) if m else max(1, len(text.splitlines()))
         raise ConfigError(f"TOML syntax: {msg}", path=path, line=line) from None
-    return doc, _line_map(text)
+    except ValueError:  # int() refuses integers of thousands of digits before tomllib can report them
+        m = re.search(r"[0-9_]{4300,}", text)
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        raise ConfigError("TOML syntax: an integer of thousands of digits", path=path, line=line) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: a few hundred levels exhaust the stack
+        line, column = _too_deep(text)
+        raise ConfigError(f"TOML arrays or inline tables nested too deeply (column {column})", path=path,
+                          line=line) from None
+    return doc, _Lines(text)
 
 
 def _auto(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -106,30 +158,62 @@ def _checks(raw: Any, defaults: dict[str, Any]) -> Any:
     return [_check(c, defaults) for c in raw] if isinstance(raw, list) else raw
 
 
-def _service(raw: Any, defaults: dict[str, Any], src: Where, lines: dict[Loc, int],
-             under: dict[Loc, list[tuple[Loc, int]]], raw_loc: Loc, out_loc: Loc, where: dict[Loc, Where],
-             errors: list[ConfigError]) -> Any:
-    """Resolve one service's conveniences; record where each output element came from."""
-    def mark(out: Loc, src_loc: Loc) -> None:
-        for k, line in under.get(src_loc, ()):
-            where[(*out, *k[len(src_loc):])] = Where(src.path, line, None)
-        if src_loc in lines:
-            where[out] = Where(src.path, lines[src_loc], None)
+class _Where(Mapping[Loc, Where]):
+    """Source places of the merged document's keys, looked up only when an error needs one: output service i
+    came from element k of some file's [[services]], and its real j from that element's real r (ranges make
+    several reals of one). Building the map eagerly cost as much as parsing in large files."""
 
-    mark(out_loc, raw_loc)
+    def __init__(self, path: str, lines: _Lines) -> None:
+        self.path = path
+        self.lines = lines
+        self.services: list[tuple[str, _Lines, int, list[int]]] = []  # (file, its lines, k, real map)
+
+    def get(self, loc: Loc, default: Any = None) -> Any:
+        if not loc or loc[0] != "services":
+            line = self.lines.get(loc)
+            return Where(self.path, line, None) if line is not None else default
+        if len(loc) < 2 or not isinstance(loc[1], int) or not 0 <= loc[1] < len(self.services):
+            return default
+        path, lines, k, reals = self.services[loc[1]]
+        tail = loc[2:]
+        if len(tail) >= 2 and tail[0] == "reals" and isinstance(tail[1], int):
+            if not 0 <= tail[1] < len(reals):
+                return default
+            tail = ("reals", reals[tail[1]], *tail[2:])
+        line = lines.get(("services", k, *tail))
+        return Where(path, line, None) if line is not None else default
+
+    def __getitem__(self, loc: Loc) -> Where:
+        found: Where | None = self.get(loc)
+        if found is None:
+            raise KeyError(loc)
+        return found
+
+    def __iter__(self) -> Iterator[Loc]:  # only lookups are needed; Mapping wants these
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _service(raw: Any, defaults: dict[str, Any], src: str, lines: _Lines, raw_loc: Loc,
+             errors: _report.Collector, budget: list[int]) -> tuple[Any, list[int]]:
+    """Resolve one service's conveniences; return it with, for each output real, the index of its source."""
     if not isinstance(raw, dict):
-        return raw
+        return raw, []
     svc = {k: v for k, v in raw.items() if k not in REAL_DEFAULT_KEYS}
     real_defaults = {k: raw[k] for k in REAL_DEFAULT_KEYS if k in raw}
     if "checks" in svc:
         svc["checks"] = _checks(svc["checks"], defaults)
     reals_raw = raw.get("reals", [])
     if not isinstance(reals_raw, list):
-        return svc
+        return svc, []
     reals: list[Any] = []
+    origin: list[int] = []
     for j, r in enumerate(reals_raw):
         if not isinstance(r, dict):
             reals.append(r)
+            origin.append(j)
             continue
         own_tunnel = "tunnel" in r
         r = {**real_defaults, **r}
@@ -140,29 +224,38 @@ def _service(raw: Any, defaults: dict[str, Any], src: Where, lines: dict[Loc, in
             r["port"] = raw["port"]
         if "checks" in r:
             r["checks"] = _checks(r["checks"], defaults)
-        addrs = [r.get("address")]
+        count = 1
         if isinstance(r.get("address"), str) and "->" in r["address"]:
             try:
-                addrs = list(expand_range(r["address"]))
+                count = count_range(r["address"])
             except ValueError as e:
-                line = lines.get((*raw_loc, "reals", j, "address"), lines.get((*raw_loc, "reals", j)))
-                errors.append(ConfigError(str(e), path=src.path, line=line, key="address"))
+                errors.add(ConfigError(str(e), path=src, line=_real_line(lines, raw_loc, j),
+                                       key="services.reals.address"))
                 continue
+        budget[0] += count
+        if budget[0] > _report.MAX_REALS:
+            raise ConfigError(f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
+                              f"{_report.MAX_REALS}", path=src, line=_real_line(lines, raw_loc, j),
+                              key="services.reals")
+        addrs = expand_range(r["address"]) if isinstance(r.get("address"), str) and "->" in r["address"] \
+            else [r.get("address")]
         for a in addrs:
-            mark((*out_loc, "reals", len(reals)), (*raw_loc, "reals", j))
+            origin.append(j)
             reals.append({**r, "address": a})
     svc["reals"] = reals
-    return svc
+    return svc, origin
+
+
+def _real_line(lines: _Lines, raw_loc: Loc, j: int) -> int | None:
+    return lines.get((*raw_loc, "reals", j, "address"), lines.get((*raw_loc, "reals", j)))
 
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a native main file and its drop-ins."""
     warnings: list[ConfigWarning] = []
+    errors = _report.Collector()
     doc, lines = _parse_file(path)
-    where: dict[Loc, Where] = {}
-    for k, line in lines.items():
-        if not k or k[0] != "services":
-            where[k] = Where(path, line, None)
+    where = _Where(path, lines)
     unknown = [k for k in doc if k not in TOP_KEYS]
     if unknown:
         raise ConfigError("unknown top-level key (check the spelling)", path=path,
@@ -170,8 +263,9 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     include = doc.pop("include", ["conf.d/*.toml"])
     if isinstance(include, str):
         include = [include]
-    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-        raise ConfigError("must be a list of glob patterns", path=path, line=lines.get(("include",)), key="include")
+    if not isinstance(include, list) or not all(isinstance(i, str) and "\0" not in i for i in include):
+        raise ConfigError("must be a list of glob patterns (without NUL bytes)", path=path,
+                          line=lines.get(("include",)), key="include")
     defaults_raw = doc.get("check_defaults", {})
     if not isinstance(defaults_raw, dict):
         raise ConfigError("must be a table", path=path, line=lines.get(("check_defaults",)), key="check_defaults")
@@ -181,34 +275,48 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     if isinstance(doc.get("settings"), dict) and doc["settings"].get("metrics_listen") == "":
         doc["settings"] = {**doc["settings"], "metrics_listen": None}
 
-    sources: list[tuple[str, Any, dict[Loc, int]]] = [(path, doc.get("services", []), lines)]
+    sources: list[tuple[str, Any, _Lines]] = [(path, doc.get("services", []), lines)]
     base = os.path.dirname(os.path.abspath(path))
     for pattern in include:
         for f in sorted(glob.glob(os.path.join(base, pattern))):
             if os.path.abspath(f) == os.path.abspath(path):
                 continue
-            sub, sub_lines = _parse_file(f)
+            try:
+                sub, sub_lines = _parse_file(f)
+            except ConfigError as e:
+                if e.line is not None:
+                    errors.add(e)
+                else:  # the drop-in could not be read at all: point at the include that named it
+                    errors.add(ConfigError(f"{f}: {e.message}", path=path, line=lines.get(("include",)),
+                                           key="include"))
+                continue
             extra = [k for k in sub if k != "services"]
             if extra:
-                raise ConfigError("a drop-in may only hold [[services]]", path=f,
-                                  line=_first_line(sub_lines, (extra[0],)), key=extra[0])
+                errors.add(ConfigError("a drop-in may only hold [[services]]", path=f,
+                                       line=_first_line(sub_lines, (extra[0],)), key=extra[0]))
+                continue
             sources.append((f, sub.get("services", []), sub_lines))
 
     services: list[Any] = []
-    errors: list[ConfigError] = []
+    budget = [0]
     for src_path, raw_services, src_lines in sources:
         if not isinstance(raw_services, list):
-            raise ConfigError("must be an array of tables ([[services]])", path=src_path,
-                              line=_first_line(src_lines, ("services",)), key="services")
-        under = _under(src_lines)
+            errors.add(ConfigError("must be an array of tables ([[services]])", path=src_path,
+                                   line=_first_line(src_lines, ("services",)), key="services"))
+            continue
         for i, raw in enumerate(raw_services):
-            services.append(_service(raw, timing, Where(src_path), src_lines, under, ("services", i),
-                                     ("services", len(services)), where, errors))
+            if len(services) >= _report.MAX_SERVICES:
+                errors.add(ConfigError(f"more than {_report.MAX_SERVICES} services; ipvsd's limit is "
+                                       f"{_report.MAX_SERVICES}", path=src_path,
+                                       line=src_lines.get(("services", i)), key="services"))
+                break
+            try:
+                svc, origin = _service(raw, timing, src_path, src_lines, ("services", i), errors, budget)
+            except ConfigError as e:  # over a limit: stop before expanding any more
+                errors.add(e)
+                errors.raise_if_any()
+            where.services.append((src_path, src_lines, i, origin))
+            services.append(svc)
     doc["services"] = services
-    try:
-        config = _report.validate(doc, where, Where(path))
-    except ConfigErrors as e:
-        raise ConfigErrors(errors + e.errors) from None
-    if errors:
-        raise ConfigErrors(errors)
-    return config, warnings
+    config = _report.validate(doc, where, Where(path), errors)
+    return config, warnings + _report.lint(config, where, Where(path))

@@ -8,12 +8,14 @@ validation, so every field of a validated model is concrete except where `None` 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import re
 import warnings
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from ipvsd import model
 
@@ -28,9 +30,17 @@ _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 
 
+# The common case, an IPv4 address already in canonical form, needs no parse: ipaddress showed as the largest
+# single cost of loading 60,000-service files.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"({_OCTET}\.){{3}}{_OCTET}")
+
+
 def _ip(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("an IP address must be a string")
+    if _CANONICAL_V4.fullmatch(value):
+        return value
     try:
         return model.canonical_addr(value)
     except ValueError:
@@ -41,13 +51,21 @@ def _host(value: Any) -> str:
     """An IP literal (canonicalised) or a syntactically valid hostname, kept as given for later resolution."""
     if not isinstance(value, str):
         raise ValueError("an address must be a string")
+    if _CANONICAL_V4.fullmatch(value):
+        return value
     try:
         return model.canonical_addr(value)
     except ValueError:
         pass
-    if value.replace(".", "").isdigit() or not _HOSTNAME.match(value):
+    if value.replace(".", "").isdecimal() or not _HOSTNAME.match(value):
         raise ValueError(f"{value!r} is neither an IP address nor a valid hostname")
     return value.lower()
+
+
+def is_count(text: str) -> bool:
+    """True for decimal digits that int() can take and that fit any field (at most 18 of them): int() refuses
+    a string of thousands of digits with a ValueError, which must not escape a reader."""
+    return text.isdecimal() and len(text) <= 18
 
 
 IPAddr = Annotated[str, BeforeValidator(_ip)]
@@ -56,9 +74,10 @@ IPAddr = Annotated[str, BeforeValidator(_ip)]
 HostAddr = Annotated[str, BeforeValidator(_host)]
 """An IP address or a hostname (resolved by the daemon, not at load)."""
 
-Port = Annotated[int, Field(ge=0, le=65535)]
-Seconds = Annotated[float, Field(ge=0, le=86400 * 7)]
-PositiveSeconds = Annotated[float, Field(gt=0, le=86400 * 7)]
+# strict: a quoted "80" in a TOML file is a mistake to report, not a value to coerce (floats still take ints)
+Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+Seconds = Annotated[float, Field(ge=0, le=86400 * 7, strict=True)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400 * 7, strict=True)]
 
 
 def _status_codes(value: Any) -> tuple[tuple[int, int], ...]:
@@ -75,7 +94,7 @@ def _status_codes(value: Any) -> tuple[tuple[int, int], ...]:
                 if not part:
                     continue
                 a, sep, b = part.partition("-")
-                if not a.isdigit() or (sep and not b.isdigit()):
+                if not is_count(a) or (sep and not is_count(b)):
                     raise ValueError(f"{part!r} is not a status code or range like 200-299")
                 out.append((int(a), int(b) if sep else int(a)))
             continue
@@ -102,14 +121,24 @@ StatusCodes = Annotated[
 """HTTP status codes as inclusive ranges; written as ["200-299", "301"]."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _regex_error(value: str) -> str | None:
+    """Why `value` does not compile, or None. Cached: large configs repeat one pattern thousands of times, and
+    catch_warnings costs more than the compile."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(value)
+    except (re.error, TypeError, OverflowError, RecursionError) as e:
+        return str(e)
+    return None
+
+
 def _regex(value: Any) -> Any:
     if value is not None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                re.compile(value)
-        except (re.error, TypeError, OverflowError, RecursionError) as e:
-            raise ValueError(f"invalid regular expression {value!r}: {e}") from None
+        error = _regex_error(value) if isinstance(value, str) else "not a string"
+        if error is not None:
+            raise ValueError(f"invalid regular expression {value!r}: {error}")
     return value
 
 
@@ -147,9 +176,9 @@ class CheckTiming(_Frozen):
     delay_loop)."""
     timeout: PositiveSeconds = 5.0
     """Seconds one attempt may take before it counts as a failure (checktimeout / connect_timeout)."""
-    rise: int = Field(default=1, ge=1, le=1000)
+    rise: int = Field(strict=True, default=1, ge=1, le=1000)
     """Consecutive successes before a down real is marked up."""
-    fall: int = Field(default=1, ge=1, le=1000)
+    fall: int = Field(strict=True, default=1, ge=1, le=1000)
     """Consecutive failures before an up real is marked down (ldirectord failurecount; keepalived retry+1)."""
     retry_delay: Seconds | None = None
     """Seconds to the next attempt while a failure streak has not yet reached `fall` (keepalived
@@ -170,9 +199,9 @@ class CheckTarget(CheckTiming):
     """Port to connect to (ldirectord checkport, keepalived connect_port). None: the real's port."""
     bindto: IPAddr | None = None
     """Source address of the check's socket."""
-    mark: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
+    mark: int | None = Field(strict=True, default=None, ge=1, le=0xFFFFFFFF)
     """SO_MARK for the check's packets (keepalived fwmark), to steer checks along the data path."""
-    connect_rounds: int = Field(default=0, ge=0, le=1000)
+    connect_rounds: int = Field(strict=True, default=0, ge=0, le=1000)
     """ldirectord checktype=N: run N plain TCP connects between two full protocol checks. 0: always full."""
 
 
@@ -197,8 +226,8 @@ class HttpCheck(CheckTarget):
     """A regular expression the body must not match (keepalived regex_no_match)."""
     digest: HexBytes | None = None
     """MD5 hex digest the body must have (keepalived url digest)."""
-    max_body_bytes: int = Field(default=65536, ge=0, le=1 << 30)
-    """Read at most this many body bytes for receive/regex/digest."""
+    max_body_bytes: int = Field(strict=True, default=65536, ge=0, le=1 << 30)
+    """How much of the body receive and regex look at (the first bytes); digest hashes the whole body, streamed."""
     tls_verify: bool = False
     """Verify the server certificate (https). Off by default: reals are addressed by IP, as in both peers."""
     ca_file: str | None = None
@@ -241,9 +270,9 @@ class UdpCheck(CheckTarget):
     """Datagram as hex. None: a random payload."""
     expect: HexPattern | None = None
     """Required reply prefix as hex, X as a wildcard nibble. None: no reply needed (ICMP unreachable = down)."""
-    min_reply_length: int = Field(default=0, ge=0, le=65535)
+    min_reply_length: int = Field(strict=True, default=0, ge=0, le=65535)
     """Shortest acceptable reply (bytes)."""
-    max_reply_length: int = Field(default=255, ge=0, le=65535)
+    max_reply_length: int = Field(strict=True, default=255, ge=0, le=65535)
     """Longest acceptable reply (bytes)."""
 
 
@@ -265,7 +294,7 @@ class PingCheck(CheckTarget):
     """ICMP echo (ldirectord ping, keepalived PING_CHECK)."""
 
     type: Literal["ping"]
-    count: int = Field(default=1, ge=1, le=100)
+    count: int = Field(strict=True, default=1, ge=1, le=100)
     """Echo requests per attempt; one reply is enough (ldirectord checkcount)."""
 
 
@@ -399,11 +428,11 @@ class RealServer(_Frozen):
     """masq (NAT), route (DR, ldirectord gate) or tunnel (ipip/gue/gre)."""
     tunnel: Tunnel | None = None
     """Tunnel details when forward = tunnel. None: plain ipip."""
-    weight: int = Field(default=1, ge=0, le=2147483647)
+    weight: int = Field(strict=True, default=1, ge=0, le=2147483647)
     """Weight while healthy; 0 keeps the real in the table without new connections."""
-    u_threshold: int = Field(default=0, ge=0, le=2147483647)
+    u_threshold: int = Field(strict=True, default=0, ge=0, le=2147483647)
     """Upper connection threshold (ipvsadm -x); 0: none."""
-    l_threshold: int = Field(default=0, ge=0, le=2147483647)
+    l_threshold: int = Field(strict=True, default=0, ge=0, le=2147483647)
     """Lower connection threshold (ipvsadm -y); 0: none."""
     checks: tuple[Check, ...] | None = None
     """This real's own checks (all must pass). None: the service's checks."""
@@ -443,7 +472,7 @@ class FallbackServer(_Frozen):
     """0: the service's port."""
     forward: ForwardName = "route"
     """ldirectord's default is gate (route); the keepalived reader sets the service's method."""
-    weight: int = Field(default=1, ge=0, le=2147483647)
+    weight: int = Field(strict=True, default=1, ge=0, le=2147483647)
     """Weight while in use."""
     inhibit: bool = False
     """Keep the sorry server in the table at weight 0 while not needed (keepalived sorry_server_inhibit)."""
@@ -452,13 +481,27 @@ class FallbackServer(_Frozen):
 class Persistence(_Frozen):
     """Client affinity (ipvsadm -p/-M/--pe)."""
 
-    timeout: int = Field(default=300, ge=1, le=2147483647)
+    timeout: int = Field(strict=True, default=300, ge=1, le=2147483647)
     """Seconds a client stays on its real after its last connection."""
     netmask: str | int | None = None
     """Group clients by network: IPv4 dotted mask ("255.255.255.0"), or an IPv6 prefix length. None: one
     client address."""
     pe: Literal["sip"] | None = None
     """Persistence engine."""
+
+
+KNOWN_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+"""The schedulers the kernel ships (modules ip_vs_NAME); `ipvsd check` warns about any other name."""
+
+# The kernel loads module ip_vs_NAME and keeps NAME in IP_VS_SCHEDNAME_MAXLEN (16) bytes with its NUL.
+_SCHED_NAME = re.compile(r"[a-z0-9_]{1,15}")
+
+
+def _scheduler(value: Any) -> Any:
+    if isinstance(value, str) and not _SCHED_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} cannot be an IPVS scheduler name (1-15 characters of a-z, 0-9 and _); "
+                         f"the kernel has {' '.join(KNOWN_SCHEDULERS)}")
+    return value
 
 
 def _sched_flags(value: Any) -> Any:
@@ -494,11 +537,11 @@ class VirtualService(_Frozen):
     """VIP port (required with an address)."""
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
     """Transport protocol of an address service."""
-    fwmark: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)
+    fwmark: int | None = Field(strict=True, default=None, ge=1, le=0xFFFFFFFF)
     """Firewall mark of a fwmark service."""
     family: Literal["inet", "inet6"] = "inet"
     """Address family of a fwmark service (ignored with an address, whose family wins)."""
-    scheduler: str = Field(default="wlc", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    scheduler: Annotated[str, BeforeValidator(_scheduler)] = "wlc"
     """IPVS scheduler name (rr, wrr, lc, wlc, lblc, lblcr, dh, sh, mh, sed, nq, fo, ovf, twos)."""
     sched_flags: SchedFlags = ()
     """Scheduler flags 1..3 (sh-fallback/mh-fallback = 1, sh-port/mh-port = 2)."""
@@ -516,9 +559,9 @@ class VirtualService(_Frozen):
     """Sorry server. Unset: none."""
     fallback_command: str | None = None
     """Run as `cmd start|stop vip:vport proto` when the last real goes down / the first comes back."""
-    quorum: int = Field(default=1, ge=0, le=2147483647)
+    quorum: int = Field(strict=True, default=1, ge=0, le=2147483647)
     """Minimum total weight of healthy reals; below it the fallback server is used."""
-    hysteresis: int = Field(default=0, ge=0, le=2147483647)
+    hysteresis: int = Field(strict=True, default=0, ge=0, le=2147483647)
     """Quorum is lost below quorum-hysteresis and regained at quorum+hysteresis."""
     quorum_up: str | None = None
     """Command run when quorum is gained."""
@@ -608,11 +651,11 @@ def _netmask(value: Any, six: bool) -> Any:
     """IPv4: dotted mask (a prefix length is converted); IPv6: a prefix length."""
     if six:
         text = str(value).lstrip("/")
-        if not text.isdigit() or not 0 <= int(text) <= 128:
+        if not is_count(text) or not 0 <= int(text) <= 128:
             raise ValueError(f"IPv6 persistence netmask {value!r} must be a prefix length 0-128")
         return int(text)
     text = str(value).lstrip("/")
-    if text.isdigit():
+    if is_count(text):
         if not 0 <= int(text) <= 32:
             raise ValueError(f"IPv4 persistence netmask {value!r} must be a dotted mask or a prefix 0-32")
         return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
@@ -636,6 +679,39 @@ class Limits(_Frozen):
     """When more than this fraction of a service's reals fail, keep them all (fail open). 1.0: never."""
     check_concurrency: int = Field(default=256, ge=1, le=100000)
     """Most checks in flight at once (fewer while the daemon is short of CPU: see docs/checks.md)."""
+
+
+def _listen_address(value: str | None) -> str | None:
+    """host:port or [v6]:port with a port 0-65535 and an IP or hostname host; empty/off/none: no endpoint."""
+    if value is None or value.strip().lower() in ("", "off", "none"):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if close and rest.startswith(":") else ""
+        six = True
+    else:
+        host, _, port = text.rpartition(":")
+        six = False
+    if not host or not is_count(port) or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (port 0-65535; [v6]:port for IPv6)")
+    try:
+        _ip(host) if six else _host(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is neither an IP address nor a valid hostname") from None
+    return value
+
+
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, with the terminating NUL
+
+
+def _unix_socket_path(value: str) -> str:
+    size = len(os.fsencode(value))
+    if not value or size > _SUN_PATH_MAX:
+        raise ValueError(f"a Unix socket path must be 1-{_SUN_PATH_MAX} bytes (got {size})")
+    if "\0" in value:
+        raise ValueError("a Unix socket path cannot contain a NUL byte")
+    return value
 
 
 class Settings(_Frozen):
@@ -677,15 +753,25 @@ class Settings(_Frozen):
     limits: Limits = Limits()
     """Blast-radius guards."""
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return _listen_address(value)
+
+    @field_validator("control_socket")
+    @classmethod
+    def _socket_path(cls, value: str) -> str:
+        return _unix_socket_path(value)
+
 
 class LvsTimeouts(_Frozen):
     """IPVS connection timeouts to set (keepalived lvs_timeouts); 0 leaves the kernel's value."""
 
-    tcp: int = Field(default=0, ge=0)
+    tcp: int = Field(strict=True, default=0, ge=0)
     """TCP established timeout (s)."""
-    tcp_fin: int = Field(default=0, ge=0)
+    tcp_fin: int = Field(strict=True, default=0, ge=0)
     """TCP FIN_WAIT timeout (s)."""
-    udp: int = Field(default=0, ge=0)
+    udp: int = Field(strict=True, default=0, ge=0)
     """UDP timeout (s)."""
 
 
@@ -700,10 +786,12 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _unique_services(self) -> Config:
-        seen: set[model.ServiceKey] = set()
+        # addresses are canonical already, so these tuples identify services as service_key() does, without
+        # building one key object per service
+        seen: set[tuple[Any, ...]] = set()
         for s in self.services:
-            k = s.service_key()
+            k = (s.fwmark, s.af) if s.fwmark is not None else (s.protocol, s.address, s.port)
             if k in seen:
-                raise ValueError(f"virtual service {k} is defined twice")
+                raise ValueError(f"virtual service {s.service_key()} is defined twice")
             seen.add(k)
         return self

@@ -96,13 +96,27 @@ inet_service = st.tuples(
         "persistence": st.fixed_dictionaries({}, optional={"timeout": st.integers(1, 10000),
                                                            "netmask": st.sampled_from([24, 16, 32])})}),
     st.lists(reals | tunnel_real, max_size=3),
-).map(lambda t: {**t[0], "reals": _unique_reals(t[1])})
+).map(lambda t: _one_family({**t[0], "reals": _unique_reals(t[1])}))
 
 mark_service = st.tuples(
     st.fixed_dictionaries({"fwmark": st.integers(1, 2**32 - 1)}, optional={
         **service_opts, "family": st.sampled_from(["inet", "inet6"]), "ops": st.booleans()}),
     st.lists(reals, max_size=3),
-).map(lambda t: {**t[0], "reals": _unique_reals(t[1])})
+).map(lambda t: _one_family({**t[0], "reals": _unique_reals(t[1])}))
+
+
+def _one_family(svc: dict[str, Any]) -> dict[str, Any]:
+    """Drop the reals (and sorry server) the kernel would refuse: another family than the service, untunnelled."""
+    six = ":" in svc["address"] if "address" in svc else svc.get("family") == "inet6"
+
+    def fits(d: dict[str, Any]) -> bool:
+        addr = d["address"]
+        return d.get("forward") == "tunnel" or not addr[0].isdigit() or (":" in addr) == six
+
+    out = {**svc, "reals": [r for r in svc["reals"] if fits(r)]}
+    if out.get("fallback") and not fits(out["fallback"]):
+        out["fallback"] = None
+    return out
 
 
 def _unique_services(ss: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -68,3 +68,19 @@ def test_format_is_sniffed_from_name_then_content(tmp_path: Path, name: str, tex
     f = tmp_path / name
     f.write_text(text)
     assert sniff(str(f)) == fmt
+
+
+def test_check_shows_every_setting_that_decides_a_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(FIXTURES / "ldirectord_features.cf")]) == 0
+    out = capsys.readouterr().out
+    assert "check: simpletcp send 'PING\\n' expect 'PONG' every" in out
+    assert "check: dns name 'www.example.com' qtype 'A' expect '192.0.2.80' transport 'udp' every" in out
+    assert "check: ftp login 'probe' password (set) path '/welcome.txt' receive 'hello' every" in out
+    assert "secret" not in out
+
+
+def test_check_shows_keepalived_http_details(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(FIXTURES / "keepalived_url_status.conf")]) == 0
+    out = capsys.readouterr().out
+    assert ("check: http GET /health status 200,301-302,418 digest '9b3a0c85a887a256d6939da88aabd8cd' every 60s "
+            "timeout 5s rise 1 fall 2 retry after 3s") in out

@@ -23,7 +23,7 @@ LD_BASE = "checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n"
     (LD_BASE + "\treal=10.0.1.9->10.0.1.2:80 masq\n", 4, "real", "before its first"),
     (LD_BASE + "\tchecktype=sometimes\n", 4, "checktype", "checktype must be"),
     (LD_BASE + "\tservice=gopher\n", 4, "service", "unknown service"),
-    (LD_BASE + "\tscheduler=RR\n", 4, "scheduler", "should match"),
+    (LD_BASE + "\tscheduler=RR\n", 4, "scheduler", "cannot be an IPVS scheduler"),
     (LD_BASE + "\treceive=\"(open\"\n\tservice=http\n", 4, "receive", "regular expression"),
     ("virtual=10.0.0.1:80\n\treal6=[2001:db8::1]:80 masq\n", 2, "real6", "real"),
     ("virtual=[2001:db8::1]:80\n\treal=10.0.0.1 gate\n", 1, "virtual", "virtual6"),
@@ -33,6 +33,11 @@ LD_BASE = "checktimeout=3\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n"
     (LD_BASE + "\treal=10.0.1.1:80 gate\n", 2, "virtual", "appears twice"),
     (LD_BASE + "\tprotocol=fwm\n", 4, "protocol", "fwm"),
     (LD_BASE + "\tops=yes\n", 2, "virtual", "udp"),
+    (LD_BASE + "\tservice=http\n\trequest=\"index.html\n", 5, "request", "unterminated quoted string"),
+    (LD_BASE + "\treal=10.0.1.2:80 masq 1 \"x.html\", \"ok\n", 4, "real", "unterminated quoted string"),
+    (LD_BASE + "\tscheduler=wrr-x\n", 4, "scheduler", "cannot be an IPVS scheduler"),
+    (LD_BASE + "\tscheduler=abcdefghijklmnop\n", 4, "scheduler", "1-15 characters"),
+    ("failurecount=99999\n" + LD_BASE, 1, "failurecount", "less than or equal to 1000"),
 ])
 def test_ldirectord_errors_are_located(text: str, line: int, key: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -66,6 +71,15 @@ KA_BASE = "virtual_server 10.0.0.1 80 {\n  lvs_sched rr\n  real_server 10.0.1.1 
     (KA_BASE + "    DNS_CHECK {\n      type BOGUS\n    }\n  }\n}\n", 5, "type", "must be"),
     ("virtual_server 10.0.0.300 80 {\n}\n", 1, "virtual_server", "not an IP address"),
     ("include nothing-here.conf\n", 1, "include", "no such file"),
+    (KA_BASE + "    HTTP_GET {\n      url {\n        digest 00\n        digest ff\n      }\n    }\n  }\n}\n", 7,
+     "digest", "second digest"),
+    ("virtual_server 10.0.0.1 80 {\n  lvs_sched round-robin\n}\n", 2, "lvs_sched", "cannot be an IPVS scheduler"),
+    ("virtual_server 2001:db8::1 80 {\n  lvs_sched rr\n  lvs_method DR\n  real_server 10.0.1.1 80 {\n  }\n}\n",
+     4, "real_server", "IPv4 but the service is IPv6"),
+    ("virtual_server 10.0.0.1 80 {\n  lvs_sched rr\n  real_server 2001:db8::1 80 {\n  }\n}\n",
+     3, "real_server", "IPv6 but the service is IPv4"),
+    ("virtual_server 10.0.0.1 80 {\n  sorry_server 2001:db8::9 80\n}\n", 2, "sorry_server", "sorry server"),
+    ("virtual_server 10.0.0.1 80 {\n" + "{\n" * 40 + "}\n" * 40 + "}\n", 2, None, "a block needs a keyword"),
 ])
 def test_keepalived_errors_are_located(text: str, line: int, key: str | None, fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -75,6 +89,10 @@ def test_keepalived_errors_are_located(text: str, line: int, key: str | None, fr
     if key is not None:
         assert err.key is not None and err.key.startswith(key), str(err)
     assert fragment in err.message, str(err)
+
+
+SVC = '[[services]]\naddress = "10.0.0.1"\n'
+SVC6 = '[[services]]\naddress = "2001:db8::1"\nport = 80\n'
 
 
 @pytest.mark.parametrize(("text", "line", "key", "fragment"), [
@@ -89,10 +107,26 @@ def test_keepalived_errors_are_located(text: str, line: int, key: str | None, fr
     ("[[services]]\naddress = \"10.0.0.1\"\nport = 80\n[[services.reals]]\naddress = \"a..b\"\n", 5,
      "services.reals.address", "hostname"),
     ("x = [\n", 1, None, "TOML syntax"),
+    (SVC + 'port = "80"\n', 3, "services.port", "valid integer"),
+    (SVC + 'port = 80\nscheduler = "wrr!"\n', 4, "services.scheduler", "cannot be an IPVS scheduler"),
+    (SVC6 + '[[services.reals]]\naddress = "10.0.1.1"\nforward = "route"\n', 5, "services.reals.address",
+     "IPv4 but the service is IPv6"),
+    (SVC6 + '[[services.reals]]\naddress = "10.0.1.1"\nforward = "masq"\n', 5, "services.reals.address",
+     "tunnel"),
+    ('[settings]\nmetrics_listen = "999.1.1.1:99999"\n', 2, "settings.metrics_listen", "not host:port"),
+    ('[settings]\nmetrics_listen = "999.1.1.1:9100"\n', 2, "settings.metrics_listen", "neither an IP"),
+    ('[settings]\nmetrics_listen = "[::1]"\n', 2, "settings.metrics_listen", "not host:port"),
+    ('[settings]\ncontrol_socket = "/run/' + "x" * 120 + '"\n', 2, "settings.control_socket", "Unix socket"),
+    ("x = " + "[" * 2000 + "]" * 2000 + "\n", 1, None, "nested too deeply"),
+    ("x = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n", 1, None, "nested too deeply"),
+    ("\n\n# caf\xe9\n", 3, None, "column 6"),
+    ("settings.limits.max_deletes = -1\n", 1, "settings.limits.max_deletes", "greater than or equal"),
+    (SVC + '"port" = 70000\n', 3, "services.port", "less than or equal"),
+    (SVC + 'port = 80\n[[services.checks]]\ntype = """simple\ntcp"""\n', 4, "services.checks", "'simple\\ntcp'"),
 ])
 def test_native_errors_are_located(tmp_path: Path, text: str, line: int, key: str | None, fragment: str) -> None:
     f = tmp_path / "ipvsd.toml"
-    f.write_text(text)
+    f.write_bytes(text.encode("utf-8") if "\xe9" not in text else text.encode("latin-1"))
     with pytest.raises(ConfigError) as e:
         load(str(f))
     err = e.value.errors[0] if isinstance(e.value, ConfigErrors) else e.value
@@ -130,3 +164,59 @@ def test_ldirectord_silent_none_check_warns_loudly() -> None:
     config, warnings = ldirectord.parse("virtual=10.0.0.1:8080\n\treal=10.0.1.1:8080 masq\n", "ld.cf")
     assert config.services[0].checks[0].type == "on"
     assert any(w.line == 1 and "NO HEALTH CHECK" in w.message for w in warnings)
+
+
+def test_ldirectord_reports_every_error_of_the_file() -> None:
+    text = ("checktimeout=x\nvirtual=10.0.0.1:80\n\treal=10.0.1.1:80 masquerade\n\tsceduler=rr\n"
+            "virtual=10.0.0.2:80\n\treal=10.0.1.2:80 masq\n\tscheduler=R R\nbogus=1\n")
+    with pytest.raises(ConfigErrors) as e:
+        ldirectord.parse(text, "ld.cf")
+    assert [(x.line, x.key) for x in e.value.errors] == [
+        (1, "checktimeout"), (3, "real"), (4, "sceduler"), (7, "scheduler"), (8, "bogus")]
+
+
+def test_keepalived_reports_every_error_of_the_file() -> None:
+    text = (KA_BASE + "    weigth 2\n    HTTP_GET {\n      url {\n        pth /\n      }\n    }\n  }\n"
+            "  real_server 10.0.1.2 99999 {\n  }\n  protocol ICMP\n}\nvirtual_servre x {\n}\n"
+            "virtual_server 10.0.0.2 80 {\n  lvs_sched \"wrong name\"\n}\n")
+    with pytest.raises(ConfigErrors) as e:
+        ka.parse(text, "ka.conf")
+    assert [(x.line, x.key) for x in e.value.errors] == [
+        (4, "weigth"), (7, "pth"), (11, "real_server"), (13, "protocol"), (15, "virtual_servre"),
+        (18, "lvs_sched")]
+
+
+def test_thousands_of_errors_are_counted_but_only_the_first_hundred_kept() -> None:
+    text = LD_BASE + "\tsceduler=rr\n" * 20000
+    with pytest.raises(ConfigErrors) as e:
+        ldirectord.parse(text, "ld.cf")
+    assert len(e.value.errors) == 100
+    assert e.value.total == 20000
+    assert e.value.errors[0].line == 4
+
+
+@pytest.mark.parametrize(("fmt", "text", "line"), [
+    ("ldirectord", "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\tscheduler=wrrr\n", 3),
+    ("keepalived", "virtual_server 10.0.0.1 80 {\n  lvs_sched roundrobin\n}\n", 2),
+    ("native", '[[services]]\naddress = "10.0.0.1"\nport = 80\nscheduler = "wrrr"\n', 4),
+])
+def test_an_unknown_scheduler_warns_with_its_line_and_the_known_ones(tmp_path: Path, fmt: str, text: str,
+                                                                      line: int) -> None:
+    f = tmp_path / {"ldirectord": "ld.cf", "keepalived": "keepalived.conf", "native": "ipvsd.toml"}[fmt]
+    f.write_text(text)
+    _, warnings = load(str(f))
+    [w] = [w for w in warnings if "scheduler" in w.message]
+    assert (w.path, w.line, w.level) == (str(f), line, "warning")
+    assert "rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos" in w.message
+
+
+def test_a_keepalived_group_warns_once_per_line_not_once_per_address() -> None:
+    _, warnings = ka.parse("virtual_server_group G {\n  10.0.0.1-50 80\n}\nvirtual_server group G {\n"
+                           "  lvs_sched wrrr\n}\n", "ka.conf")
+    assert len([w for w in warnings if "unknown scheduler" in w.message]) == 1
+
+
+def test_mixed_families_are_fine_when_tunnelled(tmp_path: Path) -> None:
+    config, _ = ka.parse("virtual_server 2001:db8::1 80 {\n  lvs_sched rr\n  lvs_method TUN\n"
+                         "  real_server 10.0.1.1 80 {\n  }\n}\n", "ka.conf")
+    assert config.services[0].reals[0].forward == "tunnel"

@@ -1,18 +1,26 @@
-"""Fuzz: random mutations of valid files in all three formats give a located ConfigError or a valid Config.
+"""Fuzz: random mutations of valid files, and token soup, in all three formats give a located ConfigError or a
+valid Config. Nothing else may escape, and nothing may hang.
 
-Nothing else may escape. Run with `--hypothesis-show-statistics` to see how many cases ran.
+The unit suite runs IPVSD_FUZZ_EXAMPLES (default 200) cases per test; a long run by hand:
+`IPVSD_FUZZ_EXAMPLES=20000 IPVSD_FUZZ_REPORT=1 .venv/bin/python -m pytest tests/unit/config/test_fuzz.py -s`
+prints, per reader, how many inputs loaded, failed with a located error, or failed with an error lacking a line.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import Format, load
+from ipvsd.config import ConfigErrors, Format, load
 from ipvsd.config.schema import Config
 from ipvsd.errors import ConfigError
 from tests.unit.config.cases import FIXTURES, ROOT
@@ -69,21 +77,78 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _run(fmt: Format, src: Path, steps: list[tuple[str, float, object]], workdir: Path) -> None:
-    text = mutate(src.read_text(encoding="utf-8"), steps)
-    target = workdir / (src.name if fmt != "native" else "ipvsd.toml")
+OUTCOMES: Counter[tuple[str, str]] = Counter()
+SLOWEST: dict[str, float] = {}
+HANG_SECONDS = 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report() -> Iterator[None]:
+    yield
+    if os.environ.get("IPVSD_FUZZ_REPORT"):
+        for (fmt, outcome), n in sorted(OUTCOMES.items()):
+            print(f"fuzz {fmt}: {outcome} {n}")
+        for fmt, t in sorted(SLOWEST.items()):
+            print(f"fuzz {fmt}: slowest input {t:.2f}s")
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise TimeoutError(f"a load took more than {HANG_SECONDS}s")
+
+
+def _run_text(fmt: Format, text: str, name: str, workdir: Path) -> None:
+    target = workdir / name
     target.write_text(text, encoding="utf-8", errors="surrogatepass")
+    _load(fmt, target)
+
+
+def _load(fmt: Format, target: Path) -> None:
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(HANG_SECONDS)
+    start = time.perf_counter()
     try:
         config, _ = load(str(target), fmt)
     except ConfigError as e:
-        assert e.path, f"unlocated error: {e}"
-        assert "\n" not in str(e).strip("\n") or fmt == "native", repr(str(e))
+        errors = e.errors if isinstance(e, ConfigErrors) else [e]
+        for err in errors:
+            assert err.path, f"error without a file: {err}"
+            assert err.line is not None or err.key, f"error without a line or key: {err}"
+            assert "\n" not in str(err), repr(str(err))
+        unlined = any(err.line is None for err in errors)
+        OUTCOMES[fmt, "error (some without a line, key only)" if unlined else "error, located"] += 1
         return
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        SLOWEST[fmt] = max(SLOWEST.get(fmt, 0.0), time.perf_counter() - start)
     assert isinstance(config, Config)
+    OUTCOMES[fmt, "loaded"] += 1
 
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                          HealthCheck.too_slow])
+def _run(fmt: Format, src: Path, steps: list[tuple[str, float, object]], workdir: Path) -> None:
+    text = mutate(src.read_text(encoding="utf-8"), steps)
+    _run_text(fmt, text, src.name if fmt != "native" else "ipvsd.toml", workdir)
+
+
+FUZZ = settings(max_examples=int(os.environ.get("IPVSD_FUZZ_EXAMPLES", "200")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+NAMES: dict[Format, str] = {"ldirectord": "soup.cf", "keepalived": "keepalived.conf", "native": "ipvsd.toml"}
+soup = st.lists(st.sampled_from(VOCAB) | st.text(max_size=4), max_size=60).map("".join)
+
+
+@FUZZ
+@given(fmt=st.sampled_from(["ldirectord", "keepalived", "native"]), text=soup)
+def test_fuzz_token_soup(fmt: Format, text: str, workdir: Path) -> None:
+    _run_text(fmt, text, NAMES[fmt], workdir)
+
+
+@FUZZ
+@given(fmt=st.sampled_from(["ldirectord", "keepalived", "native"]), data=st.binary(max_size=200))
+def test_fuzz_bytes(fmt: Format, data: bytes, workdir: Path) -> None:
+    target = workdir / NAMES[fmt]
+    target.write_bytes(data)
+    _load(fmt, target)
 
 
 @FUZZ
