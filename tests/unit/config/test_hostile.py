@@ -35,7 +35,7 @@ def one_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert all(line.startswith("error: ") or "invalid" in line for line in err.splitlines()), err
+    assert all(line.startswith(("ipvsd check: ", "ipvsd convert: ")) for line in err.splitlines()), err
     return err
 
 
@@ -102,7 +102,7 @@ def test_convert_into_a_directory_fails_cleanly(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "out"
     out.mkdir()
     err = one_error(capsys, ["convert", "-c", str(src), "-o", str(out)])
-    assert f"error: {out}: cannot write: Is a directory" in err
+    assert f"ipvsd convert: {out}: cannot write: Is a directory" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ld.cf", "out"]
 
 
@@ -110,7 +110,7 @@ def test_convert_into_a_missing_directory_fails_cleanly(tmp_path: Path, capsys: 
     src = tmp_path / "ld.cf"
     src.write_text(LD)
     err = one_error(capsys, ["convert", "-c", str(src), "-o", "/nonexistent/x"])
-    assert "error: /nonexistent/x: cannot write: No such file or directory" in err
+    assert "ipvsd convert: /nonexistent/x: cannot write: No such file or directory" in err
 
 
 @pytest.mark.parametrize(("name", "text"), [("ipvsd.toml", TOML), ("ld.cf", LD), ("keepalived.conf", VS)])
