@@ -76,12 +76,13 @@ class Prepared:
     probes: ProbePlan
     fds: int  # file descriptors its probes may need at once
     warnings: tuple[str, ...] = ()
+    failed: frozenset[str] = frozenset()  # names that did not resolve this time
 
 
 def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup = resolver.getaddrinfo,
-            warnings: tuple[str, ...] = ()) -> Prepared:
+            warnings: tuple[str, ...] = (), quiet: frozenset[str] = frozenset()) -> Prepared:
     """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread)."""
-    found = resolver.resolve(resolver.names_of(config), previous, lookup)
+    found = resolver.resolve(resolver.names_of(config), previous, lookup, quiet)
     resolved = found.addresses
 
     def resolve(name: str) -> str | None:
@@ -89,7 +90,7 @@ def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup
 
     probes = plan_probes(config, resolve=resolve)
     fds = fdlimit.needed(probes.jobs.values(), config.settings.limits.check_concurrency)
-    return Prepared(config, resolved, probes, fds, warnings)
+    return Prepared(config, resolved, probes, fds, warnings, frozenset(found.failed))
 
 
 def restart_only_changes(old: Settings, new: Settings) -> tuple[str, ...]:
@@ -150,6 +151,7 @@ class Daemon:
         self.http: asyncio.Server | None = None  # the metrics endpoint, once listening
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = resolver.DaemonThreads()  # name lookups: a stop never waits for a resolver timeout
+        self.failed_names: frozenset[str] = frozenset()  # names the running configuration could not resolve
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -182,8 +184,10 @@ class Daemon:
 
     # --- configuration ------------------------------------------------------------------------------------
 
-    async def _prepare(self, config: Config, warnings: tuple[str, ...] = ()) -> Prepared:
-        call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings)
+    async def _prepare(self, config: Config, warnings: tuple[str, ...] = (), *, again: bool = False) -> Prepared:
+        """Prepare `config` in a thread; `again`: a periodic re-resolution, quiet about names that still fail."""
+        call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings,
+                                 quiet=self.failed_names if again else frozenset())
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _swap(self, p: Prepared, *, now: bool = False) -> None:
@@ -193,6 +197,7 @@ class Daemon:
         self.scheduler.update(p.probes.jobs, now=now)
         old = self.config
         self.config, self.resolved, self.probes = p.config, p.resolved, p.probes
+        self.failed_names = p.failed
         self.settled &= set(p.probes.jobs)
         if p.config.settings.limits.check_concurrency != old.settings.limits.check_concurrency:
             self.scheduler.resize(p.config.settings.limits.check_concurrency)
@@ -293,12 +298,15 @@ class Daemon:
                 continue
             config = self.config
             try:
-                prepared = await self._prepare(config)
+                prepared = await self._prepare(config, again=True)
             except (OSError, ValueError, IpvsdError) as e:
                 log.error("resolving names again failed: %s", e)
                 continue
-            if config is not self.config or prepared.resolved == self.resolved:
-                continue  # a reload came in between (it resolved for itself), or nothing changed
+            if config is not self.config:
+                continue  # a reload came in between (it resolved for itself)
+            self.failed_names = prepared.failed
+            if prepared.resolved == self.resolved:
+                continue
             for name in sorted(prepared.resolved.keys() | self.resolved.keys()):
                 before, after = self.resolved.get(name), prepared.resolved.get(name)
                 if before != after:

@@ -10,7 +10,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
@@ -51,8 +51,10 @@ def names_of(config: Config) -> dict[str, int]:
     return out
 
 
-def resolve(names: Mapping[str, int], previous: Mapping[str, str], lookup: Lookup = getaddrinfo) -> Resolution:
-    """Resolve every name; a failure keeps the previous address when there is one (and says so)."""
+def resolve(names: Mapping[str, int], previous: Mapping[str, str], lookup: Lookup = getaddrinfo,
+            quiet: Collection[str] = ()) -> Resolution:
+    """Resolve every name; a failure keeps the previous address when there is one (and says so, unless the name
+    is in `quiet`: it failed last time too, and a DNS outage must not log a line per name per interval)."""
     addresses: dict[str, str] = {}
     failed: dict[str, str] = {}
     for name, family in names.items():
@@ -61,7 +63,10 @@ def resolve(names: Mapping[str, int], previous: Mapping[str, str], lookup: Looku
             continue
         except (OSError, UnicodeError) as e:
             failed[name] = str(e)
-        if name in previous:
+        if name in quiet:
+            if name in previous:
+                addresses[name] = previous[name]
+        elif name in previous:
             addresses[name] = previous[name]
             log.warning("cannot resolve %s (%s); keeping its last address %s", name, failed[name], previous[name])
         else:

@@ -160,6 +160,9 @@ def test_reload_with_an_unresolvable_name_and_a_closed_port_is_applied_whole(
         assert await sh.weights() == {("127.0.0.1", 1): 1}, "the daemon's view and the kernel agree"
         again = await d.reload("SIGHUP")
         assert again.outcome == "unchanged"  # true now: the configuration is wholly the running one
+        await asyncio.sleep(5)  # five check intervals of re-resolving: said once, not once per try
+        failures = [r for r in caplog.records if "cannot resolve nonexistent.invalid" in r.getMessage()]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
         # The name starts to resolve: re-resolved at its check's interval, probed, then in the table.
         sh.names["nonexistent.invalid"] = "127.0.0.2"
         await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.2", 2): 1}), "the named real in", timeout=5)
