@@ -299,8 +299,8 @@ class Daemon:
             config = self.config
             try:
                 prepared = await self._prepare(config, again=True)
-            except (OSError, ValueError, IpvsdError) as e:
-                log.error("resolving names again failed: %s", e)
+            except Exception as e:  # the next round tries again; the running configuration stays meanwhile
+                log.error("resolving names again failed: %s", e or type(e).__name__)
                 continue
             if config is not self.config:
                 continue  # a reload came in between (it resolved for itself)
@@ -313,8 +313,8 @@ class Daemon:
                     log.info("%s now resolves to %s (was %s)", name, after or "nothing", before or "unresolved")
             try:
                 self._swap(prepared)
-            except (OSError, ValueError, IpvsdError) as e:
-                log.error("new addresses not applied: %s", e)
+            except Exception as e:  # as a rejected reload: the running configuration and its probes stay
+                log.error("new addresses not applied: %s", e or type(e).__name__)
 
     def _names_due(self) -> float:
         """Seconds until the names are resolved again: dns_ttl, or sooner while a name keeps a real down."""
@@ -401,8 +401,8 @@ class Daemon:
             log.info("in maintenance: %s", ", ".join(k.describe() for k in sorted(self.store.entries)))
         try:
             first = await self._prepare(self.config)
-        except (OSError, ValueError, IpvsdError) as e:
-            log.error("cannot start with this configuration: %s", e)
+        except Exception as e:  # said in one line, as a rejected reload is
+            log.error("cannot start with this configuration: %s", e or type(e).__name__)
             return 1
         limits = self.config.settings.limits
         gcpolicy.tune()
@@ -415,8 +415,8 @@ class Daemon:
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)
-        except (OSError, ValueError, IpvsdError) as e:
-            log.error("cannot start with this configuration: %s", e)
+        except Exception as e:  # a probe that cannot be built, say
+            log.error("cannot start with this configuration: %s", e or type(e).__name__)
             await self.scheduler.close()
             return 1
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._signalled_reload()))
@@ -458,8 +458,14 @@ class Daemon:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A helper task (reload, watcher, names) ended: an exception there is a bug, logged where it happened."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("internal error in %s: %s", task.get_coro(), exc, exc_info=exc)
 
     def _resync(self) -> float:
         return self.opts.resync or self.config.settings.resync_interval
