@@ -38,7 +38,7 @@ from ipvsd.config.schema import Config, RealServer, VirtualService
 from ipvsd.core import plan
 from ipvsd.core.maintenance import MaintenanceKey, in_maintenance
 from ipvsd.core.plan import DesiredDest, DesiredService, Want
-from ipvsd.core.probes import RealHealth
+from ipvsd.core.probes import RealHealth, literal
 from ipvsd.model import DestKey, Service, ServiceKey
 
 
@@ -130,11 +130,7 @@ def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey
 
 
 def _address(addr: str, resolved: Mapping[str, str]) -> str | None:
-    try:
-        DestKey.of(addr, 0)
-    except ValueError:
-        return resolved.get(addr)
-    return addr
+    return literal(addr) or resolved.get(addr)
 
 
 def _quorum(vs: VirtualService, weight: int, before: bool | None) -> bool:

@@ -33,8 +33,6 @@ class Snapshot:
     quorum: Mapping[ServiceKey, bool]
     fail_open: frozenset[ServiceKey]
     maintenance: Mapping[MaintenanceKey, MaintenanceInfo]
-    mono: float  # loop time when taken (health states keep loop time)
-    wall: float
 
 
 @dataclass(frozen=True)
@@ -98,19 +96,27 @@ class SnapshotTaken:
 
 Event = ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
 Subscriber = Callable[[Event], None]
+EVENTS: tuple[type[Event], ...] = (ProbeResulted, Transitioned, PassDone, PassFailed, Reloaded, MaintenanceChanged,
+                                   SnapshotTaken)
 
 
 @dataclass
 class Bus:
-    """Fans each event out to every subscriber, in subscription order."""
+    """Fans each event out to the subscribers of its type, in subscription order.
 
-    subscribers: list[Subscriber] = field(default_factory=list)
+    Subscriptions are by type because a probe result is published thousands of times a second at scale: only
+    the observers that want it are called for it.
+    """
 
-    def subscribe(self, fn: Subscriber) -> None:
-        self.subscribers.append(fn)
+    subscribers: dict[type[Event], list[Subscriber]] = field(default_factory=dict)
+
+    def subscribe(self, fn: Subscriber, *types: type[Event]) -> None:
+        """Call `fn` with every event of `types` (all types when none are given)."""
+        for t in types or EVENTS:
+            self.subscribers.setdefault(t, []).append(fn)
 
     def publish(self, event: Event) -> None:
-        for fn in self.subscribers:
+        for fn in self.subscribers.get(type(event), ()):
             try:
                 fn(event)
             except Exception:  # an observer's bug must not stop the daemon, nor the other observers

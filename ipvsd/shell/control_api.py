@@ -22,6 +22,7 @@ from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenan
 from ipvsd.core.probes import is_name
 from ipvsd.errors import IpvsdError
 from ipvsd.model import ServiceKey
+from ipvsd.shell import resolver
 from ipvsd.shell.bus import Reloaded
 from ipvsd.shell.control import Handler
 from ipvsd.shell.live_view import LiveView
@@ -103,7 +104,7 @@ class ControlApi:
         if snap is not None and host in snap.resolved:
             return snap.resolved[host]
         try:
-            return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
+            return resolver.getaddrinfo(host, socket.AF_UNSPEC)
         except (OSError, UnicodeError):
             return None
 

@@ -367,8 +367,7 @@ class Daemon:
             config=self.config, probes=self.probes, states=self.scheduler.states(), resolved=dict(self.resolved),
             quorum=dict(rec.memory.quorum) if rec is not None else {},
             fail_open=built.fail_open if built is not None else frozenset(),
-            maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()),
-            mono=self.mono(), wall=self.wall())))
+            maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()))))
 
     async def run(self) -> int:
         kernel = self.kernel_factory()
@@ -410,8 +409,10 @@ class Daemon:
                                    concurrency=limits.check_concurrency, factory=self.probe_factory)
         self.view = LiveView(lambda: kernel.services(), mono=self.mono, wall=self.wall)
         self.metrics = Metrics(self.view.view)
-        for sub in (self.view.record, self.metrics.record, self.events.record):
-            self.bus.subscribe(sub)
+        self.bus.subscribe(self.view.record, bus.ProbeResulted, bus.SnapshotTaken, bus.PassDone, bus.Reloaded)
+        self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded)
+        self.bus.subscribe(self.events.record, bus.Transitioned, bus.PassDone, bus.PassFailed, bus.Reloaded,
+                           bus.MaintenanceChanged)
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)
