@@ -750,6 +750,9 @@ class Settings(_Frozen):
     """Seconds between resolutions of the host names in the config (reals, check addresses, fallbacks). A name
     that does not resolve is tried again at its checks' interval; what needs it is down (reason dns) meanwhile,
     and a name that stops resolving keeps its last address."""
+    vips: tuple[IPAddr, ...] = ()
+    """Addresses whose presence on this director is reported (status, metric, event), besides the services'
+    own addresses: the VIP of a fwmark service, for example."""
     limits: Limits = Limits()
     """Blast-radius guards."""
 
@@ -775,6 +778,54 @@ class LvsTimeouts(_Frozen):
     """UDP timeout (s)."""
 
 
+_IFNAME = re.compile(r"[^/\s:]{1,15}")  # Linux IFNAMSIZ is 16 with the NUL; '/', ':' and blanks are refused
+
+
+def _ifname(value: Any) -> str:
+    if not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a network interface name (1-15 bytes, no '/', ':' or blanks)")
+    return value
+
+
+IfName = Annotated[str, BeforeValidator(_ifname)]
+
+
+class Sync(_Frozen):
+    """IPVS connection synchronisation between directors: the kernel's sync daemons (ipvsadm --start-daemon).
+
+    With `owner = "ipvsd"` ipvsd starts the daemons named in `daemons`, adopts matching ones it finds, repairs
+    one that disappears or differs, and stops them on stop only with `clean_stop`. The kernel sends only from a
+    director that forwards traffic, so running master and backup on every director needs no VRRP state."""
+
+    interface: IfName
+    """Interface the sync messages are sent and received on (it needs an IPv4 address: the master binds it)."""
+    syncid: int = Field(strict=True, default=0, ge=0, le=255)
+    """Sync id shared by the pair; a backup with syncid 0 accepts every id."""
+    daemons: Literal["both", "master", "backup"] = "both"
+    """Which daemons run on this director: both (keepalived >= 2.1 without `inst`), or only one."""
+    owner: Literal["ipvsd", "external"] = "ipvsd"
+    """external: keepalived's `lvs_sync_daemon ... inst` (or an operator) runs the daemons; ipvsd only shows them."""
+    group: IPAddr | None = None
+    """Multicast group. None: the kernel's default, 224.0.0.81."""
+    port: Port = 0
+    """UDP port. 0: the kernel's default, 8848."""
+    ttl: int = Field(strict=True, default=0, ge=0, le=255)
+    """Multicast TTL. 0: the kernel's default, 1."""
+    maxlen: int = Field(strict=True, default=0, ge=0, le=65507)
+    """Largest sync message payload in bytes. 0: the kernel's default (from the interface's MTU)."""
+
+    def wanted(self) -> tuple[model.SyncDaemon, ...]:
+        """The daemons this section asks for, as the kernel reports them (master first)."""
+        states = {"both": (1, 2), "master": (1,), "backup": (2,)}[self.daemons]
+        return tuple(model.SyncDaemon(state=s, mcast_ifn=self.interface, syncid=self.syncid, sync_maxlen=self.maxlen,
+                                      mcast_group=self.group or "", mcast_port=self.port, mcast_ttl=self.ttl)
+                     for s in states)
+
+
+SysctlValue = int | tuple[int, ...] | str
+"""One net.ipv4.vs.* value: an integer, a vector of integers (sync_threshold) or a string (est_cpulist)."""
+
+
 class Config(_Frozen):
     """A whole ipvsd configuration."""
 
@@ -782,6 +833,11 @@ class Config(_Frozen):
     check_defaults: CheckTiming = CheckTiming()
     """Timing every check inherits unless it sets its own (already applied to every check by the readers)."""
     lvs_timeouts: LvsTimeouts | None = None
+    sync: Sync | None = None
+    """Connection synchronisation with the other director(s). None: ipvsd leaves sync daemons alone."""
+    sysctl: dict[str, SysctlValue] = Field(default_factory=dict)
+    """net.ipv4.vs.* settings (names without the prefix) set at start and at every reload in ipvsd's network
+    namespace; what is not named keeps its value."""
     services: tuple[VirtualService, ...] = ()
 
     @model_validator(mode="after")
