@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from ipvsd.config import _lexer, _report
@@ -839,6 +840,15 @@ def parse(text: str, path: str = "<keepalived.conf>") -> tuple[Config, list[Conf
     """Parse keepalived.conf text (includes resolve relative to the current directory)."""
     errors = _report.Collector()
     return _build(_lexer.read_text(text, path, errors), path, errors)
+
+
+def places(path: str) -> Mapping[Loc, Where]:
+    """Source places of the keys read from the file at `path` (the directives outside the services: sync,
+    lvs_timeouts)."""
+    errors = _report.Collector()
+    r = _Reader(errors)
+    r.read(_lexer.read(path, errors))
+    return r.where
 
 
 def _build(nodes: list[Node], path: str, errors: _report.Collector) -> tuple[Config, list[ConfigWarning]]:
