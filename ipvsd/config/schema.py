@@ -799,7 +799,8 @@ class Sync(_Frozen):
     director that forwards traffic, so running master and backup on every director needs no VRRP state."""
 
     interface: IfName
-    """Interface the sync messages are sent and received on (it needs an IPv4 address: the master binds it)."""
+    """Interface the sync messages are sent and received on. The master daemon binds its first global-scope IPv4
+    address (`ipvsd check` says when it has none)."""
     syncid: int = Field(strict=True, default=0, ge=0, le=255)
     """Sync id shared by the pair; a backup with syncid 0 accepts every id."""
     daemons: Literal["both", "master", "backup"] = "both"

@@ -61,9 +61,9 @@ KNOBS: Mapping[str, Knob] = {
     "ignore_tunneled": Knob("bool", "0", "Mark packets of unknown protocols (ipip...) as IPVS's own, so "
                                          "tunnelled packets are not scheduled again."),
     "lblc_expiration": Knob("int", "86400", "Seconds an idle lblc entry lives.", hi=JIFFIES_MAX,
-                            needs="the ip_vs_lblc module loaded (an lblc service exists)"),
+                            needs="the ip_vs_lblc module, loaded by an lblc service"),
     "lblcr_expiration": Knob("int", "86400", "Seconds an idle lblcr entry lives.", hi=JIFFIES_MAX,
-                             needs="the ip_vs_lblcr module loaded (an lblcr service exists)"),
+                             needs="the ip_vs_lblcr module, loaded by an lblcr service"),
     "nat_icmp_send": Knob("bool", "0", "Send ICMP unreachable for NAT replies from reals without a connection "
                                        "entry."),
     "pmtu_disc": Knob("bool", "1", "Reject DF packets over the path MTU with FRAG_NEEDED; 0 fragments them "
@@ -87,9 +87,9 @@ KNOBS: Mapping[str, Knob] = {
     "sync_retries": Knob("int", "0", "Resends of a sync message, every sync_refresh_period/8.", hi=3),
     "sync_sock_size": Knob("int", "0", "SNDBUF (master) or RCVBUF (backup) of the sync socket; 0 keeps the "
                                        "system default."),
-    "sync_threshold": Knob("vector", "3 50", "[threshold, period]: a connection is synced at its threshold-th "
-                                             "incoming packet and every period packets after; period 0 syncs "
-                                             "once (and on state changes)."),
+    "sync_threshold": Knob("vector", "3 50", "A connection is synced at its threshold-th incoming packet and "
+                                             "every period packets after; period 0 syncs once (and on state "
+                                             "changes)."),
     "sync_version": Knob("int", "1", "Sync protocol sent: 1, or 0 for peers that know only version 0.", hi=1),
 }
 """Every net.ipv4.vs.* file, by name without the prefix."""
