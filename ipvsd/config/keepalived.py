@@ -53,7 +53,8 @@ class _Reader:
         self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
         self.instances: dict[str, Node] = {}  # vrrp_instance blocks by name, for lvs_sync_daemon
-        self.sync_nodes: list[Node] = []  # lvs_sync_daemon lines, and vrrp_instance lvs_sync_daemon_interface
+        # lvs_sync_daemon lines, and vrrp_instance lvs_sync_daemon_interface ones with their instance's name
+        self.sync_nodes: list[tuple[Node, str | None]] = []
 
     # --- helpers --------------------------------------------------------------------------------------------
 
@@ -198,7 +199,8 @@ class _Reader:
             self.warn(n, f"{label} skipped: VRRP and tracking stay with keepalived", "info")
             if n.keyword == "vrrp_instance" and n.args:
                 self.instances.setdefault(n.args[0], n)
-                self.sync_nodes += [c for c in n.children or [] if c.keyword == "lvs_sync_daemon_interface"]
+                self.sync_nodes += [(c, n.args[0]) for c in n.children or []
+                                    if c.keyword == "lvs_sync_daemon_interface"]
         elif n.keyword in IGNORED_TOP:
             self.warn(n, "not used by ipvsd; ignored", "info")
         else:
@@ -252,7 +254,7 @@ class _Reader:
                 data["lvs_timeouts"] = t
                 self.where.top[("lvs_timeouts",)] = self.w(c)
             elif c.keyword == "lvs_sync_daemon":
-                self.sync_nodes.append(c)
+                self.sync_nodes.append((c, None))
             elif c.keyword in ("lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo", "lvs_notify_fifo_script"):
                 self.warn(c, "not implemented by ipvsd; ignored")
             else:
@@ -267,19 +269,16 @@ class _Reader:
         `lvs_sync_daemon_interface IFACE` of a vrrp_instance) as the [sync] section."""
         if not self.sync_nodes:
             return
-        first, *again = self.sync_nodes  # in the order keepalived reads them: it keeps the first
-        for c in again:
+        (first, instance), *again = self.sync_nodes  # in the order keepalived reads them: it keeps the first
+        for c, _ in again:
             self.errors.add(self.err(c, f"the sync daemon is already configured on line {first.line} "
                                         f"({first.keyword}); keepalived ignores this one: remove it"))
         c = first
         sync: dict[str, Any] = {}
-        instance: str | None = None
-        if c.keyword == "lvs_sync_daemon_interface":
-            owner = next(n for n in self.instances.values() if c in (n.children or []))
-            self.warn(c, f"deprecated in keepalived: write `lvs_sync_daemon {' '.join(c.args)} inst "
-                         f"{owner.args[0]}` in global_defs")
+        if instance is not None:  # a vrrp_instance's own lvs_sync_daemon_interface
+            self.warn(c, f"deprecated in keepalived: write `lvs_sync_daemon {' '.join(c.args)} inst {instance}` "
+                         "in global_defs")
             sync["interface"] = self.arg(c)
-            instance = owner.args[0]
         else:
             self.no_block(c)
             if not c.args:

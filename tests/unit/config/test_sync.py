@@ -129,3 +129,10 @@ def test_keepalived_sync_converts_to_a_native_sync_section(tmp_path: Path) -> No
     config, _ = ka.parse(f"global_defs {{\n  lvs_sync_daemon eth1 inst VI_1 maxlen 1400\n}}\n{VI_1}{VS}", "k")
     text = to_toml(config)
     assert '[sync]\ninterface = "eth1"\nsyncid = 51\nowner = "external"\nmaxlen = 1400\n' in text
+
+
+def test_a_repeated_instance_name_is_no_traceback() -> None:
+    text = ("vrrp_instance VI_1 {\n  virtual_router_id 8\n}\n"
+            "vrrp_instance VI_1 {\n  virtual_router_id 9\n  lvs_sync_daemon_interface eth2\n}\n")
+    config, _ = ka.parse(text, "ka.conf")
+    assert config.sync == Sync(interface="eth2", syncid=8, owner="external")
