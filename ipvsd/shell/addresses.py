@@ -2,24 +2,27 @@
 
 One NETLINK_ROUTE socket in ipvsd's own network namespace joins the link and IPv4/IPv6 address groups first,
 then dumps links and addresses; the events that arrive meanwhile are applied after the dump, in order, so the
-table ends right whatever raced the dump (each event states what is, not what changed). pyroute2's
-AsyncIPRSocket reads the socket in the daemon's event loop: no thread, no polling. An error on the socket
-(ENOBUFS after an event storm overflowed its buffer, say) is logged once; the socket is opened again and
-everything dumped again, at once the first time and backing off while it keeps failing.
+table ends right whatever raced the dump (each event states what is, not what changed). The socket is read in
+the daemon's event loop (no thread, no polling) and pyroute2's message classes decode what it reads; a plain
+socket rather than pyroute2's AsyncIPRSocket because that one sorts replies from events by sequence number
+alone (an event caused by `ip` carries ip's sequence number, which may match a dump's) and imports pyroute2's
+whole IPRoute. An error on the socket (ENOBUFS after an event storm overflowed its buffer, say) is logged
+once; the socket is opened again and everything dumped again, at once the first time and backing off while
+it keeps failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
-# Through pyroute2.iproute: importing pyroute2.netlink.rtnl.iprsocket first is a circular import in pyroute2 0.9.
-from pyroute2.iproute.linux import AsyncIPRSocket
-from pyroute2.netlink import NLM_F_DUMP_INTR
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -41,12 +44,16 @@ log = logging.getLogger("ipvsd.addresses")
 GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 NETLINK_ROUTE = 0
 RCVBUF = 1 << 20  # what pyroute2 asks for its own sockets; the kernel caps it at net.core.rmem_max
+RECV = 1 << 16  # a dump datagram holds up to 32 KiB
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 BACKOFF = 0.5  # seconds before the second attempt in a row; doubled each time up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
+_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, sequence number, port id
+_DECODERS: dict[int, Any] = {RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg,
+                             RTM_DELADDR: ifaddrmsg}
 
 
 def route_socket() -> socket.socket:
@@ -73,8 +80,6 @@ class Table:
     def apply(self, msg: Any) -> bool:
         """Apply one rtnetlink message; True when it changed the table."""
         kind = msg["header"]["type"]
-        if msg["header"]["flags"] & NLM_F_DUMP_INTR:
-            raise Interrupted
         if kind in (RTM_NEWLINK, RTM_DELLINK):
             if msg["family"] != socket.AF_UNSPEC:  # AF_BRIDGE: a port joined or left a bridge, not a link event
                 return False
@@ -119,25 +124,27 @@ class AddressWatcher:
         self.backoff = backoff
         self.table = Table()
         self.dumps = 0  # complete dumps so far (the first, and one after every error)
+        self._seq = itertools.count(1)
 
     async def run(self) -> None:
         """Follow until cancelled; never raises anything else."""
         failing = False
         delay = 0.0
         while True:
-            sock: Any = None
+            sock: socket.socket | None = None
             try:
-                sock = AsyncIPRSocket(use_socket=self.open_socket())
-                await sock.bind(groups=GROUPS)
-                await self._dump(sock)
+                sock = self.open_socket()
+                sock.setblocking(False)
+                sock.bind((0, GROUPS))
+                pending = await self._dump(sock)
                 if failing:
                     log.info("addresses read again after the error; VIP roles are current")
                 failing, delay = False, 0.0
+                if self._apply(pending):
+                    self.on_change(self.table.observed())
+                loop = asyncio.get_running_loop()
                 while True:
-                    changed = False
-                    async for msg in sock.get():
-                        changed = self.table.apply(msg) or changed
-                    if changed:
+                    if self._apply(_messages(await loop.sock_recv(sock, RECV))):
                         self.on_change(self.table.observed())
             except asyncio.CancelledError:
                 raise
@@ -157,18 +164,63 @@ class AddressWatcher:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _dump(self, sock: Any) -> None:
+    def _apply(self, messages: Iterator[Any] | list[Any]) -> bool:
+        changed = False
+        for msg in messages:
+            changed = self.table.apply(msg) or changed
+        return changed
+
+    async def _dump(self, sock: socket.socket) -> list[Any]:
+        """Dump links then addresses into a new table; return the events that arrived meanwhile, in order."""
+        loop = asyncio.get_running_loop()
+        port = sock.getsockname()[0]
         table = Table()
-        for msg_class, kind in ((ifinfmsg, RTM_GETLINK), (ifaddrmsg, RTM_GETADDR)):
-            async for msg in await sock.nlm_request(msg_class(), kind):
-                table.apply(msg)
+        events: list[Any] = []
+        for kind, body in ((RTM_GETLINK, 16), (RTM_GETADDR, 8)):  # struct ifinfomsg / ifaddrmsg, all zero: any
+            seq = next(self._seq)
+            await loop.sock_sendall(sock, _HEADER.pack(_HEADER.size + body, kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+                                    + bytes(body))
+            done = False
+            while not done:
+                for msg in _messages(await loop.sock_recv(sock, RECV), keep=True):
+                    header = msg["header"]
+                    if header["sequence_number"] != seq or header["pid"] != port:
+                        if header["type"] in _DECODERS:
+                            events.append(msg)  # an event: its sequence number and port are its sender's
+                        continue
+                    if header["flags"] & NLM_F_DUMP_INTR:  # on any reply, NLMSG_DONE included
+                        raise Interrupted
+                    if header["type"] == NLMSG_ERROR:
+                        raise OSError(-msg["error"], f"rtnetlink dump: {os.strerror(-msg['error'])}")
+                    if header["type"] == NLMSG_DONE:
+                        done = True
+                        break
+                    table.apply(msg)
         self.table = table
         self.dumps += 1
         self.on_change(table.observed())
+        return events
+
+
+def _messages(data: bytes, *, keep: bool = False) -> Iterator[Any]:
+    """The messages of one datagram, decoded; `keep`: also NLMSG_DONE and NLMSG_ERROR (as their header)."""
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, flags, seq, port = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size:
+            break
+        decoder = _DECODERS.get(kind)
+        if decoder is not None:
+            msg = decoder(data[offset:offset + length])
+            msg.decode()
+            yield msg
+        elif keep and kind in (NLMSG_DONE, NLMSG_ERROR):
+            error = struct.unpack_from("=i", data, offset + _HEADER.size)[0] if kind == NLMSG_ERROR else 0
+            yield {"header": {"type": kind, "flags": flags, "sequence_number": seq, "pid": port}, "error": error}
+        offset += (length + 3) & ~3
 
 
 def _describe(e: Exception) -> str:
     if isinstance(e, OSError) and e.errno is not None:
         return f"{e.strerror or os.strerror(e.errno)} (errno {e.errno})"
-    code = getattr(e, "code", None)  # pyroute2's NetlinkError
-    return f"{type(e).__name__} {code}" if code is not None else f"{type(e).__name__}: {e}"
+    return f"{type(e).__name__}: {e}"  # a message pyroute2 could not decode, say
