@@ -1,5 +1,5 @@
 """VIP roles from observed addresses: the held rule (not on lo, interface up, address usable), the VIP set from
-the config, and the changes with their times and words."""
+the config, and the changes with their times and words (the alerts on ipvsd_vip_held: test_metrics)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,4 @@ def test_summary_names_the_held_vips_and_counts_the_others() -> None:
     assert roles.summary([]) == "no VIPs to watch"
     assert roles.summary([VipRole(VIP, False, (), 1.0)]) == "this director holds none of its 1 VIPs"
     assert roles.canonical("FD00:0::1%eth0") == "fd00::1"
+
