@@ -21,7 +21,7 @@ from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance
 from ipvsd.core.probes import ProbeKey, ProbePlan, is_name, real_health
-from ipvsd.core.roles import VipRole, order
+from ipvsd.core.roles import VipRole
 from ipvsd.model import DestKey, Service, ServiceKey, addrport
 
 # Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
@@ -203,10 +203,6 @@ def maintenance_json(m: MaintenanceInfo) -> dict[str, Any]:
     return {"addr": m.key.addr, "port": m.key.port,
             "service": None if m.key.service is None else m.key.service.label(),
             "reason": m.reason, "since": m.since, "until": m.until, "source": m.source}
-
-
-def vips_in_order(roles: Iterable[VipRole]) -> list[VipRole]:
-    return sorted(roles, key=lambda r: order(r.vip))
 
 
 def vips_json(roles: Iterable[VipRole] | None) -> list[dict[str, Any]] | None:

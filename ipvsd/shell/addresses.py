@@ -136,12 +136,11 @@ class AddressWatcher:
                 sock = self.open_socket()
                 sock.setblocking(False)
                 sock.bind((0, GROUPS))
-                pending = await self._dump(sock)
+                await self._dump(sock)
                 if failing:
                     log.info("addresses read again after the error; VIP roles are current")
                 failing, delay = False, 0.0
-                if self._apply(pending):
-                    self.on_change(self.table.observed())
+                self.on_change(self.table.observed())
                 loop = asyncio.get_running_loop()
                 while True:
                     if self._apply(_messages(await loop.sock_recv(sock, RECV))):
@@ -170,8 +169,8 @@ class AddressWatcher:
             changed = self.table.apply(msg) or changed
         return changed
 
-    async def _dump(self, sock: socket.socket) -> list[Any]:
-        """Dump links then addresses into a new table; return the events that arrived meanwhile, in order."""
+    async def _dump(self, sock: socket.socket) -> None:
+        """Dump links then addresses into a new table, then apply the events that arrived meanwhile, in order."""
         loop = asyncio.get_running_loop()
         port = sock.getsockname()[0]
         table = Table()
@@ -196,10 +195,10 @@ class AddressWatcher:
                         done = True
                         break
                     table.apply(msg)
+        for msg in events:
+            table.apply(msg)
         self.table = table
         self.dumps += 1
-        self.on_change(table.observed())
-        return events
 
 
 def _messages(data: bytes, *, keep: bool = False) -> Iterator[Any]:

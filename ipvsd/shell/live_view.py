@@ -17,7 +17,7 @@ from ipvsd.core import view as status
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey
-from ipvsd.core.roles import VipRole
+from ipvsd.core.roles import VipRole, order
 from ipvsd.model import Service
 from ipvsd.shell import bus
 from ipvsd.shell.metrics import View
@@ -85,7 +85,7 @@ class LiveView:
 
     def vips(self) -> list[VipRole] | None:
         """Each VIP's role, in address order; None while the addresses are not observed."""
-        return None if self.roles is None else status.vips_in_order(self.roles.values())
+        return None if self.roles is None else sorted(self.roles.values(), key=lambda r: order(r.vip))
 
     def view(self) -> View:
         return View(self.statuses(), self.kernel, self.kernel_wall, tuple(self.vips() or ()))

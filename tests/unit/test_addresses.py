@@ -108,6 +108,40 @@ async def test_the_watcher_follows_addresses_links_and_dad(ns: PrivateNetns) -> 
             await task
 
 
+async def test_a_change_during_the_dump_is_applied_after_it(ns: PrivateNetns) -> None:
+    many = [f"10.7.{i // 200}.{i % 200 + 1}" for i in range(600)]  # a dump of several datagrams
+    ns.ip(*(f"addr add {a}/32 dev v0" for a in many))
+    first = socket.inet_aton(many[0])
+
+    class Racing(socket.socket):
+        """Deletes the first address right after the dump has delivered it: the kernel sends the event
+        while the rest of the dump is still to be read."""
+
+        fired = False
+
+        def recv(self, size: int, flags: int = 0) -> bytes:
+            data = super().recv(size, flags)
+            if not self.fired and first in data:
+                self.fired = True
+                ns.ip(f"addr del {many[0]}/32 dev v0")
+            return data
+
+    def open_socket() -> socket.socket:
+        return Racing(fileno=route_socket(ns)().detach())
+
+    seen = Seen()
+    watcher = AddressWatcher(seen, open_socket=open_socket)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await seen.until(lambda o: any(a.addr == many[-1] for a in o.addresses), "the dump")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert watcher.dumps == 1 and seen.all[0] == seen.all[-1], "one reading, the event applied before it was told"
+    assert {a.addr for a in seen.all[0].addresses if a.addr.startswith("10.7.")} == set(many[1:])
+
+
 async def test_an_overflowed_socket_is_logged_once_read_again_and_followed_on(
         ns: PrivateNetns, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
