@@ -25,6 +25,7 @@ FORMATS: tuple[Format, ...] = ("native", "ldirectord", "keepalived")
 __all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "Where", "load", "place", "sniff"]
 
 _KEEPALIVED_WORDS = re.compile(r"^\s*(virtual_server(_group)?|global_defs|vrrp_\w+|real_server|include)\b", re.M)
+_NATIVE_TABLE = re.compile(r"^\[\[?\s*(services|settings|check_defaults|lvs_timeouts|sync|sysctl)\s*[\].]", re.M)
 _LDIRECTORD_LINE = re.compile(r"^(virtual6?|checktimeout|checkinterval|quiescent|autoreload|logfile|fallback6?|"
                               r"negotiatetimeout|failurecount|emailalert\w*|cleanstop|fork|supervised)\s*=", re.M)
 
@@ -42,6 +43,8 @@ def sniff_text(text: str, path: str = "") -> Format:
         return "keepalived"
     if _LDIRECTORD_LINE.search(text):
         return "ldirectord"
+    if _NATIVE_TABLE.search(text):  # no need to parse a whole (large) file to know it is TOML
+        return "native"
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError:
