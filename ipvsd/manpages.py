@@ -219,6 +219,7 @@ def _sections() -> list[tuple[str, type[BaseModel], type[BaseModel] | None]]:
         ("`[settings.limits]`", s.Limits, None),
         ("`[check_defaults]` (and the timing keys of every check)", s.CheckTiming, None),
         ("`[lvs_timeouts]`", s.LvsTimeouts, None),
+        ("`[sync]`", s.Sync, None),
         ("`[[services]]`", s.VirtualService, None),
         ("`[[services.reals]]`", s.RealServer, None),
         ("`tunnel` (of a real, or service-wide)", s.Tunnel, None),
@@ -255,6 +256,34 @@ def rows(cls: type[BaseModel], base: type[BaseModel] | None) -> list[tuple[str, 
             for name, f in cls.model_fields.items() if name not in inherited]
 
 
+SYSCTL_TITLE = "`[sysctl]`: the net.ipv4.vs knobs"
+SYSCTL_INTRO = ("Names without the `net.ipv4.vs.` prefix; a name not in this table (Linux 6.1's files, and two of "
+                "6.2) is refused. A knob left out keeps the kernel's value.")
+
+
+def sysctl_rows() -> list[tuple[str, str, str]]:
+    """(name, kernel default, values and meaning) of every knob `[sysctl]` takes (`ipvsd.config.sysctls`)."""
+    from ipvsd.config.sysctls import INT_MAX, KNOBS
+
+    out = []
+    for name, knob in sorted(KNOBS.items()):
+        if knob.kind == "bool":
+            values = "true/false or 1/0"
+        elif knob.kind == "vector":
+            values = "[threshold, period]"
+        elif knob.kind == "cpulist":
+            values = 'a CPU list string ("0-3,8", "all", "")'
+        elif knob.power_of_two:
+            values = f"a power of two, {knob.lo}..{knob.hi}"
+        else:
+            values = f"{knob.lo}..{knob.hi}" if knob.hi < INT_MAX else f"{knob.lo} or more"
+        notes = [f"from Linux {knob.since}"] if knob.since else []
+        notes += [f"needs {knob.needs}"] if knob.needs else []
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        out.append((name, knob.default, f"{values}. {knob.description}{extra}"))
+    return out
+
+
 def config_reference() -> str:
     """docs/config.md's "every key and its default" section, between its markers."""
     out = [REF_BEGIN, ""]
@@ -270,7 +299,11 @@ def config_reference() -> str:
             cell = meaning.replace("|", "\\|")
             out.append(f"| `{key}` | {shown} | {cell} |")
         out.append("")
-    out.append(REF_END)
+    out += [f"### {SYSCTL_TITLE}", "", SYSCTL_INTRO, "", "| Key | Kernel default | Values and meaning |",
+            "|---|---|---|"]
+    out += [f"| `{name}` | {default} | {meaning.replace('|', chr(92) + '|')} |" for name, default, meaning in
+            sysctl_rows()]
+    out += ["", REF_END]
     return "\n".join(out)
 
 
@@ -298,6 +331,9 @@ def ipvsd_toml_5(config_md: str) -> str:
             out.append("No keys of its own.\n")
         for key, default, meaning in keys:
             out.append(f".TP\n\\fB{esc(key)}\\fR (default: {esc(default)})\n{lines(meaning)}\n")
+    out.append(f".SS {_title_roff(SYSCTL_TITLE)}\n{lines(SYSCTL_INTRO)}\n")
+    for name, default, meaning in sysctl_rows():
+        out.append(f".TP\n\\fB{esc(name)}\\fR (kernel default: {esc(default)})\n{lines(meaning)}\n")
     out.append(".SH SEE ALSO\n.BR ipvsd (8),\n.BR ipvsadm (8),\n.BR ldirectord (8),\n.BR keepalived.conf (5).\n"
                ".PP\n\\fIdocs/config.md\\fR in the source: this reference, and how ldirectord.cf and keepalived.conf "
                "keys map to it.\n")

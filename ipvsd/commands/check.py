@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import socket
+from typing import Literal
 
 from ipvsd import model
 from ipvsd.commands import DEFAULT_CONFIG, error
-from ipvsd.config import FORMATS, ConfigErrors, load, sniff
-from ipvsd.config.schema import Check, CheckTiming, Config, HttpCheck, RealServer, VirtualService
+from ipvsd.config import FORMATS, ConfigErrors, ConfigWarning, Format, load, place, sniff
+from ipvsd.config.schema import Check, CheckTiming, Config, HttpCheck, RealServer, Sync, VirtualService
+from ipvsd.config.sysctls import proc_text
 from ipvsd.errors import ConfigError
 
 
@@ -18,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the normalized configuration as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors: nothing when the configuration "
                         "is valid")
+    parser.add_argument("--no-host", dest="host", action="store_false",
+                        help="skip the checks against this host (the [sync] interface exists and has an IPv4 "
+                        "address), to check a configuration meant for another machine")
 
 
 # Settings of each check type shown even at their defaults, because they say what is asked and what is
@@ -106,8 +112,95 @@ def summary(config: Config) -> list[str]:
                 lines.append("      check: none (always up)")
             for c in checks:
                 lines.append(f"      check: {describe_check(c)}")
+    lines += _sync_lines(config.sync)
+    lines += [f"sysctl net.ipv4.vs.{name} = {proc_text(value)}" for name, value in config.sysctl.items()]
     lines.append(f"{len(config.services)} service(s), {n_reals} real(s), {n_checks} check(s)")
     return lines
+
+
+def _sync_lines(sync: Sync | None) -> list[str]:
+    """The sync daemons as ipvsadm would start them, or who runs them when ipvsd does not."""
+    if sync is None:
+        return []
+    if sync.owner == "external":
+        return [f"# sync daemons on {sync.interface} syncid {sync.syncid}: started and stopped by keepalived "
+                f"(lvs_sync_daemon ... inst) or another owner, not by ipvsd"]
+    out = []
+    for d in sync.wanted():
+        words = [f"--start-daemon {'master' if d.state == 1 else 'backup'} --mcast-interface {d.mcast_ifn}",
+                 f"--syncid {d.syncid}"]
+        for option, value in (("--sync-maxlen", d.sync_maxlen), ("--mcast-group", d.mcast_group),
+                              ("--mcast-port", d.mcast_port), ("--mcast-ttl", d.mcast_ttl)):
+            if value:
+                words.append(f"{option} {value}")
+        out.append(" ".join(words))
+    return out
+
+
+# --- what this host must have -----------------------------------------------------------------------------------
+
+_RT_SCOPE_UNIVERSE = 0
+_IFA_F_SECONDARY = 0x01
+
+
+def _ipv4_addresses(index: int) -> list[tuple[str, int, int]]:
+    """(address, scope, flags) of every IPv4 address of the interface with this index, by rtnetlink."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return [(a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"), a["scope"], a.get("IFA_FLAGS", a["flags"]))
+                for a in ipr.get_addr(family=socket.AF_INET) if a["index"] == index]
+
+
+def host_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
+    """What keeps this host (this network namespace) from running `config`: (level, key, message).
+
+    The kernel's master sync daemon binds the first primary global-scope IPv4 address of its interface
+    (net/netfilter/ipvs/ip_vs_sync.c, inet_select_addr with RT_SCOPE_UNIVERSE); failing that, another
+    interface's, and with none at all it refuses to start. The backup only joins the group on the interface."""
+    sync = config.sync
+    if sync is None or sync.owner != "ipvsd":
+        return []
+    key = ("sync", "interface")
+    name = sync.interface
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return [("error", key, f"no network interface {name!r} on this host: the sync daemons send and receive "
+                               "on it")]
+    if sync.daemons == "backup":
+        return []
+    try:
+        addresses = _ipv4_addresses(index)
+    except OSError as e:
+        return [("warning", key, f"cannot read the addresses of {name!r} ({e}): its IPv4 address is not checked")]
+    found = master_address_problem(name, addresses)
+    return [(found[0], key, found[1])] if found else []
+
+
+def master_address_problem(name: str, addresses: list[tuple[str, int, int]]
+                           ) -> tuple[Literal["error", "warning"], str] | None:
+    """What the interface's IPv4 addresses, (address, scope, flags), mean for the master sync daemon."""
+    if not addresses:
+        return "error", (f"interface {name!r} has no IPv4 address: the master sync daemon binds one (the kernel "
+                         "would take another interface's address, or refuse to start it)")
+    if not any(scope == _RT_SCOPE_UNIVERSE and not flags & _IFA_F_SECONDARY for _, scope, flags in addresses):
+        shown = ", ".join(a for a, _, _ in addresses)
+        return "warning", (f"interface {name!r} has no global-scope IPv4 address ({shown} only): the master sync "
+                           "daemon binds another interface's address, or fails to start when there is none")
+    return None
+
+
+def _host_check(path: str, fmt: Format, config: Config, quiet: bool) -> int:
+    """Report what this host lacks, located in the file; the number of errors."""
+    problems = host_problems(config)
+    for level, key, message in problems:
+        at = place(path, fmt, key)
+        if level == "error":
+            error("check", ConfigError(message, path=at.path, line=at.line, key=at.key))
+        elif not quiet:
+            error("check", ConfigWarning(message, path=at.path, line=at.line, key=at.key))
+    return sum(1 for level, _, _ in problems if level == "error")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +220,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for w in [] if args.quiet else warnings:
         error("check", w)
+    failures = _host_check(args.config, fmt, config, args.quiet) if args.host else 0
+    if failures:
+        error("check", f"{args.config}: valid, but not on this host ({failures} error(s); --no-host checks a "
+                       "configuration meant for another machine)")
+        return 1
     if args.json:
         print(config.model_dump_json(indent=2))
         return 0

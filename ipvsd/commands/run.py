@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
         error("run", w)
 
     from ipvsd.kernel.netlink import NetlinkKernel
+    from ipvsd.shell.addresses import AddressWatcher  # after the kernel adapter: pyroute2's lean import
     from ipvsd.shell.daemon import Daemon, Options
 
     opts = Options(config_path=args.config, format=args.format, state_dir=args.state_dir, resync=args.resync,
                    watch=args.watch, force=args.force, clean_stop=args.clean_stop, socket=args.socket,
                    metrics_listen=args.metrics, events_file=args.events_file)
-    return asyncio.run(Daemon(opts, config, NetlinkKernel).run())
+    daemon = Daemon(opts, config, NetlinkKernel, addresses=lambda changed: AddressWatcher(changed).run())
+    return asyncio.run(daemon.run())

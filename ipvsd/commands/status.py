@@ -1,4 +1,5 @@
-"""`ipvsd status`: the daemon's view of every real — health, reason, since when, configured vs kernel weight."""
+"""`ipvsd status`: the daemon's view of every real — health, reason, since when, configured vs kernel weight — and
+which VIPs this director holds."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def age(since: float | None, now: float) -> str:
 
 
 def render(answer: dict[str, Any], *, now: float, verbose: bool = False) -> str:
-    """The status answer as aligned text, one block per virtual service."""
-    out: list[str] = []
+    """The status answer as aligned text: the VIPs this director holds or not, then one block per virtual service."""
+    out: list[str] = _vips(answer.get("vips"), now)
     for svc in answer.get("services", []):
         flags = [svc["scheduler"]]
         if not svc["in_kernel"]:
@@ -76,6 +77,18 @@ def render(answer: dict[str, Any], *, now: float, verbose: bool = False) -> str:
         out.append(f"maintenance entry {m['addr']}{':' + str(m['port']) if m['port'] else ''} matches no real "
                    f"({m['source']})")
     return "\n".join(out).rstrip("\n") + "\n" if out else "no virtual services configured\n"
+
+
+def _vips(vips: list[dict[str, Any]] | None, now: float) -> list[str]:
+    """One row per VIP: held by this director or not, since when, on which interfaces (nothing when not observed)."""
+    if not vips:
+        return []
+    rows = [("VIP", "ROLE", "SINCE", "ON")]
+    rows += [(v["vip"], "held" if v["held"] else "not held", age(v["since"], now), ", ".join(v["interfaces"]) or "-")
+             for v in vips]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip()
+            for row in rows] + [""]
 
 
 def _applies(m: dict[str, Any], answer: dict[str, Any]) -> bool:

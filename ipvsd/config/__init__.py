@@ -11,19 +11,21 @@ import gc
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from typing import Literal
 
 from ipvsd.config import _source
-from ipvsd.config._report import ConfigErrors, ConfigWarning
+from ipvsd.config._report import ConfigErrors, ConfigWarning, Loc, Where, locate
 from ipvsd.config.schema import Config
 from ipvsd.errors import ConfigError
 
 Format = Literal["native", "ldirectord", "keepalived"]
 FORMATS: tuple[Format, ...] = ("native", "ldirectord", "keepalived")
 
-__all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "load", "sniff"]
+__all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "Where", "load", "place", "sniff"]
 
 _KEEPALIVED_WORDS = re.compile(r"^\s*(virtual_server(_group)?|global_defs|vrrp_\w+|real_server|include)\b", re.M)
+_NATIVE_TABLE = re.compile(r"^\[\[?\s*(services|settings|check_defaults|lvs_timeouts|sync|sysctl)\s*[\].]", re.M)
 _LDIRECTORD_LINE = re.compile(r"^(virtual6?|checktimeout|checkinterval|quiescent|autoreload|logfile|fallback6?|"
                               r"negotiatetimeout|failurecount|emailalert\w*|cleanstop|fork|supervised)\s*=", re.M)
 
@@ -41,6 +43,8 @@ def sniff_text(text: str, path: str = "") -> Format:
         return "keepalived"
     if _LDIRECTORD_LINE.search(text):
         return "ldirectord"
+    if _NATIVE_TABLE.search(text):  # no need to parse a whole (large) file to know it is TOML
+        return "native"
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError:
@@ -79,3 +83,19 @@ def _load(path: str, format: Format | None) -> tuple[Config, list[ConfigWarning]
         from ipvsd.config import keepalived
         return keepalived.read(path)
     raise ConfigError(f"unknown format {fmt!r} (native, ldirectord or keepalived)", path=path)
+
+
+def place(path: str, format: Format, loc: Loc) -> Where:
+    """Where the key at `loc` of a loaded Config (`("sync", "interface")`) was written in the file at `path`, for
+    an error found after loading (`ipvsd check`'s host checks). Reads the file again: only a failure needs it."""
+    where: Mapping[Loc, Where] = {}
+    try:
+        if format == "native":
+            from ipvsd.config import native
+            where = native.places(path)
+        elif format == "keepalived":
+            from ipvsd.config import keepalived
+            where = keepalived.places(path)
+    except ConfigError:
+        pass  # the file changed since it was loaded: the file's name is all there is to say
+    return locate(loc, where, Where(path))

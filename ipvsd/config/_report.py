@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import ValidationError
 
 from ipvsd import model
+from ipvsd.config import sysctls
 from ipvsd.config.schema import CHECK_TYPES, KNOWN_SCHEDULERS, Config, VirtualService
 from ipvsd.errors import ConfigError
 
@@ -211,6 +212,7 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
     """Validate a reader's dict into a Config; every pydantic error becomes a located ConfigError, reported
     together with the reader's own `errors` (all or nothing: any error, no Config)."""
     errors = errors if errors is not None else Collector()
+    data = _checked_sysctls(data, where, default, errors)
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -228,6 +230,25 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
     if errors or config is None:
         raise ConfigErrors(ordered(errors.errors)[:MAX_REPORTED], errors.total) from None
     return config
+
+
+def _checked_sysctls(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
+                     errors: Collector) -> dict[str, Any]:
+    """`data` without the [sysctl] entries the kernel's table refuses, each reported at its own key and line
+    (the model would refuse them too, but at the whole table)."""
+    table = data.get("sysctl")
+    if not isinstance(table, dict):
+        return data
+    kept: dict[str, Any] = {}
+    for name, value in table.items():
+        try:
+            sysctls.check(name, value)
+        except ValueError as e:
+            w = locate(("sysctl", name), where, default)
+            errors.add(ConfigError(str(e), path=w.path, line=w.line, key=f"sysctl.{name}"))
+            continue
+        kept[name] = value
+    return {**data, "sysctl": kept}
 
 
 def kernel_refusals(config: Config) -> Iterator[tuple[Loc, str]]:
@@ -259,7 +280,8 @@ def _mixed(address: str, af: int, what: str) -> str:
 
 def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[ConfigWarning]:
     """Warnings about a valid Config: a scheduler name the kernel does not ship (it is refused unless a module
-    of that name is installed). One warning per source line, however many services the line made."""
+    of that name is installed), a sysctl newer than Linux 6.1. One warning per source line, however many
+    services the line made."""
     out: dict[tuple[str, int | None, str], ConfigWarning] = {}
     for i, svc in enumerate(config.services):
         if svc.scheduler not in KNOWN_SCHEDULERS:
@@ -267,4 +289,10 @@ def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[Con
             message = (f"unknown scheduler {svc.scheduler!r}: the kernel has {' '.join(KNOWN_SCHEDULERS)}; "
                        f"adding the service fails unless a module ip_vs_{svc.scheduler} is installed")
             out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key))
+    for name in config.sysctl:
+        knob = sysctls.KNOBS[name]
+        if knob.since is not None:
+            w = locate(("sysctl", name), where, default)
+            message = f"net.ipv4.vs.{name} exists from Linux {knob.since} on: an older kernel has no such file"
+            out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, f"sysctl.{name}"))
     return list(out.values())

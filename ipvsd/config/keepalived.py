@@ -3,13 +3,16 @@
 keepalived's defaults are kept (delay_loop 60, connect_timeout 5, retry 1 — 3 for DNS, 0 for MISC —,
 delay_before_retry 1 — 3 for HTTP/SSL, delay_loop for DNS —, alpha off, wlc, NAT), so a migrated config
 behaves as before. `retry N` becomes fall = N+1 with retry_delay = delay_before_retry. VRRP and the other
-keepalived-only blocks are skipped with an info line: VRRP stays with keepalived.
+keepalived-only blocks are skipped with an info line: VRRP stays with keepalived. Of a vrrp_instance only
+what `lvs_sync_daemon` needs is read: its name, virtual_router_id and `lvs_sync_daemon_interface`.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from ipvsd.config import _lexer, _report
@@ -49,6 +52,9 @@ class _Reader:
         self.warnings: list[ConfigWarning] = []
         self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
+        self.instances: dict[str, Node] = {}  # vrrp_instance blocks by name, for lvs_sync_daemon
+        # lvs_sync_daemon lines, and vrrp_instance lvs_sync_daemon_interface ones with their instance's name
+        self.sync_nodes: list[tuple[Node, str | None]] = []
 
     # --- helpers --------------------------------------------------------------------------------------------
 
@@ -148,6 +154,12 @@ class _Reader:
                 self.top(n, data, vs_nodes)
             except ConfigError as e:
                 self.errors.add(e)
+        try:
+            self.sync(data)
+        except ConfigError as e:
+            self.errors.add(e)
+        if self.instances and vs_nodes:
+            self.vrrp_note(next(iter(self.instances.values())), data.get("sync"))
         if not self.within_limits(vs_nodes):
             data["services"] = []
             return data
@@ -185,6 +197,10 @@ class _Reader:
         elif n.keyword in VRRP_BLOCKS:
             label = f"{n.keyword} {' '.join(n.args)}".strip()
             self.warn(n, f"{label} skipped: VRRP and tracking stay with keepalived", "info")
+            if n.keyword == "vrrp_instance" and n.args:
+                self.instances.setdefault(n.args[0], n)
+                self.sync_nodes += [(c, n.args[0]) for c in n.children or []
+                                    if c.keyword == "lvs_sync_daemon_interface"]
         elif n.keyword in IGNORED_TOP:
             self.warn(n, "not used by ipvsd; ignored", "info")
         else:
@@ -237,13 +253,117 @@ class _Reader:
                     t["tcp_fin" if key == "tcpfin" else key] = int(args.pop(0))
                 data["lvs_timeouts"] = t
                 self.where.top[("lvs_timeouts",)] = self.w(c)
-            elif c.keyword in ("lvs_sync_daemon", "lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo",
-                               "lvs_notify_fifo_script"):
+            elif c.keyword == "lvs_sync_daemon":
+                self.sync_nodes.append((c, None))
+            elif c.keyword in ("lvs_flush", "lvs_flush_on_stop", "lvs_notify_fifo", "lvs_notify_fifo_script"):
                 self.warn(c, "not implemented by ipvsd; ignored")
             else:
                 ignored.append(c.keyword)
         if ignored:
             self.warn(n, f"ignored (not about IPVS): {', '.join(sorted(set(ignored)))}", "info")
+
+    # --- connection sync ------------------------------------------------------------------------------------
+
+    def sync(self, data: dict[str, Any]) -> None:
+        """`lvs_sync_daemon IFACE [[inst] NAME] [id N] [maxlen L] [port P] [ttl T] [group G]` (or the deprecated
+        `lvs_sync_daemon_interface IFACE` of a vrrp_instance) as the [sync] section."""
+        if not self.sync_nodes:
+            return
+        (first, instance), *again = self.sync_nodes  # in the order keepalived reads them: it keeps the first
+        for c, _ in again:
+            self.errors.add(self.err(c, f"the sync daemon is already configured on line {first.line} "
+                                        f"({first.keyword}); keepalived ignores this one: remove it"))
+        c = first
+        sync: dict[str, Any] = {}
+        if instance is not None:  # a vrrp_instance's own lvs_sync_daemon_interface
+            self.warn(c, f"deprecated in keepalived: write `lvs_sync_daemon {' '.join(c.args)} inst {instance}` "
+                         "in global_defs")
+            sync["interface"] = self.arg(c)
+        else:
+            self.no_block(c)
+            if not c.args:
+                raise self.err(c, "needs an interface: lvs_sync_daemon IFACE [inst VRRP_INSTANCE] [id SYNCID] "
+                                  "[maxlen LEN] [port PORT] [ttl TTL] [group ADDRESS]")
+            sync["interface"] = c.args[0]
+            instance = self.sync_options(c, sync)
+        if instance is not None:
+            node = self.instances.get(instance)
+            if node is None:
+                close = difflib.get_close_matches(instance, list(self.instances), n=1)
+                known = f"did you mean {close[0]!r}?" if close else \
+                    f"the instances are {', '.join(sorted(self.instances)) or 'none'}"
+                raise self.err(c, f"no vrrp_instance named {instance!r} ({known}); keepalived would run no sync "
+                                  "daemon")
+            if "syncid" not in sync:  # keepalived's default: the instance's VRID
+                sync["syncid"] = self.vrid(node, c)
+            sync["owner"] = "external"
+        self.where.top[("sync",)] = self.w(c)
+        data["sync"] = sync
+
+    def sync_options(self, c: Node, sync: dict[str, Any]) -> str | None:
+        """The options after lvs_sync_daemon's interface into `sync`; the instance name, if any."""
+        limits = {"id": ("syncid", 0, 255), "maxlen": ("maxlen", 1, 65507), "port": ("port", 1, 65535),
+                  "ttl": ("ttl", 1, 255)}
+        instance: str | None = None
+        args = c.args
+        i = 1
+        while i < len(args):
+            word = args[i]
+            if word in ("inst", "group", *limits) and i + 1 >= len(args):
+                raise self.err(c, f"needs a value after {word!r}")
+            if word == "inst":
+                if instance is not None:
+                    raise self.err(c, f"names two vrrp instances ({instance!r} and {args[i + 1]!r})")
+                instance = args[i + 1]
+            elif word == "group":
+                sync["group"] = args[i + 1]
+            elif word in limits:
+                field, lo, hi = limits[word]
+                v = args[i + 1]
+                if not is_count(v) or not lo <= int(v) <= hi:
+                    raise self.err(c, f"{word} must be an integer in {lo}..{hi} (got {v!r})")
+                sync[field] = int(v)
+            elif i == 1:
+                # keepalived's older form: the instance name right after the interface, `inst` omitted
+                instance = word
+                i += 1
+                continue
+            elif i == 2 and instance is not None and "syncid" not in sync and is_count(word):
+                if int(word) > 255:
+                    raise self.err(c, f"the sync id must be an integer in 0..255 (got {word!r})")
+                self.warn(c, f"write `id {word}`: keepalived still reads a bare sync id but asks for the keyword")
+                sync["syncid"] = int(word)
+                i += 1
+                continue
+            else:
+                raise self.err(c, f"unknown option {word!r} (inst NAME, id N, maxlen L, port P, ttl T, group "
+                                  "ADDRESS)")
+            i += 2
+        return instance
+
+    def vrid(self, instance: Node, at: Node) -> int:
+        """The virtual_router_id of a vrrp_instance, which lvs_sync_daemon takes as its sync id by default."""
+        for c in instance.children or []:
+            if c.keyword == "virtual_router_id":
+                v = c.args[0] if len(c.args) == 1 else ""
+                if is_count(v) and 1 <= int(v) <= 255:
+                    return int(v)
+                raise self.err(c, f"must be an integer in 1..255 (got {' '.join(c.args)!r}); {at.keyword} on "
+                                  f"line {at.line} takes it as its sync id")
+        raise self.err(instance, f"vrrp_instance {instance.args[0]} has no virtual_router_id, which {at.keyword} "
+                                 f"on line {at.line} takes as its sync id: give `id N` there")
+
+    def vrrp_note(self, first: Node, sync: dict[str, Any] | None) -> None:
+        """keepalived must not run its own checker beside ipvsd: say so where the VRRP part begins."""
+        message = ("this file has vrrp_instance and virtual_server blocks: run keepalived with --vrrp (-P) so "
+                   "that only its VRRP process runs, or keepalived's checker and ipvsd both program the IPVS "
+                   "table")
+        if sync is not None and sync.get("owner") == "external":
+            message += ("; keepalived --vrrp then runs the sync daemons of `lvs_sync_daemon ... inst`, following "
+                        "the instance's state")
+        elif sync is not None:
+            message += "; without `inst` ipvsd runs the sync daemons (master and backup), not keepalived --vrrp"
+        self.warn(first, message)
 
     # --- virtual servers ------------------------------------------------------------------------------------
 
@@ -719,6 +839,15 @@ def parse(text: str, path: str = "<keepalived.conf>") -> tuple[Config, list[Conf
     """Parse keepalived.conf text (includes resolve relative to the current directory)."""
     errors = _report.Collector()
     return _build(_lexer.read_text(text, path, errors), path, errors)
+
+
+def places(path: str) -> Mapping[Loc, Where]:
+    """Source places of the keys read from the file at `path` (the directives outside the services: sync,
+    lvs_timeouts)."""
+    errors = _report.Collector()
+    r = _Reader(errors)
+    r.read(_lexer.read(path, errors))
+    return r.where
 
 
 def _build(nodes: list[Node], path: str, errors: _report.Collector) -> tuple[Config, list[ConfigWarning]]:

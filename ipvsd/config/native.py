@@ -250,6 +250,12 @@ def _real_line(lines: _Lines, raw_loc: Loc, j: int) -> int | None:
     return lines.get((*raw_loc, "reals", j, "address"), lines.get((*raw_loc, "reals", j)))
 
 
+def places(path: str) -> Mapping[Loc, Where]:
+    """Source places of the main file's keys (not its drop-ins'), by the path they have in the Config."""
+    _, lines = _parse_file(path)
+    return _Where(path, lines)
+
+
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a native main file and its drop-ins."""
     warnings: list[ConfigWarning] = []

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from ipvsd import model
+from ipvsd.config import sysctls
 
 
 class _Frozen(BaseModel):
@@ -798,7 +799,8 @@ class Sync(_Frozen):
     director that forwards traffic, so running master and backup on every director needs no VRRP state."""
 
     interface: IfName
-    """Interface the sync messages are sent and received on (it needs an IPv4 address: the master binds it)."""
+    """Interface the sync messages are sent and received on. The master daemon binds its first global-scope IPv4
+    address (`ipvsd check` says when it has none)."""
     syncid: int = Field(strict=True, default=0, ge=0, le=255)
     """Sync id shared by the pair; a backup with syncid 0 accepts every id."""
     daemons: Literal["both", "master", "backup"] = "both"
@@ -814,6 +816,13 @@ class Sync(_Frozen):
     maxlen: int = Field(strict=True, default=0, ge=0, le=65507)
     """Largest sync message payload in bytes. 0: the kernel's default (from the interface's MTU)."""
 
+    @field_validator("group")
+    @classmethod
+    def _multicast(cls, value: str | None) -> str | None:
+        if value is not None and not ipaddress.ip_address(value).is_multicast:
+            raise ValueError(f"{value!r} is not a multicast address (224.0.0.0/4 or ff00::/8)")
+        return value
+
     def wanted(self) -> tuple[model.SyncDaemon, ...]:
         """The daemons this section asks for, as the kernel reports them (master first)."""
         states = {"both": (1, 2), "master": (1,), "backup": (2,)}[self.daemons]
@@ -822,8 +831,21 @@ class Sync(_Frozen):
                      for s in states)
 
 
-SysctlValue = int | tuple[int, ...] | str
+SysctlValue = sysctls.SysctlValue
 """One net.ipv4.vs.* value: an integer, a vector of integers (sync_threshold) or a string (est_cpulist)."""
+
+
+def _sysctls(value: Any) -> Any:
+    """Each knob checked against the kernel's table (`ipvsd.config.sysctls`), booleans as 0/1, vectors as tuples."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, SysctlValue] = {}
+    for name, v in value.items():
+        try:
+            out[name] = sysctls.check(name, v)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+    return out
 
 
 class Config(_Frozen):
@@ -835,7 +857,7 @@ class Config(_Frozen):
     lvs_timeouts: LvsTimeouts | None = None
     sync: Sync | None = None
     """Connection synchronisation with the other director(s). None: ipvsd leaves sync daemons alone."""
-    sysctl: dict[str, SysctlValue] = Field(default_factory=dict)
+    sysctl: Annotated[dict[str, SysctlValue], BeforeValidator(_sysctls)] = Field(default_factory=dict)
     """net.ipv4.vs.* settings (names without the prefix) set at start and at every reload in ipvsd's network
     namespace; what is not named keeps its value."""
     services: tuple[VirtualService, ...] = ()

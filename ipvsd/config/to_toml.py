@@ -115,6 +115,11 @@ def to_toml(config: Config, header: list[str] | None = None) -> str:
         doc["check_defaults"] = {k: ("auto" if v is None and k in _AUTO_KEYS else v) for k, v in cd.items()}
     if config.lvs_timeouts is not None:
         doc["lvs_timeouts"] = config.lvs_timeouts.model_dump(mode="json")
+    if config.sync is not None:
+        doc["sync"] = {"interface": config.sync.interface,
+                       **config.sync.model_dump(mode="json", exclude_defaults=True, exclude={"interface"})}
+    if config.sysctl:
+        doc["sysctl"] = dict(config.sysctl)  # a vector (sync_threshold) is written as a TOML array
     doc["services"] = [_service(s, config.check_defaults) for s in config.services]
     out = [f"# {h}" for h in (header or [])]
     out.append("# include = [] keeps drop-ins next to this file out of it; remove the line to use conf.d/*.toml.")

@@ -21,6 +21,7 @@ from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance
 from ipvsd.core.probes import ProbeKey, ProbePlan, is_name, real_health
+from ipvsd.core.roles import VipRole
 from ipvsd.model import DestKey, Service, ServiceKey, addrport
 
 # Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
@@ -202,6 +203,13 @@ def maintenance_json(m: MaintenanceInfo) -> dict[str, Any]:
     return {"addr": m.key.addr, "port": m.key.port,
             "service": None if m.key.service is None else m.key.service.label(),
             "reason": m.reason, "since": m.since, "until": m.until, "source": m.source}
+
+
+def vips_json(roles: Iterable[VipRole] | None) -> list[dict[str, Any]] | None:
+    """Each VIP's role for the `status` answer; None while the daemon does not observe its addresses."""
+    if roles is None:
+        return None
+    return [{"vip": r.vip, "held": r.held, "interfaces": list(r.interfaces), "since": r.since} for r in roles]
 
 
 def _real_json(r: RealStatus) -> dict[str, Any]:

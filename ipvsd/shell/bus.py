@@ -1,9 +1,10 @@
 """The daemon's typed events and the bus that carries them one way: from the daemon to its observers.
 
 The daemon publishes what happened (a probe result, a transition, a pass and the snapshot after it, a reload,
-a maintenance change); metrics, the event log and the live view behind `ipvsd status` subscribe. A subscriber
-only receives: it holds no reference to the daemon, so it cannot reach back in. Delivery is synchronous and in
-order; a subscriber that raises is logged and the others still get the event.
+a maintenance change, a VIP this director took or lost); metrics, the event log and the live view behind
+`ipvsd status` subscribe. A subscriber only receives: it holds no reference to the daemon, so it cannot reach
+back in. Delivery is synchronous and in order; a subscriber that raises is logged and the others still get the
+event.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey
+from ipvsd.core.roles import RoleChange, VipRole
 from ipvsd.model import Op, Service, ServiceKey
 
 log = logging.getLogger("ipvsd.bus")
@@ -94,10 +96,19 @@ class SnapshotTaken:
     snapshot: Snapshot
 
 
-Event = ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
+@dataclass(frozen=True)
+class RolesChanged:
+    """Which VIPs this director holds (`ipvsd.core.roles`), after an address change or a reload changed it."""
+
+    roles: Mapping[str, VipRole]  # every VIP of the running configuration
+    changes: tuple[RoleChange, ...]  # () when only the VIP set shrank
+
+
+Event = (ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
+         | RolesChanged)
 Subscriber = Callable[[Event], None]
 EVENTS: tuple[type[Event], ...] = (ProbeResulted, Transitioned, PassDone, PassFailed, Reloaded, MaintenanceChanged,
-                                   SnapshotTaken)
+                                   SnapshotTaken, RolesChanged)
 
 
 @dataclass

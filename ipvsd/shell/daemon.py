@@ -30,6 +30,7 @@ from ipvsd.checks import make_probe
 from ipvsd.checks.base import Probe, ProbeResult
 from ipvsd.config.schema import Config, Settings
 from ipvsd.core import maintenance as maint
+from ipvsd.core import roles
 from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_of, literal, plan_probes
@@ -65,6 +66,11 @@ class Options:
     socket: str | None = None
     metrics_listen: str | None = None  # None: the config's; "": no endpoint
     events_file: str | None = None
+
+
+# Follows the director's addresses: called with the daemon's callback, returns what runs until cancelled
+# (`ipvsd.shell.addresses.AddressWatcher(callback).run()` in `ipvsd run`).
+AddressFollower = Callable[[Callable[[roles.Observed], None]], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class Daemon:
 
     def __init__(self, opts: Options, config: Config, kernel_factory: Callable[[], Kernel], *,
                  wall: Callable[[], float] = time.time, lookup: resolver.Lookup = resolver.getaddrinfo,
-                 probe_factory: Callable[[Any], Probe] = make_probe) -> None:
+                 probe_factory: Callable[[Any], Probe] = make_probe,
+                 addresses: AddressFollower | None = None) -> None:
         self.opts = opts
         self.config = config
         self.kernel_factory = kernel_factory
@@ -152,6 +159,9 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = resolver.DaemonThreads()  # name lookups: a stop never waits for a resolver timeout
         self.failed_names: frozenset[str] = frozenset()  # names the running configuration could not resolve
+        self.addresses = addresses  # None: VIP roles are not observed (unit tests without a network namespace)
+        self.observed: roles.Observed | None = None  # the director's addresses, once read
+        self.roles: dict[str, roles.VipRole] | None = None  # None: not assessed yet
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -182,6 +192,27 @@ class Daemon:
             if len(self.settled) >= len(self.probes.jobs) and self.settled >= set(self.probes.jobs):  # O(1) first
                 log.info("every check has a result: %s", self.summary())
 
+    # --- VIP roles ----------------------------------------------------------------------------------------
+
+    def on_addresses(self, observed: roles.Observed) -> None:
+        """The director's addresses changed (or were read again): say which VIPs it holds now."""
+        self.observed = observed
+        self._assess_roles()
+
+    def _assess_roles(self) -> None:
+        if self.observed is None:
+            return
+        new, changes = roles.update(self.roles or {}, roles.vips_of(self.config), self.observed, self.wall())
+        if new == self.roles:
+            return
+        if self.roles is None:  # the first reading: one line, however many VIPs
+            log.info("%s", roles.summary(new.values()))
+        else:
+            for c in changes:
+                log.info("%s", c.describe())
+        self.roles = new
+        self.bus.publish(bus.RolesChanged(dict(new), changes))
+
     # --- configuration ------------------------------------------------------------------------------------
 
     async def _prepare(self, config: Config, warnings: tuple[str, ...] = (), *, again: bool = False) -> Prepared:
@@ -208,6 +239,7 @@ class Daemon:
         for (skey, dkey), why in p.probes.down.items():
             log.warning("real %s in %s is down: %s", dkey, skey.label(), why)
         self._publish_snapshot()
+        self._assess_roles()  # a reload may add or drop VIPs
         gcpolicy.settle()
         self.swapped.set()
         self.dirty.set()
@@ -409,10 +441,11 @@ class Daemon:
                                    concurrency=limits.check_concurrency, factory=self.probe_factory)
         self.view = LiveView(lambda: kernel.services(), mono=self.mono, wall=self.wall)
         self.metrics = Metrics(self.view.view)
-        self.bus.subscribe(self.view.record, bus.ProbeResulted, bus.SnapshotTaken, bus.PassDone, bus.Reloaded)
+        self.bus.subscribe(self.view.record, bus.ProbeResulted, bus.SnapshotTaken, bus.PassDone, bus.Reloaded,
+                           bus.RolesChanged)
         self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded)
         self.bus.subscribe(self.events.record, bus.Transitioned, bus.PassDone, bus.PassFailed, bus.Reloaded,
-                           bus.MaintenanceChanged)
+                           bus.MaintenanceChanged, bus.RolesChanged)
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)
@@ -428,6 +461,8 @@ class Daemon:
         elif self.config.settings.watch_config:
             self._watch(True)
         self._spawn(self._follow_names())
+        if self.addresses is not None:
+            self._spawn(self.addresses(self.on_addresses))
         log.info("ipvsd running: %d services, resync every %gs, state in %s%s", len(self.config.services),
                  self._resync(), self.state_path, ", watching the config" if self.watcher is not None else "")
         servers = await self._serve()

@@ -1,4 +1,4 @@
-"""The event log: transitions, reloads, drift repairs, kernel errors and maintenance as JSON lines.
+"""The event log: transitions, reloads, drift repairs, kernel errors, maintenance and VIP roles as JSON lines.
 
 Every event is one flat JSON object with `ts` (UTC, ISO 8601), `type` and `reason`. Subscribers (the control
 socket's `events` stream) get a bounded queue each: a reader that falls behind loses the oldest events and is
@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the client commands import this module: keep them from loading the daemon's types
+    from ipvsd.core.roles import RoleChange
     from ipvsd.shell import bus
 
 log = logging.getLogger("ipvsd.events")
@@ -122,8 +123,16 @@ class EventLog:
             case bus.MaintenanceChanged(action=action, reason=reason, entry=e):
                 self.publish("maintenance", reason, action=action, real=e.key.describe(), source=e.source,
                              until=e.until)
+            case bus.RolesChanged(changes=changes):
+                self._roles(changes)
             case _:
                 pass
+
+    def _roles(self, changes: tuple[RoleChange, ...]) -> None:
+        """One `vip` event per VIP whose holding changed; `first`: the first reading (start, or a reload added it)."""
+        for c in changes:
+            self.publish("vip", c.describe(), vip=c.vip, held=c.held, interfaces=list(c.interfaces),
+                         first=c.was is None)
 
     def close(self) -> None:
         if self._fh is not None:

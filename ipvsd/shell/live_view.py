@@ -1,9 +1,10 @@
 """The live view behind `ipvsd status` and the metrics endpoint, kept up to date from the daemon's events.
 
 A subscriber of `ipvsd.shell.bus`: it starts from each snapshot the daemon publishes, follows probe results
-between snapshots, counts per-probe statistics and remembers the last reload. It never calls into the daemon.
-The kernel's counters come from the table the last pass read; when that is older than KERNEL_MAX_AGE (or a
-pass changed the table since), `refresh_kernel` reads the table again, read-only.
+between snapshots, counts per-probe statistics and remembers the last reload and which VIPs this director holds;
+it never calls into the daemon. The kernel's counters come from the table the last pass read; when that is
+older than KERNEL_MAX_AGE (or a pass changed the table since), `refresh_kernel` reads the table again,
+read-only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ipvsd.core import view as status
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey
+from ipvsd.core.roles import VipRole, order
 from ipvsd.model import Service
 from ipvsd.shell import bus
 from ipvsd.shell.metrics import View
@@ -38,6 +40,7 @@ class LiveView:
         self.kernel_at: float | None = None  # mono; None: stale (a pass changed the table since)
         self.kernel_wall: float | None = None
         self.last_reload: dict[str, Any] = {}
+        self.roles: dict[str, VipRole] | None = None  # None: the director's addresses are not observed (yet)
 
     def record(self, event: bus.Event) -> None:
         match event:
@@ -57,6 +60,8 @@ class LiveView:
             case bus.Reloaded() as r:
                 self.last_reload = {"outcome": r.outcome, "trigger": r.trigger, "error": r.error or None,
                                     "at": r.at, "restart": list(r.restart) or None}
+            case bus.RolesChanged(roles=roles):
+                self.roles = dict(roles)
             case _:
                 pass
 
@@ -78,5 +83,9 @@ class LiveView:
                             maintenance=snap.maintenance, quorum=snap.quorum, fail_open=snap.fail_open,
                             resolved=snap.resolved, wall=self.wall(), mono=self.mono())
 
+    def vips(self) -> list[VipRole] | None:
+        """Each VIP's role, in address order; None while the addresses are not observed."""
+        return None if self.roles is None else sorted(self.roles.values(), key=lambda r: order(r.vip))
+
     def view(self) -> View:
-        return View(self.statuses(), self.kernel, self.kernel_wall)
+        return View(self.statuses(), self.kernel, self.kernel_wall, tuple(self.vips() or ()))

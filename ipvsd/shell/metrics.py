@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from ipvsd import __version__
+from ipvsd.core.roles import VipRole
 from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus
 from ipvsd.model import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op, Service, addrport
 from ipvsd.shell import bus
@@ -44,6 +45,7 @@ class View:
     services: list[ServiceStatus]
     kernel: list[Service]
     kernel_at: float | None  # wall time of the observation
+    vips: tuple[VipRole, ...] = ()  # empty too while the director's addresses are not observed
 
 
 def parse_listen(text: str | None) -> tuple[str, int] | None:
@@ -158,6 +160,7 @@ class ViewCollector(Collector):
         yield from _checks(v.services)
         yield from _reals(v.services)
         yield from _kernel(v.kernel, v.kernel_at)
+        yield from _vips(v.vips)
 
 
 def _checks(services: list[ServiceStatus]) -> Iterator[Metric]:
@@ -256,6 +259,18 @@ def _kernel(table: list[Service], at: float | None) -> Iterator[Metric]:
     if at is not None:
         observed.add_metric([], at)
     yield observed
+
+
+def _vips(vips: tuple[VipRole, ...]) -> Iterator[Metric]:
+    held = GaugeMetricFamily("ipvsd_vip_held", "1 while this director holds the VIP: it is on an interface that "
+                             "is up and not loopback (0: absent, only on lo, or only on interfaces that are down).",
+                             labels=["vip"])
+    since = GaugeMetricFamily("ipvsd_vip_last_change_timestamp_seconds", "Wall time the VIP was last taken or "
+                              "lost by this director (or first seen).", labels=["vip"])
+    for r in vips:
+        held.add_metric([r.vip], 1 if r.held else 0)
+        since.add_metric([r.vip], r.since)
+    yield from (held, since)
 
 
 def _le(bound: float) -> str:

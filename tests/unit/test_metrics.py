@@ -278,6 +278,34 @@ tests:
             exp_annotations:
               summary: "ipvsd rejected its configuration on lb"
               description: "The previous configuration still runs. The daemon's log and `ipvsd events` give file:line."
+  - interval: 1m  # VIP roles over a director pair: lb1 holds 10.2.0.254, then no one, then both (split brain)
+    input_series:
+      - series: 'ipvsd_vip_held{{instance="lb1", vip="10.2.0.254"}}'
+        values: '1 1 0 0 0 0 1 1 1 1'
+      - series: 'ipvsd_vip_held{{instance="lb2", vip="10.2.0.254"}}'
+        values: '0 0 0 0 0 0 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: IpvsdVipHeldByNone
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: IpvsdVipHeldByNone
+        exp_alerts:
+          - exp_labels: {{severity: critical, vip: 10.2.0.254}}
+            exp_annotations:
+              summary: "No director holds VIP 10.2.0.254"
+              description: "It is on no director's interface but lo; check keepalived (VRRP) on the directors."
+      - eval_time: 4m
+        alertname: IpvsdVipHeldTwice
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: IpvsdVipHeldTwice
+        exp_alerts:
+          - exp_labels: {{severity: critical, vip: 10.2.0.254}}
+            exp_annotations:
+              summary: "VIP 10.2.0.254 is held by 2 directors"
+              description: "VRRP split brain: the directors do not hear each other's adverts. Drop this rule if
+                your VIPs are anycast."
 """
 
 

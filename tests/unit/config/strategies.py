@@ -141,4 +141,11 @@ configs = st.fixed_dictionaries({"services": st.lists(inet_service | mark_servic
         "interval": secs, "timeout": secs, "rise": st.integers(1, 5), "fall": st.integers(1, 5),
         "retry_delay": maybe_secs, "warmup": maybe_secs, "alpha": st.booleans()}),
     "lvs_timeouts": st.none() | st.fixed_dictionaries({"tcp": st.integers(0, 999), "udp": st.integers(0, 99)}),
+    "sync": st.none() | st.fixed_dictionaries({"interface": st.sampled_from(["eth0", "bond0.12", "lo"])}, optional={
+        "syncid": st.integers(0, 255), "daemons": st.sampled_from(["both", "master", "backup"]),
+        "owner": st.sampled_from(["ipvsd", "external"]), "group": st.sampled_from(["224.0.0.82", "ff02::81"]),
+        "port": st.integers(0, 65535), "ttl": st.integers(0, 255), "maxlen": st.integers(0, 65507)}),
+    "sysctl": st.fixed_dictionaries({}, optional={
+        "sloppy_tcp": st.booleans(), "sync_threshold": st.tuples(st.integers(0, 9), st.integers(10, 99)),
+        "conn_reuse_mode": st.integers(0, 3), "est_cpulist": st.sampled_from(["", "0-3", "all"])}),
 }).map(Config.model_validate)

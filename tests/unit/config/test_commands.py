@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from ipvsd.cli import main
+from ipvsd.commands import check
 from ipvsd.config import load
 from tests.unit.config.cases import FIXTURES, ROOT
 
@@ -84,3 +86,94 @@ def test_check_shows_keepalived_http_details(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert ("check: http GET /health status 200,301-302,418 digest '9b3a0c85a887a256d6939da88aabd8cd' every 60s "
             "timeout 5s rise 1 fall 2 retry after 3s") in out
+
+
+# --- what the host must have: the [sync] interface and its IPv4 address --------------------------------------------
+
+
+def _sync_file(tmp_path: Path, interface: str, extra: str = "") -> Path:
+    f = tmp_path / "ipvsd.toml"
+    f.write_text(f'include = []\n\n[sync]\ninterface = "{interface}"\n{extra}')
+    return f
+
+
+def test_check_accepts_a_sync_interface_of_this_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = _sync_file(tmp_path, "lo", "syncid = 5\nmaxlen = 1400\n")
+    assert main(["check", "-c", str(f)]) == 0
+    captured = capsys.readouterr()
+    assert "--start-daemon master --mcast-interface lo --syncid 5 --sync-maxlen 1400" in captured.out
+    assert "--start-daemon backup --mcast-interface lo --syncid 5 --sync-maxlen 1400" in captured.out
+    # 127.0.0.1 is scope host: the kernel's master daemon would bind another interface's address
+    assert f"{f}:4: warning: sync.interface: interface 'lo' has no global-scope IPv4 address (127.0.0.1 only)" \
+        in captured.err
+
+
+def test_check_refuses_a_sync_interface_this_host_lacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = _sync_file(tmp_path, "nosuch0")
+    assert main(["check", "-c", str(f)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ipvsd check: {f}:4: sync.interface: no network interface 'nosuch0' on this host: the sync "
+                   "daemons send and receive on it",
+                   f"ipvsd check: {f}: valid, but not on this host (1 error(s); --no-host checks a configuration "
+                   "meant for another machine)"]
+
+
+def test_no_host_checks_a_configuration_for_another_machine(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    f = _sync_file(tmp_path, "nosuch0")
+    assert main(["check", "--no-host", "-q", "-c", str(f)]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_host_error_points_at_the_keepalived_line(capsys: pytest.CaptureFixture[str]) -> None:
+    f = FIXTURES / "keepalived_sync_both.conf"  # lvs_sync_daemon ens4 ..., on line 3
+    assert main(["check", "-q", "-c", str(f)]) == (0 if _has("ens4") else 1)
+    if not _has("ens4"):
+        assert f"ipvsd check: {f}:3: lvs_sync_daemon (interface): no network interface 'ens4'" in \
+            capsys.readouterr().err
+
+
+def test_daemons_run_by_keepalived_are_neither_host_checked_nor_started(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(FIXTURES / "keepalived_sync_inst.conf")]) == 0
+    out = capsys.readouterr().out
+    assert "# sync daemons on ens4 syncid 51: started and stopped by keepalived" in out
+    assert "--start-daemon" not in out
+
+
+def test_a_backup_daemon_alone_needs_no_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(_sync_file(tmp_path, "lo", 'daemons = "backup"\n'))]) == 0
+    captured = capsys.readouterr()
+    assert "global-scope" not in captured.err
+    assert "--start-daemon backup" in captured.out and "--start-daemon master" not in captured.out
+
+
+@pytest.mark.parametrize(("addresses", "expected"), [
+    ([], ("error", "has no IPv4 address")),
+    ([("127.0.0.1", 254, 0x80)], ("warning", "no global-scope IPv4 address (127.0.0.1 only)")),
+    ([("169.254.1.1", 253, 0)], ("warning", "no global-scope IPv4 address (169.254.1.1 only)")),
+    ([("10.0.0.2", 0, 0x01)], ("warning", "no global-scope")),  # a secondary address is never bound
+    ([("169.254.1.1", 253, 0), ("10.0.0.2", 0, 0)], None),
+])
+def test_what_an_interfaces_addresses_mean_for_the_master_daemon(
+        addresses: list[tuple[str, int, int]], expected: tuple[str, str] | None) -> None:
+    found = check.master_address_problem("eth9", addresses)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == expected[0] and expected[1] in found[1]
+
+
+def test_check_lists_the_sysctls_as_written_to_proc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "ipvsd.toml"
+    f.write_text("include = []\n[sysctl]\nsloppy_tcp = true\nsync_threshold = [3, 50]\n")
+    assert main(["check", "-c", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "sysctl net.ipv4.vs.sloppy_tcp = 1\nsysctl net.ipv4.vs.sync_threshold = 3 50\n" in out
+
+
+def _has(interface: str) -> bool:
+    try:
+        socket.if_nametoindex(interface)
+    except OSError:
+        return False
+    return True
