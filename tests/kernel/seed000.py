@@ -1,0 +1,256 @@
+"""Seed 000's two-node ssh cluster built from network namespaces: each node is a director and an ssh server.
+
+     s0-client 192.168.2.210 ──br0── enp2s0 [ha0 192.168.2.230], enp2s0 [ha1 192.168.2.231]
+     VIP 192.168.2.232: on enp2s0 of the node keepalived (--vrrp, nopreempt) makes master, and on lo of both.
+
+The addresses, interface name and (pinned) MAC addresses are the samples' (etc/seed000/), so the samples run
+verbatim: ipvsd.toml on both nodes, keepalived-haN.conf, iptables-haN.rules (fwmark 22 for packets to VIP:22
+not from the peer's MAC), sysctl.conf (arp_ignore/arp_announce). Each node's sshd listens on 0.0.0.0:22 and
+names its node in its banner (VersionAddendum), so a connection tells which node answered.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.kernel.daemon import Ipvsd
+from tests.kernel.lab import Lab, parse_proc_ip_vs, wait_until
+from tests.kernel.pair import Keepalived, addresses, set_links
+from tests.netns import ip_batch, run_in, sh
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "etc" / "seed000"
+SWITCH = "s0-sw"
+CLIENT_NS = "s0-client"
+CLIENT = "192.168.2.210"  # the seed's client, from its haproxy log
+VIP = "192.168.2.232"
+SERVICE = "FWM 22"
+
+# UsePAM: without PAM sshd refuses root, whose password is locked ("*") on the lab's Debian root filesystem.
+SSHD_CONFIG = """ListenAddress 0.0.0.0
+Port 22
+HostKey {d}/host_key
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {keys}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM yes
+StrictModes no
+PrintMotd no
+PrintLastLog no
+LogLevel ERROR
+VersionAddendum {name}
+"""
+
+
+def banner(addr: str, *, timeout: float = 5.0) -> str:
+    """Connect from the client to addr:22 and return the node its sshd names in its banner ("ha0")."""
+    def read() -> str:
+        with socket.create_connection((addr, 22), timeout=timeout) as s:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+        return data.decode(errors="replace").split()[-1] if data.startswith(b"SSH-") else ""
+    return run_in(CLIENT_NS, read, timeout=timeout + 5)
+
+
+class Session:
+    """A real ssh login from the client, running `cat`: each line sent comes back while the session lives.
+
+    The remote command first prints the node's own address, so the session knows which node serves it."""
+
+    def __init__(self, key: Path, addr: str) -> None:
+        remote = "ip -4 -o addr show dev enp2s0 | grep -o '192\\.168\\.2\\.23[01]' | head -n1; exec cat"
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", CLIENT_NS, "ssh", "-i", str(key), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             "-o", "ConnectTimeout=10", f"root@{addr}", remote],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addr = addr
+        served = self._line(timeout=60)
+        assert served in ("192.168.2.230", "192.168.2.231"), (served, self._stderr())
+        self.node = f"ha{served[-1]}"
+        self._n = 0
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def _line(self, *, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().decode().strip() if ready else ""
+
+    def alive(self, *, timeout: float = 30.0) -> bool:
+        """Send a line and read it back (the round trip may wait out TCP retransmissions after a failover)."""
+        assert self.proc.stdin is not None
+        self._n += 1
+        line = f"ping {self._n}"
+        try:
+            self.proc.stdin.write(f"{line}\n".encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return False
+        return self._line(timeout=timeout) == line
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@dataclass
+class Node:
+    """One node: director (keepalived, ipvsd) and ssh server."""
+
+    name: str
+    addr: str
+    mac: str
+    dir: Path
+    keepalived: Keepalived = field(init=False)
+    ipvsd: Ipvsd = field(init=False)
+    sshd: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keepalived = Keepalived(self.name, SAMPLES / f"keepalived-{self.name}.conf", self.dir)
+        # Ipvsd runs its process in `lab.lb`: a Lab value that is never brought up only names the namespace
+        self.ipvsd = Ipvsd(Lab(root=self.dir, n=0, lb=self.name), SAMPLES / "ipvsd.toml", self.dir / "state",
+                           resync=5.0)
+
+    def holds(self) -> bool:
+        return VIP in addresses(self.name, "enp2s0")
+
+    def crash(self) -> None:
+        set_links(self.name, ("enp2s0",), up=False)
+
+    def restore(self) -> None:
+        set_links(self.name, ("enp2s0",), up=True)
+
+    def weights(self) -> dict[str, int]:
+        table = run_in(self.name, lambda: parse_proc_ip_vs(Path("/proc/thread-self/net/ip_vs").read_text()))
+        return table.get(SERVICE, {})
+
+    def start_sshd(self, keys: Path) -> None:
+        (self.dir / "sshd_config").write_text(SSHD_CONFIG.format(d=self.dir, keys=keys, name=self.name))
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "host_key"))
+        # -D: foreground, -e: log to stderr, -r: no re-exec per connection (under the lab's emulated CPU a
+        # re-exec delays the banner past the check's 2 s timeout)
+        self.sshd = subprocess.Popen(["ip", "netns", "exec", self.name, "/usr/sbin/sshd", "-D", "-e", "-r",
+                                      "-f", str(self.dir / "sshd_config")],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=(self.dir / "sshd.log").open("w"))
+
+    def stop(self) -> None:
+        if self.ipvsd.proc is not None:
+            self.ipvsd.stop()
+        self.keepalived.stop()
+        if self.sshd is not None and self.sshd.poll() is None:
+            self.sshd.send_signal(signal.SIGTERM)
+            self.sshd.wait(timeout=30)
+        self.sshd = None
+
+
+@dataclass
+class Cluster:
+    root: Path
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [SWITCH, CLIENT_NS, "ha0", "ha1"]
+
+    @property
+    def key(self) -> Path:
+        return self.root / "client_key"
+
+    def up(self) -> Cluster:
+        self.down()
+        sh("modprobe", "-a", "ip_vs", "ip_vs_rr", "veth", "bridge")
+        self.nodes = [Node(f"ha{i}", f"192.168.2.23{i}", f"52:54:00:00:02:3{i}", self.root / f"ha{i}") for i in (0, 1)]
+        ip_batch([f"netns add {ns}" for ns in self.namespaces])
+        per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
+        per_ns[SWITCH] += ["link add br0 type bridge", "link set br0 up"]
+        veths = [f"link add eth0 netns {CLIENT_NS} type veth peer name p-client netns {SWITCH}"]
+        per_ns[SWITCH].append("link set p-client master br0 up")
+        per_ns[CLIENT_NS] += [f"addr add {CLIENT}/24 dev eth0", "link set eth0 up"]
+        for n in self.nodes:
+            veths.append(f"link add enp2s0 netns {n.name} address {n.mac} type veth peer name p-{n.name} "
+                         f"netns {SWITCH}")
+            per_ns[SWITCH].append(f"link set p-{n.name} master br0 up")
+            per_ns[n.name] += [f"addr add {n.addr}/24 dev enp2s0", f"addr add {VIP}/32 dev lo",
+                               "link set enp2s0 up"]
+        ip_batch(veths)
+        for ns, lines in per_ns.items():
+            ip_batch(lines, ns=ns)
+        for n in self.nodes:
+            n.ipvsd.start()  # first: a Python start takes a minute or two under the lab's emulated CPU
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        keys = self.root / "authorized_keys"
+        keys.write_text(self.key.with_suffix(".pub").read_text())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        for n in self.nodes:
+            sh("sysctl", "-q", "-p", str(SAMPLES / "sysctl.conf"), ns=n.name)
+            sh("iptables-restore", "--noflush", str(SAMPLES / f"iptables-{n.name}.rules"), ns=n.name)
+            n.start_sshd(keys)
+        ha0, ha1 = self.nodes
+        # ha0 first, alone: both start BACKUP (nopreempt), the first to time out takes the VIP
+        ha0.keepalived.start()
+        wait_until(ha0.holds, timeout=30, what="ha0 to take the VIP")
+        ha1.keepalived.start()
+        # Until the fwmark service exists, marked packets reach the local sshd: ready = both reals in both tables
+        both = {"192.168.2.230:22": 1, "192.168.2.231:22": 1}
+        for n in self.nodes:
+            wait_until(lambda n=n: n.weights() == both, timeout=240, what=f"both nodes in {n.name}'s table")
+        return self
+
+    def down(self) -> None:
+        for n in self.nodes:
+            n.stop()
+        existing = set(sh("ip", "netns", "list").stdout.split())
+        for ns in self.namespaces:
+            if ns in existing:
+                sh("ip", "netns", "del", ns, check=False)
+
+    def holder(self) -> Node:
+        found = wait_until(lambda: next((n for n in self.nodes if n.holds()), None), timeout=30,
+                           what="a node holding the VIP")
+        assert isinstance(found, Node)
+        return found
+
+    def other(self, n: Node) -> Node:
+        return self.nodes[1] if n is self.nodes[0] else self.nodes[0]
+
+    def session(self, addr: str) -> Session:
+        return Session(self.key, addr)
+
+    def first_banner(self, since: float, *, timeout: float) -> tuple[float, str]:
+        """Try a new connection to the VIP every ~0.3 s until a banner comes; (seconds since `since`, node)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                node = banner(VIP, timeout=0.3)
+                if node:
+                    return time.monotonic() - since, node
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no new connection to {VIP} within {timeout}s")
+
+    def diagnostics(self) -> str:
+        return "\n".join(f"--- {n.name} keepalived:\n{n.keepalived.log()[-2000:]}\n--- {n.name} ipvsd:\n"
+                         f"{n.ipvsd.log()[-3000:]}\n--- {n.name} sshd:\n{(n.dir / 'sshd.log').read_text()[-1000:]}"
+                         for n in self.nodes)
