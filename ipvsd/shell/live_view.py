@@ -3,7 +3,8 @@
 A subscriber of `ipvsd.shell.bus`: it starts from each snapshot the daemon publishes, follows probe results
 between snapshots, counts per-probe statistics and remembers the last reload. It never calls into the daemon.
 The kernel's counters come from the table the last pass read; when that is older than KERNEL_MAX_AGE (or a
-pass changed the table since), `refresh_kernel` reads the table again, read-only.
+pass changed the table since), `refresh_kernel` reads the table again, read-only. The sync daemons and sysctls
+are those of the last snapshot.
 """
 
 from __future__ import annotations
@@ -78,5 +79,11 @@ class LiveView:
                             maintenance=snap.maintenance, quorum=snap.quorum, fail_open=snap.fail_open,
                             resolved=snap.resolved, wall=self.wall(), mono=self.mono())
 
+    def sync(self) -> tuple[status.SyncDaemonStatus, ...]:
+        return self.snapshot.sync if self.snapshot is not None else ()
+
+    def sysctls(self) -> tuple[status.SysctlStatus, ...]:
+        return self.snapshot.sysctls if self.snapshot is not None else ()
+
     def view(self) -> View:
-        return View(self.statuses(), self.kernel, self.kernel_wall)
+        return View(self.statuses(), self.kernel, self.kernel_wall, self.sync(), self.sysctls())

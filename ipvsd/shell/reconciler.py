@@ -54,7 +54,7 @@ class SyncReport:
     """What one pass did about the sync daemons."""
 
     done: tuple[syncd.Step, ...] = ()
-    failed: tuple[tuple[syncd.Step, str], ...] = ()  # with the error, as said in the log
+    failed: tuple[tuple[syncd.Step, str], ...] = ()  # failed with an error not said before, as said in the log
     daemons: tuple[SyncDaemon, ...] = ()  # the daemons as the pass left them (read, or mirrored)
     read: bool = True
 
@@ -179,26 +179,29 @@ class Reconciler:
                         running[op.daemon.state] = op.daemon
             except KernelError as e:
                 self.sync_failed.update(step.ops)
-                failed.append((step, self._sync_failed(step, e)))
+                waiting.append(step)
+                said = self._sync_failed(step, e)
+                if said is not None:
+                    failed.append((step, said))
                 continue
             done.append(step)
             self.sync_errors.pop(step.daemon.state, None)
             level = logging.WARNING if step.action in ("repair", "replace") else logging.INFO
             log.log(level, "%s%s", step.why, "".join(f"   (ipvsadm {op})" for op in step.ops))
         self.daemons = [running[k] for k in sorted(running)]
-        kept = syncd.settled(self.memory.daemons, done, [*waiting, *(step for step, _ in failed)])
+        kept = syncd.settled(self.memory.daemons, done, waiting)
         if kept != self.memory.daemons:
             self._remember(replace(self.memory, daemons=kept))
         return SyncReport(tuple(done), tuple(failed), tuple(self.daemons), read)
 
-    def _sync_failed(self, step: syncd.Step, e: KernelError) -> str:
-        """Log a failed step once per distinct error; return the error as said."""
+    def _sync_failed(self, step: syncd.Step, e: KernelError) -> str | None:
+        """Log a failed step once per distinct error; return the error as said (None: said before)."""
         what = {"stop": "stop", "release": "release"}.get(step.action, "start")
         text = f"cannot {what} the {syncd.describe(step.daemon)}: {e}{_hint(e.errno, step)}"
-        if self.sync_errors.get(step.daemon.state) != text:
-            log.error("%s; tried again at each resync, the service table is managed meanwhile", text)
-        else:
+        if self.sync_errors.get(step.daemon.state) == text:
             log.debug("%s (again)", text)
+            return None
+        log.error("%s; tried again at each resync, the service table is managed meanwhile", text)
         self.sync_errors[step.daemon.state] = text
         return text
 
