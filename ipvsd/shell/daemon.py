@@ -245,6 +245,7 @@ class Daemon:
             return self._reloaded("error", why, str(e))
         if config == self.config:
             log.info("reload (%s): configuration unchanged", why)
+            await self._apply_settings()  # a reload makes the configured sysctls win over a drift
             return self._reloaded("unchanged", why)
         try:
             prepared = await self._prepare(config, tuple(str(w) for w in warnings))

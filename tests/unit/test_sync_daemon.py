@@ -151,6 +151,8 @@ def test_sysctls_are_set_at_start_and_reload_and_drift_is_reported_once(tmp_path
         assert (r.proc / "sloppy_tcp").read_text() == "0\n"
         assert d.metrics is not None
         assert d.metrics.registry.get_sample_value("ipvsd_sysctl_drift", {"name": "sloppy_tcp"}) == 1
+        assert (await d.reload("control socket")).outcome == "unchanged"  # the file did not change...
+        assert (r.proc / "sloppy_tcp").read_text() == "1\n"  # ...but the configured value wins again
         r.write(sloppy=2)
         assert (await d.reload("SIGHUP")).outcome == "ok"
         assert (r.proc / "sloppy_tcp").read_text() == "2\n"

@@ -226,3 +226,26 @@ def test_unreadable_daemons_are_said_once_and_the_table_goes_on(tmp_path: Path,
     asyncio.run(go())
     errors = [x.getMessage() for x in caplog.records if x.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot read the connection-sync daemons" in errors[0]
+
+
+def test_lvs_timeouts_set_what_differs_and_nothing_when_the_kernel_has_them(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from ipvsd.config.schema import LvsTimeouts
+    from ipvsd.core.decide import timeouts
+    from ipvsd.model import SetTimeouts, Timeouts
+
+    assert timeouts(None, Timeouts(900, 120, 300)) is None
+    assert timeouts(LvsTimeouts(tcp=900, udp=60), Timeouts(900, 120, 300)) == SetTimeouts(Timeouts(0, 0, 60))
+    assert timeouts(LvsTimeouts(tcp=900), Timeouts(900, 120, 300)) is None
+    kernel = FakeKernel()
+    r = reconciler(tmp_path, kernel)
+
+    async def go() -> None:
+        with caplog.at_level(logging.INFO):
+            assert str(await r.set_timeouts(LvsTimeouts(tcp=1000, tcp_fin=30))) == "--set 1000 30 0"
+            assert await r.set_timeouts(LvsTimeouts(tcp=1000, tcp_fin=30)) is None  # a reload: nothing to write
+        assert await kernel.timeouts() == Timeouts(1000, 30, 300)
+
+    asyncio.run(go())
+    assert kernel.log == ["--set 1000 30 0"]
+    assert "IPVS connection timeouts: tcp 900 -> 1000, tcpfin 120 -> 30" in caplog.text
