@@ -10,9 +10,10 @@ Rules
 Rule 1: `owner = "external"`: no op, ever; whatever ipvsd owned is released untouched (keepalived or an operator
         runs the daemons now).
 Rule 2: a wanted daemon matches an observed one of its state when interface and syncid are equal and each of
-        group, port, ttl and maxlen is either left to the kernel (0, None) or equal. The kernel clamps maxlen
-        to what the interface's MTU allows, so a daemon ipvsd owns for exactly this wanted daemon matches
-        whatever maxlen the kernel chose (else a clamped maxlen would be replaced at every pass).
+        group, port, ttl and maxlen is either left to the kernel (0, None) or equal. The kernel clamps an
+        explicit maxlen into the range it accepts (ip_vs_sync.c: at least 1024 for a backup), so a daemon
+        ipvsd owns for exactly this wanted daemon matches whatever maxlen the kernel chose (else a clamped
+        maxlen would be replaced at every pass).
 Rule 3: wanted and a match runs: adopt it when ipvsd does not own it yet (no op), else nothing.
 Rule 4: wanted and none of its state runs: start it (a *repair* when ipvsd owned it: it disappeared).
 Rule 5: wanted and a different daemon of its state runs: stop it, then start the wanted one (*replace*). The

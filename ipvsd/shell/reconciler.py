@@ -290,6 +290,5 @@ def _hint(err: int, step: syncd.Step) -> str:
     """The likely cause of a sync daemon's errno, in the operator's terms."""
     ifn = step.daemon.mcast_ifn
     return {errno.ENODEV: f" (is there an interface {ifn}?)",
-            errno.EADDRNOTAVAIL: f" (the master needs an IPv4 address on {ifn})",
             errno.EEXIST: " (one of that kind already runs)",
             errno.EINVAL: " (the kernel refused its settings)"}.get(err, "")
