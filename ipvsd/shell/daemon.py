@@ -456,7 +456,7 @@ class Daemon:
         self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded,
                            bus.SyncChanged, bus.SysctlChanged)
         self.bus.subscribe(self.events.record, bus.Transitioned, bus.PassDone, bus.PassFailed, bus.Reloaded,
-                           bus.MaintenanceChanged, bus.RolesChanged)
+                           bus.MaintenanceChanged, bus.RolesChanged, bus.SyncChanged, bus.SysctlChanged)
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)

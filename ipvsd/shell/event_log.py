@@ -125,6 +125,12 @@ class EventLog:
                              until=e.until)
             case bus.RolesChanged(changes=changes):
                 self._roles(changes)
+            case bus.SyncChanged(action=action, daemon=d, why=why):
+                self.publish("sync", why, action=action, state={1: "master", 2: "backup"}.get(d.state, str(d.state)),
+                             interface=d.mcast_ifn, syncid=d.syncid)
+            case bus.SysctlChanged(name=name, action=action, old=old, new=new, error=error):
+                self.publish("sysctl", error or f"net.ipv4.vs.{name}: {old} -> {new}", action=action, name=name,
+                             old=old, new=new)
             case _:
                 pass
 

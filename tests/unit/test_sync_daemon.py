@@ -4,6 +4,7 @@ repaired within a resync, sysctls set at start and reload and their drift report
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 from ipvsd import config as configmod
 from ipvsd.commands.status import render
 from ipvsd.kernel.fake import FakeKernel
-from ipvsd.model import Proto, ServiceKey, Timeouts
+from ipvsd.model import Proto, ServiceKey, SyncDaemon, Timeouts
 from ipvsd.shell import bus
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.daemon import Daemon, Options
+from ipvsd.shell.event_log import EventLog
 from tests.support import vtime
 from tests.support.probes import Scripted
 
@@ -186,3 +188,16 @@ def test_a_missing_sync_interface_is_one_error_and_the_table_is_programmed(
     assert len(errors) == 2, errors
     assert all("No such device (ENODEV) (is there an interface eth9?)" in e for e in errors)
     assert [e.action for e in r.events if isinstance(e, bus.SyncChanged)] == ["failed", "failed", "start", "start"]
+
+
+def test_sync_and_sysctl_changes_reach_the_event_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(str(path))
+    log.record(bus.SyncChanged("repair", SyncDaemon(state=2, mcast_ifn="eth1", syncid=7), "the backup daemon had "
+                                                                                           "disappeared"))
+    log.record(bus.SysctlChanged("sloppy_tcp", "set", "0", "1"))
+    log.close()
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["type"], e["action"]) for e in events] == [("sync", "repair"), ("sysctl", "set")]
+    assert events[0]["state"] == "backup" and events[0]["interface"] == "eth1" and events[0]["syncid"] == 7
+    assert events[1]["reason"] == "net.ipv4.vs.sloppy_tcp: 0 -> 1"
