@@ -331,3 +331,48 @@ class DelDest:
 
 
 Op = AddService | EditService | DelService | AddDest | EditDest | DelDest
+
+
+_DAEMON_ROLES = {1: "master", 2: "backup"}
+
+
+@dataclass(frozen=True)
+class StartDaemon:
+    daemon: SyncDaemon
+
+    def __str__(self) -> str:
+        """ipvsadm's options for this daemon; the kernel's defaults (zeros, no group) are left out."""
+        d = self.daemon
+        parts = [f"--start-daemon {_DAEMON_ROLES.get(d.state, d.state)} --mcast-interface {d.mcast_ifn}",
+                 f"--syncid {d.syncid}"]
+        if d.sync_maxlen:
+            parts.append(f"--sync-maxlen {d.sync_maxlen}")
+        if d.mcast_group:
+            parts.append(f"--mcast-group {d.mcast_group}")
+        if d.mcast_port:
+            parts.append(f"--mcast-port {d.mcast_port}")
+        if d.mcast_ttl:
+            parts.append(f"--mcast-ttl {d.mcast_ttl}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class StopDaemon:
+    state: int
+
+    def __str__(self) -> str:
+        return f"--stop-daemon {_DAEMON_ROLES.get(self.state, self.state)}"
+
+
+SyncOp = StartDaemon | StopDaemon
+"""What a pass asks of the kernel's connection-sync daemons (planned by `ipvsd.core.syncd`, apart from `Op`:
+a failed one never stops the table from being managed)."""
+
+
+@dataclass(frozen=True)
+class SetTimeouts:
+    timeouts: Timeouts  # 0 leaves that timeout as it is
+
+    def __str__(self) -> str:
+        t = self.timeouts
+        return f"--set {t.tcp} {t.tcp_fin} {t.udp}"

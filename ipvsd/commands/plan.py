@@ -12,7 +12,7 @@ from pathlib import Path
 from ipvsd import config as configmod
 from ipvsd.checks.base import ProbeResult
 from ipvsd.commands import FORMAT_HELP, add_config_argument, error
-from ipvsd.core import plan
+from ipvsd.core import plan, syncd
 from ipvsd.core.decide import decide
 from ipvsd.core.health import HealthState
 from ipvsd.core.probes import ProbeKey, health_of, literal, plan_probes
@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "nothing. The checks run once and one result decides, as if rise and fall were met (--no-probe: every "
         "checked real stays as the kernel has it); ownership and drains come from the daemon's state directory. "
         "A repair of drift is marked `# drift`; a plan the blast-radius guard would refuse is shown on standard "
-        "error with the operations it withholds. Reads the kernel's table, so it needs root and IPVS; exit 0, or "
-        "1 for an invalid configuration or a kernel error.")
+        "error with the operations it withholds. The connection-sync daemons' operations follow, each with its "
+        "reason (a daemon adopted or released needs none and is said on standard error). Reads the kernel's "
+        "table, so it needs root and IPVS; exit 0, or 1 for an invalid configuration or a kernel error.")
     add_config_argument(parser)
     parser.add_argument("--format", choices=configmod.FORMATS, help=FORMAT_HELP)
     parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory (ownership, drains)")
@@ -64,6 +65,11 @@ async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *,
     return decide(config, health, observed, memory, now=wall, maintenance=drained, resolved=resolved).plan
 
 
+async def compute_sync(config: configmod.Config, kernel: Kernel, state_path: Path) -> syncd.SyncPlan:
+    """Return the sync daemons' steps a daemon pass would take now, with the ownership the daemon persisted."""
+    return syncd.decide(config.sync, await kernel.daemons(), statefile.load(state_path).daemons)
+
+
 def _settled(result: ProbeResult) -> HealthState:
     """The state one result gives a probe in `ipvsd plan` (one result decides, as rise/fall were met)."""
     return HealthState(up=result.ok, settled=True, streak=0, since=0.0)
@@ -80,22 +86,25 @@ def run(args: argparse.Namespace) -> int:
 
     state_path = Path(args.state_dir or config.settings.state_dir) / "state.json"
 
-    async def go() -> plan.Plan:
+    async def go() -> tuple[plan.Plan, syncd.SyncPlan]:
         kernel = NetlinkKernel()
         try:
-            return await compute(config, kernel, state_path, probe=not args.no_probe)
+            return (await compute(config, kernel, state_path, probe=not args.no_probe),
+                    await compute_sync(config, kernel, state_path))
         finally:
             await kernel.close()
 
     try:
-        p = asyncio.run(go())
+        p, sync = asyncio.run(go())
     except IpvsdError as e:
         error("plan", e)
         return 1
     drift = set(p.drift)
     if args.json:
         print(json.dumps({"ops": [str(op) for op in p.ops], "refused": p.refused,
-                          "withheld": [str(op) for op in p.withheld]}, indent=2))
+                          "withheld": [str(op) for op in p.withheld],
+                          "sync": [{"action": s.action, "ops": [str(op) for op in s.ops], "why": s.why}
+                                   for s in sync.steps]}, indent=2))
     else:
         for op in p.ops:
             print(f"ipvsadm {op}{'   # drift' if op in drift else ''}")
@@ -103,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"# refused: {p.refused}; withheld:", file=sys.stderr)
             for op in p.withheld:
                 print(f"#   ipvsadm {op}", file=sys.stderr)
-        if not p.ops and not p.refused:
+        print_sync(sync)
+        if not p.ops and not p.refused and not sync.ops:
             print("# nothing to do: the kernel matches the configuration", file=sys.stderr)
     return 0
+
+
+def print_sync(sync: syncd.SyncPlan) -> None:
+    """The sync daemons' ops on standard output, each with its reason; a step without ops on standard error."""
+    for step in sync.steps:
+        if not step.ops:
+            print(f"# {step.why}", file=sys.stderr)
+        for op in step.ops:
+            print(f"ipvsadm {op}   # {step.why}")

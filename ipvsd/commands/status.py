@@ -1,5 +1,5 @@
-"""`ipvsd status`: the daemon's view of every real — health, reason, since when, configured vs kernel weight — and
-which VIPs this director holds."""
+"""`ipvsd status`: which VIPs this director holds, then the daemon's view of every real — health, reason, since
+when, configured vs kernel weight — then the connection-sync daemons and the sysctls ipvsd sets."""
 
 from __future__ import annotations
 
@@ -76,7 +76,38 @@ def render(answer: dict[str, Any], *, now: float, verbose: bool = False) -> str:
     for m in unmatched:
         out.append(f"maintenance entry {m['addr']}{':' + str(m['port']) if m['port'] else ''} matches no real "
                    f"({m['source']})")
-    return "\n".join(out).rstrip("\n") + "\n" if out else "no virtual services configured\n"
+    if not out:
+        out.append("no virtual services configured")
+    out.extend(_side_tables(answer))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _side_tables(answer: dict[str, Any]) -> list[str]:
+    """The connection-sync daemons and the sysctls ipvsd sets, when there are any."""
+    out: list[str] = []
+    daemons = answer.get("sync") or []
+    if daemons:
+        out += ["", "sync daemons"]
+        rows: list[tuple[str, ...]] = [("DAEMON", "STATE", "INTERFACE", "SYNCID", "OWNER", "ERROR")]
+        for d in daemons:
+            state = "running" if d["running"] else ("MISSING" if d["configured"] else "stopped")
+            rows.append((d["role"], state, d["interface"], str(d["syncid"]), d["owner"], d["error"] or "-"))
+        out += _table(rows)
+    sysctls = answer.get("sysctls") or []
+    if sysctls:
+        out += ["", "sysctls (net.ipv4.vs.*)"]
+        knobs: list[tuple[str, ...]] = [("NAME", "SET", "KERNEL", "STATE", "ERROR")]
+        for x in sysctls:
+            state = {"drift": "DRIFT (until the next reload)", "error": "NOT SET"}.get(x["state"], x["state"])
+            knobs.append((str(x["name"]), str(x["wanted"]), str(x["current"] or "-"), state, str(x["error"] or "-")))
+        out += _table(knobs)
+    return out
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+            for row in rows]
 
 
 def _vips(vips: list[dict[str, Any]] | None, now: float) -> list[str]:

@@ -156,7 +156,9 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 
 def proc_text(value: SysctlValue) -> str:
-    """The text to write to the knob's /proc file: (3, 50) -> "3 50", 1 -> "1", a CPU list as given."""
+    """The text to write to the knob's /proc file: (3, 50) -> "3 50", 1 or True -> "1", a CPU list as given."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
     return str(value)

@@ -14,53 +14,66 @@ Rule 2: what must survive a pass is `Memory`. `planned` is the memory to persist
         created; a refused plan changes neither). Quorum is kept either way: it is the build's hysteresis.
 Rule 3: `applied` is the memory after every op of the plan succeeded: its desired table becomes `previous`,
         against which the next plan tells drift repair from change.
+Rule 4: the connection-sync daemons are decided by `ipvsd.core.syncd` when the pass observed them (`daemons`
+        not None), apart from the table: a refused table plan does not hold them back, their ownership is
+        persisted with the rest (before their ops run), and their failures never stop the table's ops.
+Rule 5: `timeouts` turns `[lvs_timeouts]` into the one SET_CONFIG that changes what differs (0 leaves a
+        timeout as it is), or None when the kernel already has them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ipvsd.config.schema import Config
-from ipvsd.core import desired, plan
+from ipvsd.config.schema import Config, LvsTimeouts
+from ipvsd.core import desired, plan, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
-from ipvsd.model import Service, ServiceKey
+from ipvsd.model import Service, ServiceKey, SetTimeouts, SyncDaemon, Timeouts
 
 
 @dataclass(frozen=True)
 class Memory:
-    """What passes carry forward: ownership, drains and maintenance keys and quorum (persisted), `previous` (not)."""
+    """What passes carry forward: ownership (of services and sync daemons), drains and maintenance keys and quorum
+    (persisted), `previous` (not)."""
 
     owned: frozenset[ServiceKey] = frozenset()
     drains: Mapping[plan.DrainKey, float] = field(default_factory=dict)
     maintenance: frozenset[MaintenanceKey] = frozenset()
     quorum: Mapping[ServiceKey, bool] = field(default_factory=dict)
     previous: plan.Desired | None = None
+    daemons: Mapping[int, syncd.Owned] = field(default_factory=dict)  # sync daemons ipvsd owns, by state
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The desired table as built (with quorum and fail-open decisions) and the plan that reaches it."""
+    """The desired table as built (with quorum and fail-open decisions), the plan that reaches it, and the sync
+    daemons' steps (None: the daemons were not observed this pass)."""
 
     built: desired.Built
     plan: plan.Plan
+    sync: syncd.SyncPlan | None = None
 
 
 def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Iterable[Service], memory: Memory, *,
            now: float, maintenance: frozenset[MaintenanceKey] = frozenset(),
-           resolved: Mapping[str, str] | None = None, force: bool = False) -> Decision:
-    """Return what one pass should do now (Rule 1); `now` is wall-clock seconds (drains outlive restarts)."""
+           resolved: Mapping[str, str] | None = None, force: bool = False,
+           daemons: Sequence[SyncDaemon] | None = None) -> Decision:
+    """Return what one pass should do now (Rules 1, 4); `now` is wall-clock seconds (drains outlive restarts)."""
     table = list(observed)
     built = desired.build(config, health, maintenance=memory.maintenance | maintenance, observed=table,
                           quorum=memory.quorum, resolved=resolved)
     p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=desired.limits(config, force=force),
                   drains=memory.drains, previous=memory.previous)
-    return Decision(built, p)
+    sync = None if daemons is None else syncd.decide(config.sync, daemons, memory.daemons)
+    return Decision(built, p, sync)
 
 
 def planned(memory: Memory, decision: Decision) -> Memory:
-    """The memory to persist before applying `decision` (Rule 2)."""
+    """The memory to persist before applying `decision` (Rules 2, 4)."""
+    if decision.sync is not None:
+        memory = replace(memory, daemons=dict(decision.sync.owned))
     if decision.plan.refused is not None:
         return replace(memory, quorum=dict(decision.built.quorum))
     return replace(memory, owned=decision.plan.owned, drains=dict(decision.plan.drains),
@@ -68,5 +81,15 @@ def planned(memory: Memory, decision: Decision) -> Memory:
 
 
 def applied(memory: Memory, decision: Decision) -> Memory:
-    """The memory once every op of `decision` succeeded (Rule 3)."""
+    """The memory once every op of `decision`'s table plan succeeded (Rule 3)."""
     return replace(memory, previous=decision.built.table)
+
+
+def timeouts(wanted: LvsTimeouts | None, observed: Timeouts) -> SetTimeouts | None:
+    """The SET_CONFIG that gives the kernel the configured timeouts, or None when it has them (Rule 5)."""
+    if wanted is None:
+        return None
+    t = Timeouts(tcp=wanted.tcp if wanted.tcp != observed.tcp else 0,
+                 tcp_fin=wanted.tcp_fin if wanted.tcp_fin != observed.tcp_fin else 0,
+                 udp=wanted.udp if wanted.udp != observed.udp else 0)
+    return None if t == Timeouts() else SetTimeouts(t)

@@ -7,6 +7,10 @@ A real's `state` is its health before the fail-open rule, so an operator sees wh
     up       it has no checks, or every check is settled up
     down     every check has a result and one of them is down; or a name it needs does not resolve (dns)
     unknown  some check has no result yet
+
+The connection-sync daemons and the sysctls ipvsd set have their own rows (`sync_status`, `SysctlStatus`).
+A daemon's owner is `ipvsd` (started by it), `adopted` (found running as configured), `external` (the config
+says another program runs them) or `foreign` (neither configured nor owned: never touched).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipvsd.checks.base import ProbeResult
-from ipvsd.config.schema import Config
+from ipvsd.config.schema import Config, Sync
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance
 from ipvsd.core.probes import ProbeKey, ProbePlan, is_name, real_health
 from ipvsd.core.roles import VipRole
-from ipvsd.model import DestKey, Service, ServiceKey, addrport
+from ipvsd.core.syncd import ROLES, Owned
+from ipvsd.model import DestKey, Service, ServiceKey, SyncDaemon, addrport
 
 # Probe durations: from a loopback TCP connect (~100 µs) to a slow external script (10 s).
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -185,6 +190,62 @@ def _state(checks: tuple[CheckStatus, ...], entry: MaintenanceInfo | None,
         return "down", f"{c.check}: {c.last.reason if c.last else 'down'}", c.since
     c = checks[0]
     return "up", f"{c.check}: {c.last.reason if c.last else 'up'}", since
+
+
+# --- connection-sync daemons and sysctls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncDaemonStatus:
+    role: str  # master, backup
+    running: bool
+    interface: str  # the running daemon's, else the configured one
+    syncid: int
+    owner: str  # ipvsd, adopted, external, foreign
+    configured: bool  # the config asks for this daemon (owner ipvsd)
+    error: str | None  # the last error starting or stopping it, until a step succeeds
+    daemon: SyncDaemon | None  # as the kernel reports it
+
+
+@dataclass(frozen=True)
+class SysctlStatus:
+    name: str  # without the net.ipv4.vs. prefix
+    wanted: str
+    current: str | None  # None: not read (yet)
+    state: str  # ok, drift, error, unknown
+    error: str | None
+
+
+def sync_status(sync: Sync | None, running: Iterable[SyncDaemon], owned: Mapping[int, Owned],
+                errors: Mapping[int, str]) -> tuple[SyncDaemonStatus, ...]:
+    """One row per daemon configured, running or owned, master first."""
+    external = sync is not None and sync.owner == "external"
+    wanted = {d.state: d for d in (sync.wanted() if sync is not None and not external else ())}
+    found = {d.state: d for d in running}
+    rows = []
+    for state in sorted(wanted.keys() | found.keys() | owned.keys()):
+        got, want, mine = found.get(state), wanted.get(state), owned.get(state)
+        shown = got or want or (mine.daemon if mine is not None else None)
+        assert shown is not None
+        owner = ("external" if external else "foreign" if mine is None
+                 else "adopted" if mine.adopted else "ipvsd")
+        rows.append(SyncDaemonStatus(role=ROLES.get(state, str(state)), running=got is not None,
+                                     interface=shown.mcast_ifn, syncid=shown.syncid, owner=owner,
+                                     configured=want is not None, error=errors.get(state), daemon=got))
+    return tuple(rows)
+
+
+def sync_json(rows: Iterable[SyncDaemonStatus]) -> list[dict[str, Any]]:
+    return [{"role": r.role, "running": r.running, "interface": r.interface, "syncid": r.syncid,
+             "owner": r.owner, "configured": r.configured, "error": r.error,
+             "group": r.daemon.mcast_group if r.daemon else None, "port": r.daemon.mcast_port if r.daemon else None,
+             "ttl": r.daemon.mcast_ttl if r.daemon else None, "maxlen": r.daemon.sync_maxlen if r.daemon else None}
+            for r in rows]
+
+
+def sysctl_json(rows: Iterable[SysctlStatus]) -> list[dict[str, Any]]:
+    return [{"name": r.name, "wanted": r.wanted, "current": r.current, "state": r.state, "error": r.error}
+            for r in rows]
 
 
 # --- JSON shape (the control socket's `status` answer) --------------------------------------------------------

@@ -19,7 +19,11 @@ from ipvsd.model import (
     Service,
     ServiceAttrs,
     ServiceKey,
+    SetTimeouts,
+    StartDaemon,
+    StopDaemon,
     SyncDaemon,
+    SyncOp,
     Timeouts,
 )
 
@@ -50,9 +54,15 @@ class Kernel(Protocol):
     async def close(self) -> None: ...
 
 
-async def apply(kernel: Kernel, op: Op) -> None:
+async def apply(kernel: Kernel, op: Op | SyncOp | SetTimeouts) -> None:
     """Carry out one planned operation."""
     match op:
+        case StartDaemon(d):
+            await kernel.start_daemon(d)
+        case StopDaemon(state):
+            await kernel.stop_daemon(state)
+        case SetTimeouts(t):
+            await kernel.set_timeouts(t)
         case AddService(key, attrs):
             await kernel.add_service(key, attrs)
         case EditService(key, attrs):

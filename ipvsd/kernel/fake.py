@@ -137,9 +137,11 @@ class FakeKernel:
         return None if e is None else self._service(key, e)
 
     async def timeouts(self) -> Timeouts:
+        self._read("-L --timeout")
         return self._timeouts
 
     async def daemons(self) -> list[SyncDaemon]:
+        self._read("-L --daemon")
         return [self._daemons[s] for s in sorted(self._daemons)]  # master first
 
     # --- services and dests ----------------------------------------------------------------------
@@ -284,6 +286,10 @@ class FakeKernel:
         self.closed = True
 
     # --- test helpers: what only traffic could do to a real table --------------------------------
+
+    def lose_daemon(self, state: int) -> None:
+        """Pretend another program stopped a sync daemon (`ipvsadm --stop-daemon backup`): not in `log`."""
+        self._daemons.pop(state, None)
 
     def set_counters(self, service: ServiceKey, dest: DestKey | None = None, *, stats: Stats | None = None,
                      active_conns: int = 0, inact_conns: int = 0, persist_conns: int = 0) -> None:

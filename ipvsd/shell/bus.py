@@ -19,7 +19,8 @@ from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey
 from ipvsd.core.roles import RoleChange, VipRole
-from ipvsd.model import Op, Service, ServiceKey
+from ipvsd.core.view import SyncDaemonStatus, SysctlStatus
+from ipvsd.model import Op, Service, ServiceKey, SyncDaemon
 
 log = logging.getLogger("ipvsd.bus")
 
@@ -35,6 +36,8 @@ class Snapshot:
     quorum: Mapping[ServiceKey, bool]
     fail_open: frozenset[ServiceKey]
     maintenance: Mapping[MaintenanceKey, MaintenanceInfo]
+    sync: tuple[SyncDaemonStatus, ...] = ()  # the connection-sync daemons after the pass
+    sysctls: tuple[SysctlStatus, ...] = ()  # the net.ipv4.vs.* sysctls ipvsd sets
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,31 @@ class RolesChanged:
     changes: tuple[RoleChange, ...]  # () when only the VIP set shrank
 
 
+@dataclass(frozen=True)
+class SyncChanged:
+    """A connection-sync daemon adopted, started, repaired, replaced, stopped or released, or a step that failed."""
+
+    action: str  # one of ipvsd.core.syncd.ACTIONS, or "failed"
+    daemon: SyncDaemon
+    why: str  # in operator language (for "failed": the error, said once)
+
+
+@dataclass(frozen=True)
+class SysctlChanged:
+    """A net.ipv4.vs.* sysctl set, drifted (changed behind ipvsd's back), restored, or that could not be set."""
+
+    name: str  # without the prefix
+    action: str  # set, drift, restored, failed
+    old: str | None
+    new: str
+    error: str = ""
+
+
 Event = (ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
-         | RolesChanged)
+         | RolesChanged | SyncChanged | SysctlChanged)
 Subscriber = Callable[[Event], None]
 EVENTS: tuple[type[Event], ...] = (ProbeResulted, Transitioned, PassDone, PassFailed, Reloaded, MaintenanceChanged,
-                                   SnapshotTaken, RolesChanged)
+                                   SnapshotTaken, RolesChanged, SyncChanged, SysctlChanged)
 
 
 @dataclass

@@ -60,7 +60,8 @@ class ControlApi:
         return {"services": status.to_json(self.view.statuses()), "kernel_at": self.view.kernel_wall,
                 "maintenance": [status.maintenance_json(e) for e in self.view.maintenance().values()],
                 "config": self.config_path, "last_reload": self.view.last_reload or None,
-                "vips": status.vips_json(self.view.vips())}
+                "vips": status.vips_json(self.view.vips()),
+                "sync": status.sync_json(self.view.sync()), "sysctls": status.sysctl_json(self.view.sysctls())}
 
     async def reload(self, req: dict[str, Any]) -> dict[str, Any]:
         r = await self.commands.reload("control socket")

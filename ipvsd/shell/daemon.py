@@ -7,7 +7,9 @@ every resync interval and after a failure; the passes in between observe through
 
 A configuration (at start, SIGHUP, a file change, `ipvsd reload`) is prepared whole first — loaded, names
 resolved or marked unresolved, the probe plan built — and swapped in in one step that cannot fail half-way;
-anything that fails before the swap leaves the running configuration as it was and is reported. What happens
+anything that fails before the swap leaves the running configuration as it was and is reported. The
+net.ipv4.vs.* sysctls and the connection timeouts are set after each swap (start, reload) and the sysctls read
+back at each resync (`ipvsd.shell.sysctl`); the sync daemons are part of every pass. What happens
 is published as typed events (`ipvsd.shell.bus`); metrics, the event log and the live view subscribe, and the
 control socket reaches the daemon only through `ipvsd.shell.control_api.Commands`.
 """
@@ -31,6 +33,7 @@ from ipvsd.checks.base import Probe, ProbeResult
 from ipvsd.config.schema import Config, Settings
 from ipvsd.core import maintenance as maint
 from ipvsd.core import roles
+from ipvsd.core import view as status
 from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_of, literal, plan_probes
@@ -46,12 +49,15 @@ from ipvsd.shell.metrics import Metrics, parse_listen, serve
 from ipvsd.shell.reconciler import Outcome, Reconciler
 from ipvsd.shell.scheduler import GRACE, Scheduler
 from ipvsd.shell.sdnotify import Notifier
+from ipvsd.shell.sysctl import ROOT as SYSCTL_ROOT
+from ipvsd.shell.sysctl import Sysctls
 
 log = logging.getLogger("ipvsd.daemon")
 BACKOFF_MAX = 30.0
 PACE_MAX = 5.0  # longest wait forced after a slow pass (see run)
 PASS_WAIT = 15.0  # how long drain/undrain wait for the pass that carries them out
 COLD_START_MAX = 30.0  # longest a cold start waits for the first round of checks
+RESYNC_SLACK = 0.001  # seconds early a resync timer may fire and still count as the resync
 
 
 @dataclass
@@ -124,7 +130,7 @@ class Daemon:
     def __init__(self, opts: Options, config: Config, kernel_factory: Callable[[], Kernel], *,
                  wall: Callable[[], float] = time.time, lookup: resolver.Lookup = resolver.getaddrinfo,
                  probe_factory: Callable[[Any], Probe] = make_probe,
-                 addresses: AddressFollower | None = None) -> None:
+                 addresses: AddressFollower | None = None, sysctl_root: Path = SYSCTL_ROOT) -> None:
         self.opts = opts
         self.config = config
         self.kernel_factory = kernel_factory
@@ -162,6 +168,7 @@ class Daemon:
         self.addresses = addresses  # None: VIP roles are not observed (unit tests without a network namespace)
         self.observed: roles.Observed | None = None  # the director's addresses, once read
         self.roles: dict[str, roles.VipRole] | None = None  # None: not assessed yet
+        self.sysctls = Sysctls(sysctl_root)
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -270,6 +277,7 @@ class Daemon:
             return self._reloaded("error", why, str(e))
         if config == self.config:
             log.info("reload (%s): configuration unchanged", why)
+            await self._apply_settings()  # a reload makes the configured sysctls win over a drift
             return self._reloaded("unchanged", why)
         try:
             prepared = await self._prepare(config, tuple(str(w) for w in warnings))
@@ -281,6 +289,7 @@ class Daemon:
             return self._reloaded("error", why, str(e) or type(e).__name__)
         for w in prepared.warnings:
             log.warning("%s", w)
+        await self._apply_settings()
         restart = restart_only_changes(old, config.settings)
         log.info("reload (%s): new configuration, %d services%s", why, len(config.services),
                  f"; {', '.join(restart)} changed and take effect at the next restart" if restart else "")
@@ -399,7 +408,8 @@ class Daemon:
             config=self.config, probes=self.probes, states=self.scheduler.states(), resolved=dict(self.resolved),
             quorum=dict(rec.memory.quorum) if rec is not None else {},
             fail_open=built.fail_open if built is not None else frozenset(),
-            maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()))))
+            maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()),
+            sync=self._sync_rows(), sysctls=self.sysctls.status())))
 
     async def run(self) -> int:
         kernel = self.kernel_factory()
@@ -443,9 +453,10 @@ class Daemon:
         self.metrics = Metrics(self.view.view)
         self.bus.subscribe(self.view.record, bus.ProbeResulted, bus.SnapshotTaken, bus.PassDone, bus.Reloaded,
                            bus.RolesChanged)
-        self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded)
+        self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded,
+                           bus.SyncChanged, bus.SysctlChanged)
         self.bus.subscribe(self.events.record, bus.Transitioned, bus.PassDone, bus.PassFailed, bus.Reloaded,
-                           bus.MaintenanceChanged, bus.RolesChanged)
+                           bus.MaintenanceChanged, bus.RolesChanged, bus.SyncChanged, bus.SysctlChanged)
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)
@@ -453,6 +464,7 @@ class Daemon:
             log.error("cannot start with this configuration: %s", e or type(e).__name__)
             await self.scheduler.close()
             return 1
+        await self._apply_settings()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._signalled_reload()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -483,6 +495,7 @@ class Daemon:
             clean = self.opts.clean_stop if self.opts.clean_stop is not None else self.config.settings.clean_stop
             if clean:
                 await self.reconciler.clean_stop()
+                await self._stop_daemons()
             else:
                 log.info("stopping; the IPVS table stays as it is")
             self.events.close()
@@ -587,7 +600,10 @@ class Daemon:
             resync = self._resync()
             delay = resync
             t0 = self.mono()
-            fresh, self.read_wanted = t0 >= read_due or backoff > 0 or self.read_wanted, False
+            # asyncio runs a timer up to its clock resolution early: a wake-up that early is the resync, not a
+            # mirror pass followed by a wait of a few nanoseconds (on a virtual clock, a wait that never ends)
+            fresh = t0 + RESYNC_SLACK >= read_due or backoff > 0 or self.read_wanted
+            self.read_wanted = False
             self.passes.started += 1
             number = self.passes.started
             try:
@@ -597,6 +613,7 @@ class Daemon:
                 if out.read:
                     read_due = t0 + resync
                 self.last = out
+                self._after_pass(out)
                 self._publish_snapshot()
                 self.bus.publish(bus.PassDone(
                     number, out.duration, out.applied, out.drift, out.refused, out.failed,
@@ -642,6 +659,45 @@ class Daemon:
         finally:
             for w in waits:
                 w.cancel()
+
+    # --- sync daemons, sysctls and timeouts: what runs beside the table --------------------------------------
+
+    async def _apply_settings(self) -> None:
+        """Set the configured sysctls and connection timeouts (start, reload); a failure is logged, never fatal."""
+        assert self.reconciler is not None
+        for c in self.sysctls.apply(self.config.sysctl):
+            self.bus.publish(bus.SysctlChanged(c.name, c.action, c.old, c.new, c.error))
+        try:
+            await self.reconciler.set_timeouts(self.config.lvs_timeouts)
+        except (OSError, IpvsdError) as e:  # the kernel socket itself: the passes say it too
+            log.error("cannot set the IPVS connection timeouts: %s", e)
+        self._publish_snapshot()  # status and metrics show the sysctls as set now, not at the next pass
+
+    def _after_pass(self, out: Outcome) -> None:
+        """Publish what a pass did to the sync daemons; after a read of the kernel, read the sysctls back."""
+        if out.sync is not None:
+            for step in out.sync.done:
+                self.bus.publish(bus.SyncChanged(step.action, step.daemon, step.why))
+            for step, error in out.sync.failed:
+                self.bus.publish(bus.SyncChanged("failed", step.daemon, error))
+        if out.read:
+            for c in self.sysctls.check():
+                self.bus.publish(bus.SysctlChanged(c.name, c.action, c.old, c.new, c.error))
+
+    def _sync_rows(self) -> tuple[status.SyncDaemonStatus, ...]:
+        rec = self.reconciler
+        if rec is None:
+            return ()
+        return status.sync_status(self.config.sync, rec.daemons or (), rec.memory.daemons, rec.sync_errors)
+
+    async def _stop_daemons(self) -> None:
+        """clean_stop: the sync daemons ipvsd owns stop too (others stay)."""
+        assert self.reconciler is not None
+        try:
+            for step in await self.reconciler.stop_daemons():
+                self.bus.publish(bus.SyncChanged(step.action, step.daemon, step.why))
+        except (OSError, IpvsdError) as e:
+            log.error("clean stop: cannot stop the sync daemons (%s); they stay as they are", e)
 
     # --- control commands (ipvsd.shell.control_api.Commands) ----------------------------------------------
 

@@ -98,6 +98,7 @@ class EventLog:
 
     def record(self, event: bus.Event) -> None:
         """Publish what an operator should see of one of the daemon's events."""
+        from ipvsd.core.syncd import ROLES
         from ipvsd.shell import bus
 
         match event:
@@ -125,6 +126,12 @@ class EventLog:
                              until=e.until)
             case bus.RolesChanged(changes=changes):
                 self._roles(changes)
+            case bus.SyncChanged(action=action, daemon=d, why=why):
+                self.publish("sync", why, action=action, state=ROLES.get(d.state, str(d.state)),
+                             interface=d.mcast_ifn, syncid=d.syncid)
+            case bus.SysctlChanged(name=name, action=action, old=old, new=new, error=error):
+                self.publish("sysctl", error or f"net.ipv4.vs.{name}: {old} -> {new}", action=action, name=name,
+                             old=old, new=new)
             case _:
                 pass
 

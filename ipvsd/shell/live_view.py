@@ -4,7 +4,7 @@ A subscriber of `ipvsd.shell.bus`: it starts from each snapshot the daemon publi
 between snapshots, counts per-probe statistics and remembers the last reload and which VIPs this director holds;
 it never calls into the daemon. The kernel's counters come from the table the last pass read; when that is
 older than KERNEL_MAX_AGE (or a pass changed the table since), `refresh_kernel` reads the table again,
-read-only.
+read-only. The sync daemons and sysctls are those of the last snapshot.
 """
 
 from __future__ import annotations
@@ -87,5 +87,12 @@ class LiveView:
         """Each VIP's role, in address order; None while the addresses are not observed."""
         return None if self.roles is None else sorted(self.roles.values(), key=lambda r: order(r.vip))
 
+    def sync(self) -> tuple[status.SyncDaemonStatus, ...]:
+        return self.snapshot.sync if self.snapshot is not None else ()
+
+    def sysctls(self) -> tuple[status.SysctlStatus, ...]:
+        return self.snapshot.sysctls if self.snapshot is not None else ()
+
     def view(self) -> View:
-        return View(self.statuses(), self.kernel, self.kernel_wall, tuple(self.vips() or ()))
+        return View(self.statuses(), self.kernel, self.kernel_wall, tuple(self.vips() or ()), self.sync(),
+                    self.sysctls())

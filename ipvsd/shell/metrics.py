@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from ipvsd import __version__
 from ipvsd.core.roles import VipRole
-from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus
+from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus, SyncDaemonStatus, SysctlStatus
 from ipvsd.model import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op, Service, addrport
 from ipvsd.shell import bus
 
@@ -46,6 +46,8 @@ class View:
     kernel: list[Service]
     kernel_at: float | None  # wall time of the observation
     vips: tuple[VipRole, ...] = ()  # empty too while the director's addresses are not observed
+    sync: tuple[SyncDaemonStatus, ...] = ()
+    sysctls: tuple[SysctlStatus, ...] = ()
 
 
 def parse_listen(text: str | None) -> tuple[str, int] | None:
@@ -87,6 +89,10 @@ class Metrics:
                                   "(the previous configuration still runs).", registry=r)
         self.last_reload = Gauge("ipvsd_config_last_reload_success_timestamp_seconds",
                                  "Wall time of the last successful configuration load.", registry=r)
+        self.sync_steps = Counter("ipvsd_sync_daemon_actions", "What ipvsd did to the connection-sync daemons: "
+                                  "adopt, start, repair, replace, stop, release, failed.", ["action"], registry=r)
+        self.sysctl_changes = Counter("ipvsd_sysctl_changes", "net.ipv4.vs.* sysctls set, drifted (changed behind "
+                                      "ipvsd's back), restored or failed.", ["name", "action"], registry=r)
         self.build_info = Info("ipvsd_build", "ipvsd version and Python.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         for outcome in ("ok", "unchanged", "error"):
@@ -111,6 +117,10 @@ class Metrics:
                 self.pass_failed(duration)
             case bus.Reloaded(outcome=outcome, at=at):
                 self.reloaded(outcome, at=at)
+            case bus.SyncChanged(action=action):
+                self.sync_steps.labels(action).inc()
+            case bus.SysctlChanged(name=name, action=action):
+                self.sysctl_changes.labels(name, action).inc()
             case _:
                 pass
 
@@ -161,6 +171,7 @@ class ViewCollector(Collector):
         yield from _reals(v.services)
         yield from _kernel(v.kernel, v.kernel_at)
         yield from _vips(v.vips)
+        yield from _sync(v.sync, v.sysctls)
 
 
 def _checks(services: list[ServiceStatus]) -> Iterator[Metric]:
@@ -271,6 +282,19 @@ def _vips(vips: tuple[VipRole, ...]) -> Iterator[Metric]:
         held.add_metric([r.vip], 1 if r.held else 0)
         since.add_metric([r.vip], r.since)
     yield from (held, since)
+
+
+def _sync(daemons: tuple[SyncDaemonStatus, ...], sysctls: tuple[SysctlStatus, ...]) -> Iterator[Metric]:
+    running = GaugeMetricFamily("ipvsd_sync_daemon", "1 while the connection-sync daemon runs, 0 when it is "
+                                "configured (or owned) and does not; owner: ipvsd, adopted, external, foreign.",
+                                labels=["state", "interface", "syncid", "owner"])
+    for d in daemons:
+        running.add_metric([d.role, d.interface, str(d.syncid), d.owner], 1 if d.running else 0)
+    drift = GaugeMetricFamily("ipvsd_sysctl_drift", "1 while a net.ipv4.vs.* sysctl ipvsd set has another value "
+                              "(left until the next reload or restart), or could not be set.", labels=["name"])
+    for s in sysctls:
+        drift.add_metric([s.name], 0 if s.state in ("ok", "unknown") else 1)
+    yield from (running, drift)
 
 
 def _le(bound: float) -> str:

@@ -6,23 +6,28 @@ the ops applied since, which the daemon uses between resyncs for passes that hea
 The pass is the only code that writes to the kernel. It holds no policy: `ipvsd.core.decide` decides; this
 module does the I/O around it and keeps the `Memory` that must survive between passes, in memory and in the
 state file (saved before the kernel changes).
+
+Connection-sync daemons are read with the table (fresh passes only) and mirrored the same way in between. Their
+steps run after the table's, whatever became of those, and a failed one is logged once per distinct error,
+kept out of the mirror passes and retried at the next fresh pass (the resync): the table is managed meanwhile.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ipvsd.config.schema import Config
-from ipvsd.core import decide, desired, mirror
+from ipvsd.config.schema import Config, LvsTimeouts
+from ipvsd.core import decide, desired, mirror, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Kernel, apply
-from ipvsd.model import DelService, Op, Service
+from ipvsd.model import DelService, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
 from ipvsd.shell import statefile
 
 log = logging.getLogger("ipvsd.reconcile")
@@ -41,6 +46,17 @@ class Outcome:
     built: desired.Built | None = None
     read: bool = True  # observed by reading the kernel, not from the mirror
     observed: tuple[Service, ...] = ()  # the table as this pass saw it before applying
+    sync: SyncReport | None = None  # None: the pass did not look at the sync daemons
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one pass did about the sync daemons."""
+
+    done: tuple[syncd.Step, ...] = ()
+    failed: tuple[tuple[syncd.Step, str], ...] = ()  # failed with an error not said before, as said in the log
+    daemons: tuple[SyncDaemon, ...] = ()  # the daemons as the pass left them (read, or mirrored)
+    read: bool = True
 
 
 @dataclass
@@ -56,6 +72,11 @@ class Reconciler:
     reads: int = 0
     wall: Callable[[], float] = time.time  # drains are wall-clock (they outlive restarts)
     mono: Callable[[], float] = time.monotonic
+    daemons: list[SyncDaemon] | None = None  # the sync daemons after the last pass (None: never read)
+    sync_errors: dict[int, str] = field(default_factory=dict)  # by daemon state: the last error, said once
+    sync_failed: set[StartDaemon | StopDaemon] = field(default_factory=set)  # since the last read: wait for it
+    read_error: str | None = None  # the daemons could not be read: said once
+    timeouts_error: str | None = None
 
     def load_state(self) -> None:
         self.memory = statefile.load(self.state_path)
@@ -68,17 +89,27 @@ class Reconciler:
         self.passes += 1
         read = fresh or self.mirror is None
         observed = await self.kernel.services() if read else list(self.mirror or ())
+        daemons = await self._read_daemons() if read else self.daemons
 
         def decided() -> decide.Decision:
             return decide.decide(config, health, observed, self.memory, now=self.wall(), maintenance=maintenance,
-                                 resolved=resolved, force=self.force)
+                                 resolved=resolved, force=self.force, daemons=daemons)
 
         d = decided()
         if d.plan.counted and not read:  # a drain waits for connections to end: the mirror's counters are stale
             read = True
             observed = await self.kernel.services()
+            daemons = await self._read_daemons()
             d = decided()
         self.reads += read
+        if read:
+            self.daemons = daemons
+        out = await self._table(d, observed, read, t0)
+        sync = await self._sync(d, daemons, read)
+        return replace(out, sync=sync, duration=self.mono() - t0)
+
+    async def _table(self, d: decide.Decision, observed: list[Service], read: bool, t0: float) -> Outcome:
+        """Apply the table's plan (the sync daemons' ownership is persisted with it)."""
         for skey, has in d.built.quorum.items():
             if self.memory.quorum.get(skey) not in (None, has):
                 log.warning("%s quorum %s", skey.label(), "regained: fallback out" if has else "lost: fallback in")
@@ -109,6 +140,117 @@ class Reconciler:
         self.mirror = mirror.patched(observed, applied) if applied else observed
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,
                        read=read, observed=tuple(observed))
+
+    # --- connection-sync daemons ------------------------------------------------------------------------------
+
+    async def _read_daemons(self) -> list[SyncDaemon] | None:
+        """The sync daemons as the kernel has them; None (and said once) when they cannot be read."""
+        try:
+            found = await self.kernel.daemons()
+        except KernelError as e:
+            if self.read_error != str(e):
+                log.error("cannot read the connection-sync daemons: %s; they are left as they are", e)
+            self.read_error = str(e)
+            return None
+        self.read_error = None
+        return found
+
+    async def _sync(self, d: decide.Decision, daemons: list[SyncDaemon] | None, read: bool) -> SyncReport | None:
+        """Carry out the sync daemons' steps; a failure is said once and waits for the next fresh pass."""
+        plan = d.sync
+        if plan is None:
+            return None
+        if read:
+            self.sync_failed.clear()
+        running = {x.state: x for x in daemons or ()}
+        done: list[syncd.Step] = []
+        failed: list[tuple[syncd.Step, str]] = []
+        waiting: list[syncd.Step] = []
+        for step in plan.steps:
+            if any(op in self.sync_failed for op in step.ops):
+                waiting.append(step)  # failed since the last read of the kernel: retried at the next (the resync)
+                continue
+            try:
+                for op in step.ops:
+                    await apply(self.kernel, op)
+                    if isinstance(op, StopDaemon):
+                        running.pop(op.state, None)
+                    else:
+                        running[op.daemon.state] = op.daemon
+            except KernelError as e:
+                self.sync_failed.update(step.ops)
+                waiting.append(step)
+                said = self._sync_failed(step, e)
+                if said is not None:
+                    failed.append((step, said))
+                continue
+            done.append(step)
+            self.sync_errors.pop(step.daemon.state, None)
+            level = logging.WARNING if step.action in ("repair", "replace") else logging.INFO
+            log.log(level, "%s%s", step.why, "".join(f"   (ipvsadm {op})" for op in step.ops))
+        self.daemons = [running[k] for k in sorted(running)]
+        kept = syncd.settled(self.memory.daemons, done, waiting)
+        if kept != self.memory.daemons:
+            self._remember(replace(self.memory, daemons=kept))
+        return SyncReport(tuple(done), tuple(failed), tuple(self.daemons), read)
+
+    def _sync_failed(self, step: syncd.Step, e: KernelError) -> str | None:
+        """Log a failed step once per distinct error; return the error as said (None: said before)."""
+        what = {"stop": "stop", "release": "release"}.get(step.action, "start")
+        text = f"cannot {what} the {syncd.describe(step.daemon)}: {e}{_hint(e.errno, step)}"
+        if self.sync_errors.get(step.daemon.state) == text:
+            log.debug("%s (again)", text)
+            return None
+        log.error("%s; tried again at each resync, the service table is managed meanwhile", text)
+        self.sync_errors[step.daemon.state] = text
+        return text
+
+    async def stop_daemons(self) -> list[syncd.Step]:
+        """At a clean stop: stop the sync daemons ipvsd owns (and still are as it recorded); others stay."""
+        if not self.memory.daemons:
+            return []
+        found = await self._read_daemons()
+        if found is None:
+            return []
+        plan = syncd.decide(None, found, self.memory.daemons)
+        done = []
+        for step in plan.steps:
+            try:
+                for op in step.ops:
+                    await apply(self.kernel, op)
+            except (OSError, KernelError) as e:
+                log.error("cannot stop the %s: %s", syncd.describe(step.daemon), e)
+                continue
+            log.info("%s   (clean stop)", step.why.replace("no longer configured", "clean stop"))
+            done.append(step)
+        self._remember(replace(self.memory, daemons=syncd.settled(plan.owned, done)))
+        return done
+
+    # --- connection timeouts ------------------------------------------------------------------------------
+
+    async def set_timeouts(self, wanted: LvsTimeouts | None) -> SetTimeouts | None:
+        """Give the kernel the configured connection timeouts (start, reload); a failure is said once."""
+        if wanted is None:
+            return None
+        try:
+            now = await self.kernel.timeouts()
+            op = decide.timeouts(wanted, now)
+            if op is None:
+                self.timeouts_error = None
+                return None
+            await apply(self.kernel, op)
+        except KernelError as e:
+            if self.timeouts_error != str(e):
+                log.error("cannot set the IPVS connection timeouts: %s", e)
+            self.timeouts_error = str(e)
+            return None
+        self.timeouts_error = None
+        t = op.timeouts
+        changes = [f"{name} {old} -> {new}" for name, old, new in (("tcp", now.tcp, t.tcp),
+                                                                  ("tcpfin", now.tcp_fin, t.tcp_fin),
+                                                                  ("udp", now.udp, t.udp)) if new]
+        log.info("IPVS connection timeouts: %s   (ipvsadm %s)", ", ".join(changes), op)
+        return op
 
     def _remember(self, memory: decide.Memory) -> None:
         persisted = replace(memory, previous=self.memory.previous)
@@ -142,3 +284,11 @@ class Reconciler:
         left = frozenset(k for k in owned if k not in gone and any(s.key == k for s in table))
         self._remember(replace(self.memory, owned=left, drains={}))
         return done
+
+
+def _hint(err: int, step: syncd.Step) -> str:
+    """The likely cause of a sync daemon's errno, in the operator's terms."""
+    ifn = step.daemon.mcast_ifn
+    return {errno.ENODEV: f" (is there an interface {ifn}?)",
+            errno.EEXIST: " (one of that kind already runs)",
+            errno.EINVAL: " (the kernel refused its settings)"}.get(err, "")

@@ -4,7 +4,8 @@ Ownership must outlive a restart and a service's removal from the config, or ipv
 after itself nor tell its services from foreign ones. Drain start times are wall-clock seconds, so a drain
 keeps its deadline across a restart. A missing file is an empty state (first start: nothing owned, so nothing
 is ever deleted); an unreadable one raises `IpvsdError` and the caller decides. Quorum is kept too, so a
-restart (and `ipvsd plan`) applies the same hysteresis as the running daemon.
+restart (and `ipvsd plan`) applies the same hysteresis as the running daemon. The sync daemons ipvsd owns are
+kept under "daemons"; a file written before they existed loads with none.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any, TypeVar
 
 from ipvsd.core.decide import Memory
 from ipvsd.core.maintenance import MaintenanceKey
+from ipvsd.core.syncd import Owned
 from ipvsd.errors import IpvsdError
-from ipvsd.model import DestKey, ServiceKey
+from ipvsd.model import DestKey, ServiceKey, SyncDaemon
 
 VERSION = 1
 _T = TypeVar("_T")
@@ -72,6 +74,7 @@ def _encode(state: Memory) -> dict[str, Any]:
         "maintenance": [{"addr": m.addr, "port": m.port, "service": None if m.service is None else asdict(m.service)}
                         for m in sorted(state.maintenance, key=_maintenance_order)],
         "quorum": [{"service": asdict(s), "has": has} for s, has in sorted(state.quorum.items())],
+        "daemons": [{**asdict(o.daemon), "adopted": o.adopted} for _, o in sorted(state.daemons.items())],
     }
 
 
@@ -90,7 +93,16 @@ def _decode(doc: Any) -> Memory:
                            service=None if x.get("service") is None else _service(x["service"]))
             for x in doc.get("maintenance", [])),
         quorum={_service(x["service"]): _flag(x["has"]) for x in doc.get("quorum", [])},
+        daemons={o.daemon.state: o for o in map(_owned_daemon, doc.get("daemons", []))},
     )
+
+
+def _owned_daemon(x: Any) -> Owned:
+    d = SyncDaemon(state=_typed(x["state"], int), mcast_ifn=_typed(x["mcast_ifn"], str),
+                   syncid=_typed(x.get("syncid", 0), int), sync_maxlen=_typed(x.get("sync_maxlen", 0), int),
+                   mcast_group=_typed(x.get("mcast_group", ""), str), mcast_port=_typed(x.get("mcast_port", 0), int),
+                   mcast_ttl=_typed(x.get("mcast_ttl", 0), int))
+    return Owned(d, adopted=_flag(x.get("adopted", False)))
 
 
 def _service(x: Any) -> ServiceKey:
