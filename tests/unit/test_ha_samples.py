@@ -1,8 +1,8 @@
 """The director-pair and seed 000 samples (etc/ha/, etc/seed000/, etc/conf.d/ssh.toml) say what the seeds say.
 
 The kernel tests (tests/kernel/test_pair.py, test_seed000.py) run these files verbatim; here they are read by
-ipvsd's own loader and compared with the seeds' configs, without a kernel. `ipvsd check` is not run on them:
-it also checks the host (the sync interface ens4 need not exist where the unit tests run).
+ipvsd's own loader and compared with the seeds' configs, without a kernel, and `ipvsd check --no-host` accepts
+them (without --no-host check also wants the [sync] interface, ens4, on the host it runs on).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ipvsd.cli import main
 from ipvsd.config import load
 from ipvsd.config.schema import HttpCheck, SimpleTcpCheck
 
@@ -30,6 +31,13 @@ def blocks(text: str) -> dict[str, str]:
 
 def settings(block: str) -> dict[str, str]:
     return {m[0]: m[1] for m in re.findall(r"^[ \t]*(\w+)[ \t]*(.*?)[ \t]*$", block, re.M)}
+
+
+@pytest.mark.parametrize("sample", [HA / "ipvsd.toml", SEED000 / "ipvsd.toml", ROOT / "etc" / "ipvsd.toml"],
+                         ids=["ha", "seed000", "etc"])
+def test_check_accepts_the_sample(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--no-host", "-c", str(sample)]) == 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_pair_ipvsd_sample_is_the_seeds_virtual_server_plus_sync() -> None:
