@@ -1,4 +1,9 @@
-"""The demo scenario, run inside the lab: `ipvsd run` on seed 003's ldirectord.cf, the table, one failover."""
+"""The demo scenarios, run inside the lab.
+
+`scripts/demo`: `ipvsd run` on seed 003's ldirectord.cf, the table, one real server's failover.
+`scripts/demo ha`: seed 003's director pair (etc/ha/): keepalived --vrrp moves the VIPs, ipvsd runs the table and
+the connection sync on both directors, and a live keep-alive connection survives the master's power cut.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from pathlib import Path
 
 from tests.kernel.daemon import Ipvsd
 from tests.kernel.lab import Lab, wait_until
+from tests.kernel.pair import VIP, KeepAlive, Pair, first_new_connection
+from tests.netns import ipvsadm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "etc" / "ldirectord.cf"
@@ -27,7 +34,54 @@ def requests(lab: Lab, n: int) -> list[str]:
     return served
 
 
+def ha() -> int:
+    """The director pair: a live connection across a master failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pair = Pair(root=Path(tmp))
+        conn: KeepAlive | None = None
+        try:
+            print("lab: client 10.2.0.1 -> VIP 10.2.0.254 [lb1 .240 | lb2 .241] -> rs1 10.2.1.242, rs2 10.2.1.243;"
+                  " the reals' gateway is the floating 10.2.1.254")
+            print("$ keepalived --vrrp -f etc/ha/keepalived-lb1.conf    # in lb1 (priority 105); lb2: -lb2.conf (95)")
+            print("$ ipvsd run -c etc/ha/ipvsd.toml                     # in lb1 and in lb2, the same file")
+            pair.up()
+            master = pair.holder()
+            backup = pair.other(master)
+            print(f"\n{master.name} holds the VIPs (10.2.0.254 on ens3, 10.2.1.254 on ens4); {backup.name} is backup")
+            for d in pair.directors:
+                print(f"\n$ ipvsadm -Ln; ipvsadm -L --daemon    # in {d.name}")
+                print(ipvsadm(d.name, "-Ln") + ipvsadm(d.name, "-L", "--daemon"), end="")
+
+            conn = pair.keepalive()
+            print(f"\n# a keep-alive HTTP connection from the client (port {conn.port}), one request every 200 ms")
+            entry = wait_until(lambda: time.monotonic() - conn.opened >= 3 and pair.entry(backup, conn), timeout=30,
+                               what="the connection's entry on the backup")
+            print(f"{len(conn.answers)} answers from {conn.real}; the backup already knows it (sync): {entry}")
+            print(f"$ ipvsadm -Lnc    # in {backup.name}")
+            print(ipvsadm(backup.name, "-Lnc"), end="")
+
+            print(f"\n# power cut on {master.name}: its links go down")
+            crashed = time.monotonic()
+            master.crash()
+            took, page = first_new_connection("ha-client", VIP, crashed, timeout=30)
+            conn.wait_answers_since(crashed, 10, timeout=60)
+            print(f"{backup.name} took the VIPs; a new connection got through after {took:.2f}s ({page})")
+            print(f"the long-lived connection: {len(conn.answers)} answers, {conn.failed} failed, longest gap "
+                  f"{conn.longest_gap():.2f}s (VRRP takeover: 3 x advert_int + skew = 3.63s)")
+            print(f"\n$ ipvsadm -Lnc    # in {backup.name}, now the master")
+            print(ipvsadm(backup.name, "-Lnc"), end="")
+            ok = conn.failed == 0 and backup.holds()
+        finally:
+            if conn is not None:
+                conn.close()
+            pair.down()
+        print(f"\ndemo ha: {'PASS' if ok else 'FAIL'}")
+        return 0 if ok else 1
+
+
 def main() -> int:
+    if sys.argv[1:] == ["ha"]:
+        return ha()
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(root=Path(tmp), n=2).up()
         daemon = Ipvsd(lab, CONFIG, Path(tmp) / "state")
