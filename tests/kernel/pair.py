@@ -34,9 +34,7 @@ CLIENT_NS = "ha-client"
 CLIENT = "10.2.0.1"
 VIP = "10.2.0.254"  # VI_EXT, the service address
 GATEWAY = "10.2.1.254"  # VI_INT, the real servers' default route
-SYNC_BY_IPVSD = False
-"""True once ipvsd runs the sync daemons from the sample's [sync]; until then the fixture starts them with ipvsadm,
-as ipvsd would (master and backup, the sample's interface and syncid)."""
+
 
 
 class Keepalived:
@@ -215,19 +213,14 @@ class Director:
         return sync_daemons(self.name)
 
     def set_sync(self, on: bool) -> None:
-        """Run the sync daemons (as the sample's [sync] asks) or none."""
+        """Run the sample's configuration, or the same without [sync]: ipvsd then stops the daemons it ran.
+
+        ipvsd reloads by itself (the sample leaves watch_config on): an `ipvsd reload` client would cost a Python
+        start, seconds under the lab's emulated CPU."""
         sample = (SAMPLES / "ipvsd.toml").read_text()
-        if SYNC_BY_IPVSD:
-            self.config.write_text(sample if on else without_sync(sample))
-            if self.ipvsd.proc is not None:
-                self.ipvsd.reload()
-            return
-        self.config.write_text(sample)
-        for role in ("master", "backup"):
-            if on:
-                ipvsadm(self.name, "--start-daemon", role, "--mcast-interface", "ens4", "--syncid", "1")
-            else:
-                ipvsadm(self.name, "--stop-daemon", role, check=False)
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(sample if on else without_sync(sample))
+        tmp.rename(self.config)
 
 
 def without_sync(toml: str) -> str:
@@ -286,7 +279,7 @@ class Pair:
             ip_batch(lines, ns=ns)
         for d in self.directors:
             sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=d.name)
-            d.set_sync(True)
+            d.set_sync(True)  # ipvsd runs the master and backup sync daemons from the sample's [sync]
             d.ipvsd.start()  # first: a Python start takes a minute or two under the lab's emulated CPU
         for i, r in enumerate(self.reals, 1):
             (r.dir / "www").mkdir(parents=True, exist_ok=True)

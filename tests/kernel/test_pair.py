@@ -55,6 +55,9 @@ def test_both_directors_same_table_and_sync_daemons(pair: Pair) -> None:
     assert pair.lb1.table() == pair.lb2.table() == {f"TCP {VIP}:80": {RS1: 1, RS2: 1}}
     both = [("backup", "ens4", 1), ("master", "ens4", 1)]
     assert pair.lb1.daemons() == pair.lb2.daemons() == both
+    for d in pair.directors:  # ipvsd started them, from the sample's [sync]
+        for role in ("master", "backup"):
+            d.ipvsd.wait_log(rf"{role} sync daemon on ens4 \(syncid 1\) started", timeout=5)
     assert pair.holder() is pair.lb1 and not pair.lb2.holds()
 
 
@@ -147,7 +150,7 @@ def test_failover_without_sync_breaks_the_connection(pair: Pair) -> None:
     backup = pair.other(master)
     conn = pair.keepalive()
     try:
-        conn.wait_answers_since(conn.opened, 15, timeout=30)
+        conn.wait_answers_since(conn.opened, 5, timeout=30)
         assert pair.entry(backup, conn) is None
         crashed = time.monotonic()
         master.crash()
