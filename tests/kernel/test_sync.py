@@ -67,7 +67,7 @@ def test_sync_daemons_started_repaired_and_sysctls_set(netns: str, tmp_path: Pat
     d = Ipvsd(director(netns), cfg, tmp_path / "state").start()
     both = ["master sync daemon (mcast=sync0, syncid=7", "backup sync daemon (mcast=sync0, syncid=7"]
     try:
-        wait_until(lambda: daemons(netns) == both, timeout=30, what="master and backup sync daemons")
+        wait_until(lambda: daemons(netns) == both, timeout=120, what="master and backup sync daemons")
         d.wait_log(r"master sync daemon on sync0 \(syncid 7\) started", timeout=10)
         assert "10.9.0.1:80" in ipvsadm(netns, "-Ln")
         assert sysctl(netns, "sloppy_tcp") == "1"
@@ -98,7 +98,7 @@ def test_a_missing_sync_interface_is_an_error_and_the_table_is_programmed(netns:
     cfg.write_text(CONFIG.format(ifname="nosuch0"))
     d = Ipvsd(director(netns), cfg, tmp_path / "state", extra=("--debug",)).start()
     try:
-        wait_until(lambda: "10.9.0.1:80" in ipvsadm(netns, "-Ln"), timeout=30, what="the service programmed")
+        wait_until(lambda: "10.9.0.1:80" in ipvsadm(netns, "-Ln"), timeout=120, what="the service programmed")
         d.wait_log(r"cannot start the master sync daemon on nosuch0 \(syncid 7\): .*\(ENODEV\)", timeout=10)
         d.wait_log(r"cannot start the backup sync daemon on nosuch0", timeout=10)
         # tried again at the next resyncs (debug lines), said once at error level
