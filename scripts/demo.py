@@ -42,8 +42,8 @@ def ha() -> int:
         try:
             print("lab: client 10.2.0.1 -> VIP 10.2.0.254 [lb1 .240 | lb2 .241] -> rs1 10.2.1.242, rs2 10.2.1.243;"
                   " the reals' gateway is the floating 10.2.1.254")
-            print("$ keepalived --vrrp -f etc/ha/keepalived-lb1.conf    # in lb1 (priority 105); lb2: -lb2.conf (95)")
-            print("$ ipvsd run -c etc/ha/ipvsd.toml                     # in lb1 and in lb2, the same file")
+            print("$ vagrant/roles/director.sh --priority=105 ...   # in lb1; lb2: 95. As on the VMs, it installs")
+            print("  etc/ha/keepalived-lb1.conf and etc/ha/ipvsd.toml, then runs keepalived --vrrp and ipvsd run")
             pair.up()
             master = pair.holder()
             backup = pair.other(master)

@@ -6,64 +6,68 @@
      The client's default route is 10.2.0.254, the real servers' the floating 10.2.1.254 (NAT replies must reach
      whichever director holds the VIPs; seed 003 keeps lb1's own 10.2.1.240, which cannot survive a failover).
 
-The directors' interfaces are named as in the seed (ens3, ens4), so the samples etc/ha/keepalived-lb1.conf,
-keepalived-lb2.conf and ipvsd.toml run verbatim. A crash is a power cut: the director's links go down (a killed
-keepalived would leave its VIPs configured); its processes keep running, cut off, as a frozen machine's would.
+The hosts and addresses are vagrant/topology.json's "pair", and each host is set up by its role script
+(vagrant/roles/: director.sh, realserver.sh, client.sh) as the Vagrant VMs are, without systemd and package
+installation: director.sh installs the samples etc/ha/keepalived-lb1.conf and ipvsd.toml with the priority and
+interfaces of its director, and starts `keepalived --vrrp` and `ipvsd run`. The directors' interfaces are named
+as in the seed (ens3, ens4). A crash is a power cut: the director's links go down (a killed keepalived would
+leave its VIPs configured); its processes keep running, cut off, as a frozen machine's would.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.kernel import topology
 from tests.kernel.daemon import Ipvsd, keepalive_request
 from tests.kernel.lab import NGINX_CONF, RECEIVE, Lab, RealHost, http_get, parse_proc_ip_vs, wait_until
 from tests.netns import ip_batch, ipvsadm, run_in, sh
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "etc" / "ha"
 SWITCH = "pair-sw"
 CLIENT_NS = "ha-client"
-CLIENT = "10.2.0.1"
-VIP = "10.2.0.254"  # VI_EXT, the service address
-GATEWAY = "10.2.1.254"  # VI_INT, the real servers' default route
+TOPOLOGY = topology.load("pair")
+CLIENT = topology.host(TOPOLOGY, "client")["addresses"]["ext"]
+VIP = TOPOLOGY["vips"]["ext"]  # VI_EXT, the service address
+GATEWAY = TOPOLOGY["vips"]["int"]  # VI_INT, the real servers' route back to the clients
 
+
+
+def stop_pidfile(pid_file: Path, *, timeout: float = 30.0) -> None:
+    """SIGTERM the process a role script started (its pid in `pid_file`) and wait until it is gone."""
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    wait_until(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), timeout=timeout,
+               what=f"process {pid} ({pid_file.name}) to exit")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0]
+    except (OSError, IndexError):
+        return "zombie"
 
 
 class Keepalived:
-    """`keepalived --vrrp` in one namespace, in the foreground, with its own pid files and log (in `dir`)."""
+    """The `keepalived --vrrp` a role script started (foreground, its own pid files): its log and pid in `run`."""
 
-    def __init__(self, ns: str, config: Path, dir: Path) -> None:
-        self.ns, self.config, self.dir = ns, config, dir
-        self.log_path = dir / "keepalived.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Keepalived:
-        d = self.dir
-        with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, "keepalived", "--vrrp", "--dont-fork", "--log-console",
-                 "--log-detail", "-f", str(self.config), "-p", str(d / "keepalived.pid"), "-r", str(d / "vrrp.pid"),
-                 "-c", str(d / "checkers.pid")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        return self
+    def __init__(self, run: Path) -> None:
+        self.log_path = run / "keepalived.log"
+        self.pid_file = run / "keepalived.pid"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        stop_pidfile(self.pid_file)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
@@ -184,13 +188,24 @@ class Director:
     keepalived: Keepalived = field(init=False)
     ipvsd: Ipvsd = field(init=False)
     config: Path = field(init=False)
+    installed: str = ""  # the configuration director.sh installed
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = self.dir / "ipvsd.toml"
-        self.keepalived = Keepalived(self.name, SAMPLES / f"keepalived-{self.name}.conf", self.dir)
-        # Ipvsd runs its process in `lab.lb`: a Lab value that is never brought up only names the namespace
-        self.ipvsd = Ipvsd(Lab(root=self.dir, n=0, lb=self.name), self.config, self.dir / "state", resync=5.0)
+        self.config = self.dir / "etc" / "ipvsd" / "ipvsd.toml"  # where director.sh installs the sample
+        self.keepalived = Keepalived(self.dir / "run")
+        # director.sh starts ipvsd with --state-dir RUN/state, logging to RUN/ipvsd.log (what Ipvsd reads); the
+        # Lab value is never brought up: it only names the namespace
+        self.ipvsd = Ipvsd(Lab(root=self.dir, n=0, lb=self.name), self.config, self.dir / "run" / "state")
+
+    def setup(self) -> None:
+        """Run director.sh in this director's namespace: the samples, ip_forward, ipvsd and keepalived started."""
+        topology.run_role(self.name, TOPOLOGY, self.name, self.dir)
+        self.installed = self.config.read_text()
+
+    def stop(self) -> None:
+        stop_pidfile(self.dir / "run" / "ipvsd.pid")
+        self.keepalived.stop()
 
     def holds(self) -> bool:
         """True when this director holds both VIPs."""
@@ -217,9 +232,8 @@ class Director:
 
         ipvsd reloads by itself (the sample leaves watch_config on): an `ipvsd reload` client would cost a Python
         start, seconds under the lab's emulated CPU."""
-        sample = (SAMPLES / "ipvsd.toml").read_text()
         tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(sample if on else without_sync(sample))
+        tmp.write_text(self.installed if on else without_sync(self.installed))
         tmp.rename(self.config)
 
 
@@ -251,9 +265,11 @@ class Pair:
     def up(self) -> Pair:
         self.down()  # leftovers of an interrupted run
         sh("modprobe", "-a", "ip_vs", "ip_vs_rr", "veth", "bridge")
-        self.reals = [RealHost(f"ha-rs{i}", f"10.2.1.{241 + i}", self.root / f"rs{i}") for i in (1, 2)]
-        self.directors = [Director(f"lb{i}", f"10.2.0.{239 + i}", f"10.2.1.{239 + i}", self.root / f"lb{i}")
-                          for i in (1, 2)]
+        hosts = TOPOLOGY["hosts"]
+        self.reals = [RealHost(f"ha-{h['name']}", h["addresses"]["int"], self.root / h["name"])
+                      for h in hosts if h["role"] == "realserver"]
+        self.directors = [Director(h["name"], h["addresses"]["ext"], h["addresses"]["int"], self.root / h["name"])
+                          for h in hosts if h["role"] == "director"]
         ip_batch([f"netns add {ns}" for ns in self.namespaces])
         per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
         per_ns[SWITCH] += [f"link add {br} type bridge" for br in ("br-ext", "br-int")]
@@ -271,36 +287,32 @@ class Pair:
             attach(d.name, "ens4", "br-int", f"p-{d.name}int", f"{d.int}/24")
         for r in self.reals:
             attach(r.name, "eth0", "br-int", f"p-{r.name}", f"{r.addr}/24")
-        per_ns[CLIENT_NS].append(f"route add default via {VIP}")
-        for r in self.reals:
-            per_ns[r.name].append(f"route add default via {GATEWAY}")
         ip_batch(veths)
         for ns, lines in per_ns.items():
             ip_batch(lines, ns=ns)
-        for d in self.directors:
-            sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=d.name)
-            d.set_sync(True)  # ipvsd runs the master and backup sync daemons from the sample's [sync]
-            d.ipvsd.start()  # first: a Python start takes a minute or two under the lab's emulated CPU
-        for i, r in enumerate(self.reals, 1):
+        # The role scripts, as on the VMs: the client's; each real server's (its route back to the clients via
+        # the floating VI_INT address; nginx is the lab's own, below); then the directors'
+        topology.run_role(CLIENT_NS, TOPOLOGY, "client", self.root / "client")
+        for r in self.reals:
+            topology.run_role(r.name, TOPOLOGY, r.name.removeprefix("ha-"), r.dir)
+        for r in self.reals:
             (r.dir / "www").mkdir(parents=True, exist_ok=True)
             (r.dir / "tmp").mkdir(exist_ok=True)
             (r.dir / "nginx.conf").write_text(NGINX_CONF.format(d=r.dir, port=r.port))
-            r.set_page(f"{RECEIVE}-rs{i}\n")
+            r.set_page(f"{RECEIVE}-{r.name.removeprefix('ha-')}\n")
             r.start()
         # lb1 first, alone: both instances start BACKUP (nopreempt), so the first to time out takes the VIPs
-        self.lb1.keepalived.start()
+        self.lb1.setup()
         wait_until(self.lb1.holds, timeout=30, what="lb1 to take the VIPs")
-        self.lb2.keepalived.start()
-        for d in self.directors:
-            wait_until(lambda d=d: d.weights() == {"10.2.1.242:80": 1, "10.2.1.243:80": 1}, timeout=240,
-                       what=f"both reals up in {d.name}'s table")
+        self.lb2.setup()
+        want = {f"{r.addr}:80": 1 for r in self.reals}
+        for d in self.directors:  # ipvsd's Python start takes a minute or two under the lab's emulated CPU
+            wait_until(lambda d=d: d.weights() == want, timeout=240, what=f"both reals up in {d.name}'s table")
         return self
 
     def down(self) -> None:
         for d in self.directors:
-            if d.ipvsd.proc is not None:
-                d.ipvsd.stop()
-            d.keepalived.stop()
+            d.stop()
         for r in self.reals:
             r.stop(signal.SIGKILL)
         existing = set(sh("ip", "netns", "list").stdout.split())

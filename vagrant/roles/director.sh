@@ -12,7 +12,6 @@ install_packages keepalived ipvsadm python3-venv
 ipvsd_install
 EXT_IF=$(iface_of "${ADDR[ext]}")
 INT_IF=$(iface_of "${ADDR[int]}")
-NAME=$(hostname)
 # NAT: the director forwards between the clients' side and the real servers' side.
 set_sysctl net.ipv4.ip_forward=1
 
@@ -23,7 +22,7 @@ ipvsd_conf=$(sed -E -e "s/^(interface = )\"ens4\"/\1\"$INT_IF\"/" "$SRC/etc/ha/i
 write_file "$ETC/ipvsd/ipvsd.toml" "$ipvsd_conf" || true
 keepalived_changed=0
 write_file "$ETC/keepalived/keepalived.conf" "$keepalived_conf" || keepalived_changed=1
-"$IPVSD" check -q -c "$ETC/ipvsd/ipvsd.toml"
+check_config
 
 start_ipvsd
 start_keepalived_vrrp "$keepalived_changed"

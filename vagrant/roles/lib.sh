@@ -8,18 +8,20 @@
 #   --priority=N             VRRP priority (directors, nodes)
 #   --route=TO=VIA           a route to add (real servers: the client network via the floating VIP)
 #   --peer-mac=MAC           the other node's MAC address (seed 000)
+#   --name=NAME              this host's name (default: the host name; the lab's namespaces share the VM's)
 #   --src=DIR                the ipvsd checkout to install from (default: this script's checkout)
 #   --etc=DIR                where configuration files go (default /etc)
 #   --run=DIR                pid files and logs when there is no systemd (default /run/ipvsd-roles)
 #   --no-systemd             start the daemons directly (the lab's namespaces), not as systemd units
 #   --no-install             skip package installation (the lab's set-up installs the packages)
+#   --no-check               skip `ipvsd check` of the written configuration (the lab: `ipvsd run` checks it too)
 set -euo pipefail
 
 ROLES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 declare -A ADDR=() VIP=()
-PRIORITY="" PEER_MAC="" ROUTE_TO="" ROUTE_VIA=""
+PRIORITY="" PEER_MAC="" ROUTE_TO="" ROUTE_VIA="" NAME=$(hostname)
 SRC=$(cd "$ROLES_DIR/../.." && pwd)
-ETC=/etc RUN=/run/ipvsd-roles SYSTEMD=1 INSTALL=1
+ETC=/etc RUN=/run/ipvsd-roles SYSTEMD=1 INSTALL=1 CHECK=1
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 say() { echo "${0##*/}: $*"; }
@@ -33,11 +35,13 @@ parse_args() {
             --priority=*) PRIORITY=${a#--priority=} ;;
             --route=*=*) kv=${a#--route=}; ROUTE_TO=${kv%%=*}; ROUTE_VIA=${kv#*=} ;;
             --peer-mac=*) PEER_MAC=${a#--peer-mac=} ;;
+            --name=*) NAME=${a#--name=} ;;
             --src=*) SRC=${a#--src=} ;;
             --etc=*) ETC=${a#--etc=} ;;
             --run=*) RUN=${a#--run=} ;;
             --no-systemd) SYSTEMD=0 ;;
             --no-install) INSTALL=0 ;;
+            --no-check) CHECK=0 ;;
             *) die "unknown argument: $a" ;;
         esac
     done
@@ -133,6 +137,12 @@ start_keepalived_vrrp() {
         local i
         for ((i = 0; i < 100; i++)); do alive "$RUN/keepalived.pid" || break; sleep 0.1; done
     fi
-    nohup keepalived --vrrp --dont-fork --log-console -f "$ETC/keepalived/keepalived.conf" -p "$RUN/keepalived.pid" \
+    nohup keepalived --vrrp --dont-fork --log-console --log-detail -f "$ETC/keepalived/keepalived.conf" -p "$RUN/keepalived.pid" \
         -r "$RUN/vrrp.pid" -c "$RUN/checkers.pid" </dev/null >>"$RUN/keepalived.log" 2>&1 &
+}
+
+# check_config : `ipvsd check` of what the role wrote, so a mistake stops here (skipped with --no-check).
+check_config() {
+    ((CHECK)) || return 0
+    "$IPVSD" check -q -c "$ETC/ipvsd/ipvsd.toml"
 }

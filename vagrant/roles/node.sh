@@ -12,7 +12,6 @@ parse_args "$@"
 install_packages keepalived ipvsadm iptables openssh-server python3-venv
 ipvsd_install
 IF=$(iface_of "${ADDR[lan]}")
-NAME=$(hostname)
 VIP_ADDR=${VIP[lan]}
 
 # The VIP on lo (so the node without it on $IF still accepts what its peer forwards by direct routing), and
@@ -37,7 +36,7 @@ keepalived_conf=$(sed -E -e "s/^(\s*interface) enp2s0$/\1 $IF/" -e "s/^(\s*route
 write_file "$ETC/ipvsd/ipvsd.toml" "$(cat "$SRC/etc/seed000/ipvsd.toml")" || true
 keepalived_changed=0
 write_file "$ETC/keepalived/keepalived.conf" "$keepalived_conf" || keepalived_changed=1
-"$IPVSD" check -q -c "$ETC/ipvsd/ipvsd.toml"
+check_config
 
 # sshd on every address (the seed binds it to the node's own address, which suits haproxy, not IPVS); the node's
 # name in its banner shows which node answered a connection to the VIP.

@@ -9,7 +9,7 @@ install_packages nginx
 if [[ -n $ROUTE_TO ]]; then ip route replace "$ROUTE_TO" via "$ROUTE_VIA"; fi
 if ((SYSTEMD)); then
     # The seed's page: the host name, which the seed's checks look for ("debian11" there, the name here).
-    hostname >/var/www/html/index.html
+    echo "$NAME" >/var/www/html/index.html
     systemctl enable --now nginx
 fi
 say "real server ready on ${ADDR[*]}${ROUTE_TO:+, $ROUTE_TO via $ROUTE_VIA}"
