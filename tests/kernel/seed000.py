@@ -3,9 +3,11 @@
      s0-client 192.168.2.210 ──br0── enp2s0 [ha0 192.168.2.230], enp2s0 [ha1 192.168.2.231]
      VIP 192.168.2.232: on enp2s0 of the node keepalived (--vrrp, nopreempt) makes master, and on lo of both.
 
-The addresses, interface name and (pinned) MAC addresses are the samples' (etc/seed000/), so the samples run
-verbatim: ipvsd.toml on both nodes, keepalived-haN.conf, iptables-haN.rules (fwmark 22 for packets to VIP:22
-not from the peer's MAC), sysctl.conf (arp_ignore/arp_announce). Each node's sshd listens on 0.0.0.0:22 and
+The hosts, addresses and pinned MAC addresses are vagrant/topology.json's "two-node"; each node is set up by
+vagrant/roles/node.sh as the Vagrant VMs are (without systemd and package installation): it installs the samples
+(etc/seed000/: ipvsd.toml on both nodes, keepalived-ha0.conf with the node's priority, iptables-ha0.rules with the
+peer's MAC: fwmark 22 for packets to VIP:22 not from the peer; sysctl.conf: arp_ignore/arp_announce), puts the
+VIP on lo, and starts `keepalived --vrrp` and `ipvsd run`. Each node's sshd listens on 0.0.0.0:22 and
 names its node in its banner (VersionAddendum), so a connection tells which node answered.
 """
 
@@ -19,17 +21,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.kernel import topology
 from tests.kernel.daemon import Ipvsd
 from tests.kernel.lab import Lab, parse_proc_ip_vs, wait_until
-from tests.kernel.pair import Keepalived, addresses, set_links
+from tests.kernel.pair import Keepalived, addresses, set_links, stop_pidfile
 from tests.netns import ip_batch, run_in, sh
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "etc" / "seed000"
 SWITCH = "s0-sw"
 CLIENT_NS = "s0-client"
-CLIENT = "192.168.2.210"  # the seed's client, from its haproxy log
-VIP = "192.168.2.232"
+TOPOLOGY = topology.load("two-node")
+CLIENT = topology.host(TOPOLOGY, "client")["addresses"]["lan"]  # the seed's client, from its haproxy log
+VIP = TOPOLOGY["vips"]["lan"]
 SERVICE = "FWM 22"
 
 # UsePAM: without PAM sshd refuses root, whose password is locked ("*") on the lab's Debian root filesystem.
@@ -126,10 +128,15 @@ class Node:
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.keepalived = Keepalived(self.name, SAMPLES / f"keepalived-{self.name}.conf", self.dir)
-        # Ipvsd runs its process in `lab.lb`: a Lab value that is never brought up only names the namespace
-        self.ipvsd = Ipvsd(Lab(root=self.dir, n=0, lb=self.name), SAMPLES / "ipvsd.toml", self.dir / "state",
-                           resync=5.0)
+        self.keepalived = Keepalived(self.dir / "run")
+        # node.sh starts ipvsd with --state-dir RUN/state, logging to RUN/ipvsd.log; the Lab value is never
+        # brought up: it only names the namespace
+        self.ipvsd = Ipvsd(Lab(root=self.dir, n=0, lb=self.name), self.dir / "etc" / "ipvsd" / "ipvsd.toml",
+                           self.dir / "run" / "state")
+
+    def setup(self) -> None:
+        """Run node.sh in this node's namespace: VIP on lo, ARP sysctls, the fwmark rule, keepalived and ipvsd."""
+        topology.run_role(self.name, TOPOLOGY, self.name, self.dir)
 
     def holds(self) -> bool:
         return VIP in addresses(self.name, "enp2s0")
@@ -155,8 +162,7 @@ class Node:
                                      stderr=(self.dir / "sshd.log").open("w"))
 
     def stop(self) -> None:
-        if self.ipvsd.proc is not None:
-            self.ipvsd.stop()
+        stop_pidfile(self.dir / "run" / "ipvsd.pid")
         self.keepalived.stop()
         if self.sshd is not None and self.sshd.poll() is None:
             self.sshd.send_signal(signal.SIGTERM)
@@ -180,7 +186,8 @@ class Cluster:
     def up(self) -> Cluster:
         self.down()
         sh("modprobe", "-a", "ip_vs", "ip_vs_rr", "veth", "bridge")
-        self.nodes = [Node(f"ha{i}", f"192.168.2.23{i}", f"52:54:00:00:02:3{i}", self.root / f"ha{i}") for i in (0, 1)]
+        self.nodes = [Node(h["name"], h["addresses"]["lan"], h["mac"], self.root / h["name"])
+                      for h in TOPOLOGY["hosts"] if h["role"] == "node"]
         ip_batch([f"netns add {ns}" for ns in self.namespaces])
         per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
         per_ns[SWITCH] += ["link add br0 type bridge", "link set br0 up"]
@@ -191,26 +198,22 @@ class Cluster:
             veths.append(f"link add enp2s0 netns {n.name} address {n.mac} type veth peer name p-{n.name} "
                          f"netns {SWITCH}")
             per_ns[SWITCH].append(f"link set p-{n.name} master br0 up")
-            per_ns[n.name] += [f"addr add {n.addr}/24 dev enp2s0", f"addr add {VIP}/32 dev lo",
-                               "link set enp2s0 up"]
+            per_ns[n.name] += [f"addr add {n.addr}/24 dev enp2s0", "link set enp2s0 up"]
         ip_batch(veths)
         for ns, lines in per_ns.items():
             ip_batch(lines, ns=ns)
-        for n in self.nodes:
-            n.ipvsd.start()  # first: a Python start takes a minute or two under the lab's emulated CPU
+        topology.run_role(CLIENT_NS, TOPOLOGY, "client", self.root / "client")
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
         keys = self.root / "authorized_keys"
         keys.write_text(self.key.with_suffix(".pub").read_text())
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         for n in self.nodes:
-            sh("sysctl", "-q", "-p", str(SAMPLES / "sysctl.conf"), ns=n.name)
-            sh("iptables-restore", "--noflush", str(SAMPLES / f"iptables-{n.name}.rules"), ns=n.name)
             n.start_sshd(keys)
         ha0, ha1 = self.nodes
         # ha0 first, alone: both start BACKUP (nopreempt), the first to time out takes the VIP
-        ha0.keepalived.start()
+        ha0.setup()
         wait_until(ha0.holds, timeout=30, what="ha0 to take the VIP")
-        ha1.keepalived.start()
+        ha1.setup()
         # Until the fwmark service exists, marked packets reach the local sshd: ready = both reals in both tables
         both = {"192.168.2.230:22": 1, "192.168.2.231:22": 1}
         for n in self.nodes:
