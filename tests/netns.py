@@ -12,6 +12,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -79,3 +80,36 @@ def ipvs_available() -> bool:
     if not os.path.exists("/proc/net/ip_vs"):
         subprocess.run(["modprobe", "-q", "ip_vs"], capture_output=True)
     return os.path.exists("/proc/net/ip_vs")
+
+
+@dataclass
+class Wiring:
+    """Namespaces cabled to bridges that live in a switch namespace of their own (nothing is added to the
+    namespace the tests run in); `apply` builds it all with one `ip -batch` per namespace.
+
+    `ip -batch` cannot switch namespace per line: one batch makes the namespaces, one the veth pairs, then one per
+    namespace configures its side."""
+
+    switch: str
+    namespaces: Sequence[str]
+    bridges: Sequence[str]
+    per_ns: dict[str, list[str]] = field(init=False)
+    veths: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.per_ns = {ns: ["link set lo up"] for ns in (self.switch, *self.namespaces)}
+        self.per_ns[self.switch] += [f"link add {br} type bridge" for br in self.bridges]
+        self.per_ns[self.switch] += [f"link set {br} up" for br in self.bridges]
+
+    def attach(self, ns: str, ifname: str, bridge: str, port: str, addr: str, *, mac: str | None = None) -> None:
+        """A veth `ifname` in `ns` with `addr` (and `mac`), its peer `port` on `bridge`."""
+        address = f" address {mac}" if mac else ""
+        self.veths.append(f"link add {ifname} netns {ns}{address} type veth peer name {port} netns {self.switch}")
+        self.per_ns[self.switch].append(f"link set {port} master {bridge} up")
+        self.per_ns[ns] += [f"addr add {addr} dev {ifname}", f"link set {ifname} up"]
+
+    def apply(self) -> None:
+        ip_batch([f"netns add {ns}" for ns in self.per_ns])
+        ip_batch(self.veths)
+        for ns, lines in self.per_ns.items():
+            ip_batch(lines, ns=ns)

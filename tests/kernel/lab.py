@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns import ip_batch, ipvsadm, run_in, sh
+from tests.netns import Wiring, ipvsadm, run_in, sh
 
 VIP = "10.2.0.240"
 LB_INT = "10.2.1.240"
@@ -167,29 +167,16 @@ class Lab:
         self.reals = [RealHost(f"rs{i + 1}", f"10.2.1.{242 + i}", self.root / f"rs{i + 1}") for i in range(self.n)]
         self.down()  # leftovers of an interrupted run
         sh("modprobe", "-a", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge")
-        # `ip -batch` cannot switch namespace per line: one batch for the veths, then one per namespace.
-        ip_batch([f"netns add {ns}" for ns in self.namespaces])
-        per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
-        per_ns[SWITCH] += [f"link add {br} type bridge" for br in ("br-ext", "br-int")]
-        per_ns[SWITCH] += [f"link set {br} up" for br in ("br-ext", "br-int")]
-        veths: list[str] = []
-
-        def attach(ns: str, ifname: str, bridge: str, port: str, addr: str) -> None:
-            veths.append(f"link add {ifname} netns {ns} type veth peer name {port} netns {SWITCH}")
-            per_ns[SWITCH].append(f"link set {port} master {bridge} up")
-            per_ns[ns] += [f"addr add {addr} dev {ifname}", f"link set {ifname} up"]
-
-        attach(self.client, "eth0", "br-ext", "p-client", f"{CLIENT}/24")
-        attach(self.lb, "ext", "br-ext", "p-lbext", f"{self.vip}/24")
-        attach(self.lb, "int", "br-int", "p-lbint", f"{LB_INT}/24")
+        net = Wiring(SWITCH, [self.client, self.lb, *(r.name for r in self.reals)], ("br-ext", "br-int"))
+        net.attach(self.client, "eth0", "br-ext", "p-client", f"{CLIENT}/24")
+        net.attach(self.lb, "ext", "br-ext", "p-lbext", f"{self.vip}/24")
+        net.attach(self.lb, "int", "br-int", "p-lbint", f"{LB_INT}/24")
         for r in self.reals:
-            attach(r.name, "eth0", "br-int", f"p-{r.name}", f"{r.addr}/24")
-        per_ns[self.client].append(f"route add default via {self.vip}")
+            net.attach(r.name, "eth0", "br-int", f"p-{r.name}", f"{r.addr}/24")
+        net.per_ns[self.client].append(f"route add default via {self.vip}")
         for r in self.reals:
-            per_ns[r.name].append(f"route add default via {LB_INT}")
-        ip_batch(veths)
-        for ns, lines in per_ns.items():
-            ip_batch(lines, ns=ns)
+            net.per_ns[r.name].append(f"route add default via {LB_INT}")
+        net.apply()
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.lb)
         for r in self.reals:
             (r.dir / "www").mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 from tests.kernel import topology
 from tests.kernel.daemon import Ipvsd, keepalive_request
 from tests.kernel.lab import NGINX_CONF, RECEIVE, Lab, RealHost, http_get, parse_proc_ip_vs, wait_until
-from tests.netns import ip_batch, ipvsadm, run_in, sh
+from tests.netns import Wiring, ip_batch, ipvsadm, run_in, sh
 
 ROOT = Path(__file__).resolve().parents[2]
 SWITCH = "pair-sw"
@@ -270,26 +270,14 @@ class Pair:
                       for h in hosts if h["role"] == "realserver"]
         self.directors = [Director(h["name"], h["addresses"]["ext"], h["addresses"]["int"], self.root / h["name"])
                           for h in hosts if h["role"] == "director"]
-        ip_batch([f"netns add {ns}" for ns in self.namespaces])
-        per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
-        per_ns[SWITCH] += [f"link add {br} type bridge" for br in ("br-ext", "br-int")]
-        per_ns[SWITCH] += [f"link set {br} up" for br in ("br-ext", "br-int")]
-        veths: list[str] = []
-
-        def attach(ns: str, ifname: str, bridge: str, port: str, addr: str) -> None:
-            veths.append(f"link add {ifname} netns {ns} type veth peer name {port} netns {SWITCH}")
-            per_ns[SWITCH].append(f"link set {port} master {bridge} up")
-            per_ns[ns] += [f"addr add {addr} dev {ifname}", f"link set {ifname} up"]
-
-        attach(CLIENT_NS, "eth0", "br-ext", "p-client", f"{CLIENT}/24")
+        net = Wiring(SWITCH, [ns for ns in self.namespaces if ns != SWITCH], ("br-ext", "br-int"))
+        net.attach(CLIENT_NS, "eth0", "br-ext", "p-client", f"{CLIENT}/24")
         for d in self.directors:
-            attach(d.name, "ens3", "br-ext", f"p-{d.name}ext", f"{d.ext}/24")
-            attach(d.name, "ens4", "br-int", f"p-{d.name}int", f"{d.int}/24")
+            net.attach(d.name, "ens3", "br-ext", f"p-{d.name}ext", f"{d.ext}/24")
+            net.attach(d.name, "ens4", "br-int", f"p-{d.name}int", f"{d.int}/24")
         for r in self.reals:
-            attach(r.name, "eth0", "br-int", f"p-{r.name}", f"{r.addr}/24")
-        ip_batch(veths)
-        for ns, lines in per_ns.items():
-            ip_batch(lines, ns=ns)
+            net.attach(r.name, "eth0", "br-int", f"p-{r.name}", f"{r.addr}/24")
+        net.apply()
         # The role scripts, as on the VMs: the client's; each real server's (its route back to the clients via
         # the floating VI_INT address; nginx is the lab's own, below); then the directors'
         topology.run_role(CLIENT_NS, TOPOLOGY, "client", self.root / "client")

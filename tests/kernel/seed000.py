@@ -25,7 +25,7 @@ from tests.kernel import topology
 from tests.kernel.daemon import Ipvsd
 from tests.kernel.lab import Lab, parse_proc_ip_vs, wait_until
 from tests.kernel.pair import Keepalived, addresses, set_links, stop_pidfile
-from tests.netns import ip_batch, run_in, sh
+from tests.netns import Wiring, run_in, sh
 
 SWITCH = "s0-sw"
 CLIENT_NS = "s0-client"
@@ -188,20 +188,11 @@ class Cluster:
         sh("modprobe", "-a", "ip_vs", "ip_vs_rr", "veth", "bridge")
         self.nodes = [Node(h["name"], h["addresses"]["lan"], h["mac"], self.root / h["name"])
                       for h in TOPOLOGY["hosts"] if h["role"] == "node"]
-        ip_batch([f"netns add {ns}" for ns in self.namespaces])
-        per_ns: dict[str, list[str]] = {ns: ["link set lo up"] for ns in self.namespaces}
-        per_ns[SWITCH] += ["link add br0 type bridge", "link set br0 up"]
-        veths = [f"link add eth0 netns {CLIENT_NS} type veth peer name p-client netns {SWITCH}"]
-        per_ns[SWITCH].append("link set p-client master br0 up")
-        per_ns[CLIENT_NS] += [f"addr add {CLIENT}/24 dev eth0", "link set eth0 up"]
+        net = Wiring(SWITCH, [ns for ns in self.namespaces if ns != SWITCH], ("br0",))
+        net.attach(CLIENT_NS, "eth0", "br0", "p-client", f"{CLIENT}/24")
         for n in self.nodes:
-            veths.append(f"link add enp2s0 netns {n.name} address {n.mac} type veth peer name p-{n.name} "
-                         f"netns {SWITCH}")
-            per_ns[SWITCH].append(f"link set p-{n.name} master br0 up")
-            per_ns[n.name] += [f"addr add {n.addr}/24 dev enp2s0", "link set enp2s0 up"]
-        ip_batch(veths)
-        for ns, lines in per_ns.items():
-            ip_batch(lines, ns=ns)
+            net.attach(n.name, "enp2s0", "br0", f"p-{n.name}", f"{n.addr}/24", mac=n.mac)
+        net.apply()
         topology.run_role(CLIENT_NS, TOPOLOGY, "client", self.root / "client")
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
         keys = self.root / "authorized_keys"
