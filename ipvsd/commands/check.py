@@ -183,11 +183,12 @@ def master_address_problem(name: str, addresses: list[tuple[str, int, int]]
     """What the interface's IPv4 addresses, (address, scope, flags), mean for the master sync daemon."""
     if not addresses:
         return "error", (f"interface {name!r} has no IPv4 address: the master sync daemon binds one (the kernel "
-                         "would take another interface's address, or refuse to start it)")
+                         "would take another interface's address, or start it bound to 0.0.0.0 and only log "
+                         "\"You probably need to specify IP address on multicast interface\")")
     if not any(scope == _RT_SCOPE_UNIVERSE and not flags & _IFA_F_SECONDARY for _, scope, flags in addresses):
         shown = ", ".join(a for a, _, _ in addresses)
         return "warning", (f"interface {name!r} has no global-scope IPv4 address ({shown} only): the master sync "
-                           "daemon binds another interface's address, or fails to start when there is none")
+                           "daemon binds another interface's address, or 0.0.0.0 when there is none")
     return None
 
 
