@@ -162,13 +162,3 @@ def proc_text(value: SysctlValue) -> str:
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
     return str(value)
-
-
-def from_proc(name: str, text: str) -> SysctlValue:
-    """A value read from the knob's /proc file, in the form `check` returns (the kernel separates a vector's
-    values with a tab and ends the line with a newline)."""
-    knob = KNOBS[name]
-    if knob.kind == "cpulist":
-        return text.strip()
-    numbers = tuple(int(part) for part in text.split())
-    return numbers if knob.kind == "vector" else numbers[0]

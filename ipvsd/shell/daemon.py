@@ -665,8 +665,8 @@ class Daemon:
     async def _apply_settings(self) -> None:
         """Set the configured sysctls and connection timeouts (start, reload); a failure is logged, never fatal."""
         assert self.reconciler is not None
-        for c in self.sysctls.apply(self.config.sysctl):
-            self.bus.publish(bus.SysctlChanged(c.name, c.action, c.old, c.new, c.error))
+        for change in self.sysctls.apply(self.config.sysctl):
+            self.bus.publish(change)
         try:
             await self.reconciler.set_timeouts(self.config.lvs_timeouts)
         except (OSError, IpvsdError) as e:  # the kernel socket itself: the passes say it too
@@ -681,8 +681,8 @@ class Daemon:
             for step, error in out.sync.failed:
                 self.bus.publish(bus.SyncChanged("failed", step.daemon, error))
         if out.read:
-            for c in self.sysctls.check():
-                self.bus.publish(bus.SysctlChanged(c.name, c.action, c.old, c.new, c.error))
+            for change in self.sysctls.check():
+                self.bus.publish(change)
 
     def _sync_rows(self) -> tuple[status.SyncDaemonStatus, ...]:
         rec = self.reconciler

@@ -19,27 +19,16 @@ import errno
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from ipvsd.config.schema import SysctlValue
 from ipvsd.config.sysctls import proc_text
 from ipvsd.core.view import SysctlStatus
+from ipvsd.shell.bus import SysctlChanged
 
 log = logging.getLogger("ipvsd.sysctl")
 ROOT = Path("/proc/sys/net/ipv4/vs")
 PREFIX = "net.ipv4.vs."
-
-
-@dataclass(frozen=True)
-class Change:
-    """A sysctl that was set, drifted, came back, or could not be set."""
-
-    name: str  # without the prefix
-    action: str  # set, drift, restored, failed
-    old: str | None  # the kernel's value before (None: unreadable)
-    new: str  # what ipvsd set (set, failed) or what the kernel has now (drift, restored)
-    error: str = ""
 
 
 def _norm(text: str) -> str:
@@ -56,14 +45,14 @@ class Sysctls:
         self.errors: dict[str, str] = {}  # name -> the error said (the write failed)
         self.drifted: dict[str, str] = {}  # name -> the drifted value already reported
 
-    def apply(self, wanted: Mapping[str, SysctlValue]) -> list[Change]:
+    def apply(self, wanted: Mapping[str, SysctlValue]) -> list[SysctlChanged]:
         """Write every configured sysctl whose value differs (start, reload); return what changed or failed."""
         self.wanted = {name: proc_text(v) for name, v in wanted.items()}
         for gone in [n for n in self.current if n not in self.wanted]:
             self.current.pop(gone, None)
         self.drifted.clear()  # a reload makes ipvsd's values win again: drift is news from here on
         self.errors = {n: e for n, e in self.errors.items() if n in self.wanted}
-        out: list[Change] = []
+        out: list[SysctlChanged] = []
         for name, text in sorted(self.wanted.items()):
             path = self.root / name
             old: str | None = None
@@ -80,7 +69,7 @@ class Sysctls:
                 if self.errors.get(name) != why:
                     log.error("cannot set %s%s = %s: %s; it keeps its value%s", PREFIX, name, text, why,
                               "" if old is None else f" ({old})")
-                    out.append(Change(name, "failed", old, text, why))
+                    out.append(SysctlChanged(name, "failed", old, text, why))
                 self.errors[name] = why
                 if old is not None:
                     self.current[name] = old
@@ -88,12 +77,12 @@ class Sysctls:
             self.errors.pop(name, None)
             self.current[name] = now
             log.info("%s%s: %s -> %s", PREFIX, name, _norm(old), _norm(now))
-            out.append(Change(name, "set", old, now))
+            out.append(SysctlChanged(name, "set", old, now))
         return out
 
-    def check(self) -> list[Change]:
+    def check(self) -> list[SysctlChanged]:
         """Read every set sysctl back (each resync); report a drift once per change, rewrite nothing."""
-        out: list[Change] = []
+        out: list[SysctlChanged] = []
         for name, text in sorted(self.wanted.items()):
             if name in self.errors:
                 continue  # never set: nothing to drift from
@@ -105,12 +94,12 @@ class Sysctls:
             if _norm(now) == _norm(text):
                 if self.drifted.pop(name, None) is not None:
                     log.info("%s%s is back to %s", PREFIX, name, _norm(now))
-                    out.append(Change(name, "restored", None, now))
+                    out.append(SysctlChanged(name, "restored", None, now))
             elif self.drifted.get(name) != _norm(now):
                 log.warning("%s%s drifted: %s, ipvsd set %s; left as it is until the next reload or restart",
                             PREFIX, name, _norm(now), _norm(text))
                 self.drifted[name] = _norm(now)
-                out.append(Change(name, "drift", _norm(text), now))
+                out.append(SysctlChanged(name, "drift", _norm(text), now))
         return out
 
     def status(self) -> tuple[SysctlStatus, ...]:
