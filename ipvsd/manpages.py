@@ -220,6 +220,7 @@ def _sections() -> list[tuple[str, type[BaseModel], type[BaseModel] | None]]:
         ("`[check_defaults]` (and the timing keys of every check)", s.CheckTiming, None),
         ("`[lvs_timeouts]`", s.LvsTimeouts, None),
         ("`[sync]`", s.Sync, None),
+        ("`[announce]`", s.Announce, None),
         ("`[[services]]`", s.VirtualService, None),
         ("`[[services.reals]]`", s.RealServer, None),
         ("`tunnel` (of a real, or service-wide)", s.Tunnel, None),

@@ -278,6 +278,36 @@ def _mixed(address: str, af: int, what: str) -> str:
             f"forwarding")
 
 
+CONSISTENT_SCHEDULERS = ("mh", "sh")
+
+
+def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
+    """What keeps N directors behind ECMP from sending a flow to the same real whichever director gets it: the
+    scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md)."""
+    if config.announce is None:
+        return []
+    out: list[tuple[Loc, str, str]] = []
+    if config.sysctl.get("sloppy_tcp") != 1:
+        out.append((("announce", "table"), "announce", "with [announce], set [sysctl] sloppy_tcp = 1: a flow that "
+                    "the router moves to another director arrives without a SYN, and without sloppy_tcp that "
+                    "director does not forward it"))
+    for i, svc in enumerate(config.services):
+        if not svc.announced():
+            if svc.announce is True and svc.fwmark is not None:
+                out.append((("services", i, "fwmark"), "announce", "a fwmark service has no address to announce: "
+                            "list its VIPs (announce = [\"192.0.2.10\"]) or set announce = false"))
+            continue
+        if svc.scheduler not in CONSISTENT_SCHEDULERS:
+            out.append((("services", i, "scheduler"), "scheduler", f"scheduler {svc.scheduler!r} on an announced "
+                        "service: each director picks its own real, so a flow the router moves to another "
+                        "director reaches another real and is reset; mh picks the same real on every director"))
+        elif any(svc.on_failure_for(r) == "remove" for r in svc.reals):
+            out.append((("services", i, "on_failure"), "on_failure", f"{svc.scheduler} on an announced service "
+                        "with on_failure = \"remove\": a real deleted and added again lands elsewhere in the "
+                        "kernel's list, so directors' tables disagree; on_failure = \"quiesce\" keeps them equal"))
+    return out
+
+
 def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[ConfigWarning]:
     """Warnings about a valid Config: a scheduler name the kernel does not ship (it is refused unless a module
     of that name is installed), a sysctl newer than Linux 6.1. One warning per source line, however many
@@ -289,6 +319,9 @@ def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[Con
             message = (f"unknown scheduler {svc.scheduler!r}: the kernel has {' '.join(KNOWN_SCHEDULERS)}; "
                        f"adding the service fails unless a module ip_vs_{svc.scheduler} is installed")
             out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key))
+    for loc, key, message in _scale_out(config):
+        w = locate(loc, where, default)
+        out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key or key))
     for name in config.sysctl:
         knob = sysctls.KNOBS[name]
         if knob.since is not None:

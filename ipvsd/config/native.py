@@ -20,7 +20,7 @@ from ipvsd.config._report import ConfigWarning, Loc, Where
 from ipvsd.config.schema import CheckTiming, Config, _forward
 from ipvsd.errors import ConfigError
 
-TOP_KEYS = ("include", "settings", "check_defaults", "lvs_timeouts", "sync", "sysctl", "services")
+TOP_KEYS = ("include", "settings", "check_defaults", "lvs_timeouts", "sync", "sysctl", "announce", "services")
 TIMING_KEYS = tuple(CheckTiming.model_fields)
 REAL_DEFAULT_KEYS = ("forward", "weight", "tunnel")
 _AUTO = "auto"

@@ -570,6 +570,9 @@ class VirtualService(_Frozen):
     """Command run when quorum is lost."""
     drain_timeout: Seconds | None = None
     """Seconds a real removed from the config stays at weight 0 before deletion. None: the global default."""
+    announce: bool | tuple[IPAddr, ...] = True
+    """With [announce]: true announces the service's address while the service has quorum, false never, a list
+    announces those addresses instead (a fwmark service's VIPs)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -595,7 +598,18 @@ class VirtualService(_Frozen):
             if (r.address, r.port) in seen:
                 raise ValueError(f"real {model.addrport(r.address, r.port)} appears twice")
             seen.add((r.address, r.port))
+        if isinstance(self.announce, tuple):
+            for vip in self.announce:
+                if model.family_of(vip) != self.af:
+                    mine, theirs = ("IPv6", "IPv4") if self.af == model.AF_INET6 else ("IPv4", "IPv6")
+                    raise ValueError(f"announce: {vip} is {theirs} but the service is {mine}")
         return self
+
+    def announced(self) -> tuple[str, ...]:
+        """The VIPs this service's quorum announces when [announce] is configured."""
+        if self.announce is True:
+            return () if self.address is None else (self.address,)
+        return () if self.announce is False else self.announce
 
     @property
     def af(self) -> int:
@@ -831,6 +845,48 @@ class Sync(_Frozen):
                      for s in states)
 
 
+ROUTING_DAEMON_PROTOCOLS = {8: "gated", 9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
+                            15: "ntk", 16: "dhcp", 17: "mrouted", 18: "keepalived", 42: "babel", 186: "bgp",
+                            187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
+"""Route protocol numbers iproute2 names for a routing daemon: such a daemon takes those routes for its own."""
+RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}
+
+
+class Announce(_Frozen):
+    """VIP routes for a routing daemon to export (BGP scale-out): while a service has quorum, a host route of its
+    VIP stays in a kernel routing table of ipvsd's own, with ipvsd's own route protocol number. BIRD's
+    `protocol kernel { kernel table N; learn; }` reads the table; no process talks to BIRD."""
+
+    table: int = Field(strict=True, ge=1, le=0xFFFFFFFF)
+    """The kernel routing table ipvsd keeps its routes in: one no other program writes to."""
+    protocol: int = Field(strict=True, default=99, ge=5, le=255)
+    """The route protocol number of ipvsd's routes (`ip route ... proto N`); only routes with it are ipvsd's."""
+    device: IfName = "lo"
+    """The routes' device (direct routing keeps the VIP on lo)."""
+    withdraw_delay: Seconds = 2.0
+    """Seconds between withdrawing a route and taking the service's reals out (quorum lost, `ipvsd drain
+    --director`, a clean stop): the routers move the flows to the other directors first."""
+    on_stop: Literal["withdraw", "keep"] = "withdraw"
+    """What a stop does to the routes: withdraw them, or keep them (a restart then costs no route flap; a crash
+    keeps them either way, until the routing daemon's session ends)."""
+
+    @field_validator("table")
+    @classmethod
+    def _own_table(cls, value: int) -> int:
+        if value in RESERVED_TABLES:
+            raise ValueError(f"table {value} is the kernel's {RESERVED_TABLES[value]!r} table; use a table of "
+                             f"ipvsd's own (1-252 or above 255)")
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _own_protocol(cls, value: int) -> int:
+        if value in ROUTING_DAEMON_PROTOCOLS:
+            raise ValueError(f"protocol {value} is {ROUTING_DAEMON_PROTOCOLS[value]!r}'s: that daemon would take "
+                             f"ipvsd's routes for its own; use an unnamed number (99 by default)")
+        return value
+
+
 SysctlValue = sysctls.SysctlValue
 """One net.ipv4.vs.* value: an integer, a vector of integers (sync_threshold) or a string (est_cpulist)."""
 
@@ -860,6 +916,8 @@ class Config(_Frozen):
     sysctl: Annotated[dict[str, SysctlValue], BeforeValidator(_sysctls)] = Field(default_factory=dict)
     """net.ipv4.vs.* settings (names without the prefix) set at start and at every reload in ipvsd's network
     namespace; what is not named keeps its value."""
+    announce: Announce | None = None
+    """VIP routes for BGP scale-out. None: ipvsd writes no routes."""
     services: tuple[VirtualService, ...] = ()
 
     @model_validator(mode="after")

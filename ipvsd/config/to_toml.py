@@ -120,6 +120,9 @@ def to_toml(config: Config, header: list[str] | None = None) -> str:
                        **config.sync.model_dump(mode="json", exclude_defaults=True, exclude={"interface"})}
     if config.sysctl:
         doc["sysctl"] = dict(config.sysctl)  # a vector (sync_threshold) is written as a TOML array
+    if config.announce is not None:
+        doc["announce"] = {"table": config.announce.table,
+                           **config.announce.model_dump(mode="json", exclude_defaults=True, exclude={"table"})}
     doc["services"] = [_service(s, config.check_defaults) for s in config.services]
     out = [f"# {h}" for h in (header or [])]
     out.append("# include = [] keeps drop-ins next to this file out of it; remove the line to use conf.d/*.toml.")
