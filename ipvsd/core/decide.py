@@ -19,6 +19,11 @@ Rule 4: the connection-sync daemons are decided by `ipvsd.core.syncd` when the p
         persisted with the rest (before their ops run), and their failures never stop the table's ops.
 Rule 5: `timeouts` turns `[lvs_timeouts]` into the one SET_CONFIG that changes what differs (0 leaves a
         timeout as it is), or None when the kernel already has them.
+Rule 6: VIP routes (`ipvsd.core.announce`) are decided when the pass read them (`routes` not None), from the
+        quorum this pass built. A service that loses quorum keeps its reals for its grace (`Memory.lost_at`,
+        in memory only: a restart starts with the table it adopts); a director drain (the `DIRECTOR` key in
+        `maintenance`, from `director_since`) withdraws the routes at once and reaches the reals after the
+        delay. `Decision.due` is when the next grace ends: a pass must run then.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ipvsd.config.schema import Config, LvsTimeouts
-from ipvsd.core import desired, plan, syncd
-from ipvsd.core.maintenance import MaintenanceKey
+from ipvsd.core import announce, desired, plan, syncd
+from ipvsd.core.maintenance import DIRECTOR, MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.model import Service, ServiceKey, SetTimeouts, SyncDaemon, Timeouts
 
@@ -44,6 +49,7 @@ class Memory:
     quorum: Mapping[ServiceKey, bool] = field(default_factory=dict)
     previous: plan.Desired | None = None
     daemons: Mapping[int, syncd.Owned] = field(default_factory=dict)  # sync daemons ipvsd owns, by state
+    lost_at: Mapping[ServiceKey, float] = field(default_factory=dict)  # announced services' quorum losses
 
 
 @dataclass(frozen=True)
@@ -54,26 +60,40 @@ class Decision:
     built: desired.Built
     plan: plan.Plan
     sync: syncd.SyncPlan | None = None
+    routes: announce.RoutePlan | None = None
+    lost_at: Mapping[ServiceKey, float] = field(default_factory=dict)
+    due: float | None = None  # wall time of the next grace's end
 
 
 def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Iterable[Service], memory: Memory, *,
            now: float, maintenance: frozenset[MaintenanceKey] = frozenset(),
            resolved: Mapping[str, str] | None = None, force: bool = False,
-           daemons: Sequence[SyncDaemon] | None = None) -> Decision:
-    """Return what one pass should do now (Rules 1, 4); `now` is wall-clock seconds (drains outlive restarts)."""
+           daemons: Sequence[SyncDaemon] | None = None, routes: Iterable[str] | None = None,
+           director_since: float | None = None, stopping: bool = False) -> Decision:
+    """Return what one pass should do now (Rules 1, 4, 6); `now` is wall-clock seconds (drains outlive restarts)."""
     table = list(observed)
-    built = desired.build(config, health, maintenance=memory.maintenance | maintenance, observed=table,
-                          quorum=memory.quorum, resolved=resolved)
+    maint = memory.maintenance | maintenance
+    drained = DIRECTOR in maint
+    if drained and director_since is not None and now < director_since + announce.director_delay(config):
+        maint = maint - {DIRECTOR}
+    grace = announce.grace(config, memory.quorum, memory.lost_at, now)
+    built = desired.build(config, health, maintenance=maint, observed=table, quorum=memory.quorum,
+                          resolved=resolved, grace=grace, now=now)
     p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=desired.limits(config, force=force),
                   drains=memory.drains, previous=memory.previous)
     sync = None if daemons is None else syncd.decide(config.sync, daemons, memory.daemons)
-    return Decision(built, p, sync)
+    lost_at = announce.lost(memory.quorum, {k: q for k, q in built.quorum.items() if k in grace}, memory.lost_at, now)
+    routed = None if routes is None else announce.plan(config, built.quorum, routes, drained=drained,
+                                                        stopping=stopping)
+    return Decision(built, p, sync, routed, lost_at,
+                    announce.due(config, lost_at, director_since if drained else None, now))
 
 
 def planned(memory: Memory, decision: Decision) -> Memory:
     """The memory to persist before applying `decision` (Rules 2, 4)."""
     if decision.sync is not None:
         memory = replace(memory, daemons=dict(decision.sync.owned))
+    memory = replace(memory, lost_at=dict(decision.lost_at))
     if decision.plan.refused is not None:
         return replace(memory, quorum=dict(decision.built.quorum))
     return replace(memory, owned=decision.plan.owned, drains=dict(decision.plan.drains),

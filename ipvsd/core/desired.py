@@ -23,7 +23,10 @@ Rule 3: quorum. The live weight is the configured weight of UP reals plus the ke
 Rule 4: fallback (sorry server). Without quorum and with a fallback configured, the fallback serves and the
         UP reals leave as failed ones do (keepalived removes the alive reals while the sorry server is in).
         With quorum it is absent (so it drains out), or at weight 0 when `inhibit` is set.
-Rule 5: reals are keyed by their resolved address: an IP literal as is, a hostname through `resolved`; a
+Rule 5: withdraw before you drain (`ipvsd.core.announce`). A service without quorum whose `grace` has not ended
+        at `now` keeps its reals as the kernel has them (Want.KEEP for those Rules 1 and 4 would take out): the
+        routers are moving its flows to other directors meanwhile.
+Rule 6: reals are keyed by their resolved address: an IP literal as is, a hostname through `resolved`; a
         hostname with no resolution is left out of the table (the caller keeps the last good answer). So is a
         fallback whose name does not resolve.
 """
@@ -69,6 +72,8 @@ def build(
     observed: Iterable[Service] = (),
     quorum: Mapping[ServiceKey, bool] | None = None,
     resolved: Mapping[str, str] | None = None,
+    grace: Mapping[ServiceKey, float] | None = None,
+    now: float = 0.0,
 ) -> Built:
     """Return the desired table for `config` given each real's health (see Rules above)."""
     maint = frozenset(maintenance)
@@ -90,7 +95,8 @@ def build(
                      for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
         has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
         quorums[skey] = has_quorum
-        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved or {}),
+        held = not has_quorum and grace is not None and now < grace.get(skey, now)
+        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved or {}, held),
                                      vs.drain_timeout)
         reals.update({(skey, k): st for k, (_, st) in states.items()})
     return Built(table=table, quorum=quorums, fail_open=frozenset(opened), reals=reals)
@@ -140,16 +146,16 @@ def _quorum(vs: VirtualService, weight: int, before: bool | None) -> bool:
 
 
 def _dests(vs: VirtualService, states: Mapping[DestKey, tuple[RealServer, RealState]],
-           has_quorum: bool, resolved: Mapping[str, str]) -> dict[DestKey, DesiredDest]:
+           has_quorum: bool, resolved: Mapping[str, str], held: bool = False) -> dict[DestKey, DesiredDest]:
     sorry = None
     if vs.fallback is not None and (address := _address(vs.fallback.address, resolved)) is not None:
         sorry = vs.fallback_dest(address)
-    use_sorry = sorry is not None and not has_quorum
+    use_sorry = sorry is not None and not has_quorum and not held
     out: dict[DestKey, DesiredDest] = {}
     for dkey, (real, st) in states.items():
         if st is RealState.MAINT:
             out[dkey] = DesiredDest(real.dest_attrs(0), Want.DRAIN)
-        elif st is RealState.UNKNOWN:
+        elif st is RealState.UNKNOWN or (held and st is RealState.DOWN):
             out[dkey] = DesiredDest(real.dest_attrs(), Want.KEEP)
         elif st is RealState.UP and not use_sorry:
             out[dkey] = DesiredDest(real.dest_attrs())

@@ -27,8 +27,14 @@ class MaintenanceKey:
 
     def describe(self) -> str:
         """The key as an operator writes it: `10.0.0.1:80 in TCP 10.0.0.10:80`, `10.0.0.1`."""
+        if self == DIRECTOR:
+            return "the whole director"
         real = str(DestKey.of(self.addr, self.port)) if self.port else self.addr
         return real + ("" if self.service is None else f" in {self.service.label()}")
+
+
+DIRECTOR = MaintenanceKey("*")
+"""`ipvsd drain --director`: every real of every service, after its VIP routes are withdrawn."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ def in_maintenance(maint: frozenset[MaintenanceKey], skey: ServiceKey, dkey: Des
     """Return True when an entry puts this real in maintenance (any port/service when those are unset)."""
     if not maint:
         return False
+    if DIRECTOR in maint:
+        return True
     for port in (dkey.port, 0):
         for svc in (skey, None):
             if MaintenanceKey(dkey.addr, port, svc) in maint:
