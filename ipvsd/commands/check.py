@@ -157,7 +157,30 @@ def host_problems(config: Config) -> list[tuple[Literal["error", "warning"], tup
 
     The kernel's master sync daemon binds the first primary global-scope IPv4 address of its interface
     (net/netfilter/ipvs/ip_vs_sync.c, inet_select_addr with RT_SCOPE_UNIVERSE); failing that, another
-    interface's, and with none at all it refuses to start. The backup only joins the group on the interface."""
+    interface's, and with none at all it refuses to start. The backup only joins the group on the interface.
+
+    With [announce], the routing table must be ipvsd's alone (no other protocol's routes) and the device must
+    exist."""
+    return _announce_problems(config) + _sync_problems(config)
+
+
+def _announce_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
+    if config.announce is None:
+        return []
+    from ipvsd.shell.routes import RouteTable
+
+    try:
+        conflict = RouteTable.of(config.announce).conflict()
+    except OSError as e:
+        return [("warning", ("announce", "table"), f"cannot read routing table {config.announce.table} ({e}): "
+                                                   "whether another program writes to it is not checked")]
+    if conflict is None:
+        return []
+    key, _, message = conflict.partition(": ")
+    return [("error", tuple(key.split(".")), message)]
+
+
+def _sync_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
     sync = config.sync
     if sync is None or sync.owner != "ipvsd":
         return []

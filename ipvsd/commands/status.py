@@ -93,6 +93,14 @@ def _side_tables(answer: dict[str, Any]) -> list[str]:
             state = "running" if d["running"] else ("MISSING" if d["configured"] else "stopped")
             rows.append((d["role"], state, d["interface"], str(d["syncid"]), d["owner"], d["error"] or "-"))
         out += _table(rows)
+    routes = answer.get("routes") or []
+    if routes:
+        out += ["", "VIP routes ([announce])"]
+        held: list[tuple[str, ...]] = [("ROUTE", "STATE", "WHY")]
+        for x in routes:
+            why = x["error"] or x["why"] or "-"
+            held.append((str(x["route"]), "announced" if x["announced"] else "WITHDRAWN", why))
+        out += _table(held)
     sysctls = answer.get("sysctls") or []
     if sysctls:
         out += ["", "sysctls (net.ipv4.vs.*)"]

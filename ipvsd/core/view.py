@@ -216,6 +216,29 @@ class SysctlStatus:
     error: str | None
 
 
+@dataclass(frozen=True)
+class RouteStatus:
+    route: str  # 192.0.2.10/32
+    held: bool  # in ipvsd's routing table now (announced)
+    why: str  # why it is withdrawn (empty while held)
+    error: str | None  # the last failed request about it, until one succeeds
+
+
+def route_status(held: Iterable[str], why_not: Mapping[str, str], errors: Mapping[str, str]
+                 ) -> tuple[RouteStatus, ...]:
+    """One row per configured or held route, in address order."""
+    from ipvsd.core.announce import route_order
+
+    have = set(held)
+    rows = sorted(have | set(why_not), key=route_order)
+    return tuple(RouteStatus(r, r in have, "" if r in have else why_not.get(r, "not configured"), errors.get(r))
+                 for r in rows)
+
+
+def route_json(rows: Iterable[RouteStatus]) -> list[dict[str, Any]]:
+    return [{"route": r.route, "announced": r.held, "why": r.why or None, "error": r.error} for r in rows]
+
+
 def sync_status(sync: Sync | None, running: Iterable[SyncDaemon], owned: Mapping[int, Owned],
                 errors: Mapping[int, str]) -> tuple[SyncDaemonStatus, ...]:
     """One row per daemon configured, running or owned, master first."""

@@ -19,7 +19,7 @@ from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey
 from ipvsd.core.roles import RoleChange, VipRole
-from ipvsd.core.view import SyncDaemonStatus, SysctlStatus
+from ipvsd.core.view import RouteStatus, SyncDaemonStatus, SysctlStatus
 from ipvsd.model import Op, Service, ServiceKey, SyncDaemon
 
 log = logging.getLogger("ipvsd.bus")
@@ -38,6 +38,7 @@ class Snapshot:
     maintenance: Mapping[MaintenanceKey, MaintenanceInfo]
     sync: tuple[SyncDaemonStatus, ...] = ()  # the connection-sync daemons after the pass
     sysctls: tuple[SysctlStatus, ...] = ()  # the net.ipv4.vs.* sysctls ipvsd sets
+    routes: tuple[RouteStatus, ...] = ()  # the VIP routes ([announce])
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,20 @@ class SysctlChanged:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class RouteChanged:
+    """A VIP route announced or withdrawn ([announce]), or a request about it that failed."""
+
+    action: str  # announce, withdraw, failed
+    route: str  # 192.0.2.10/32
+    why: str  # in operator language (for "failed": the error, said once)
+
+
 Event = (ProbeResulted | Transitioned | PassDone | PassFailed | Reloaded | MaintenanceChanged | SnapshotTaken
-         | RolesChanged | SyncChanged | SysctlChanged)
+         | RolesChanged | SyncChanged | SysctlChanged | RouteChanged)
 Subscriber = Callable[[Event], None]
 EVENTS: tuple[type[Event], ...] = (ProbeResulted, Transitioned, PassDone, PassFailed, Reloaded, MaintenanceChanged,
-                                   SnapshotTaken, RolesChanged, SyncChanged, SysctlChanged)
+                                   SnapshotTaken, RolesChanged, SyncChanged, SysctlChanged, RouteChanged)
 
 
 @dataclass

@@ -18,7 +18,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ipvsd.core import view as status
-from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance, key_of, new_entry, parse_real
+from ipvsd.core.maintenance import (
+    DIRECTOR,
+    MaintenanceInfo,
+    MaintenanceKey,
+    in_maintenance,
+    key_of,
+    new_entry,
+    parse_real,
+)
 from ipvsd.core.probes import is_name
 from ipvsd.errors import IpvsdError
 from ipvsd.model import ServiceKey
@@ -61,7 +69,8 @@ class ControlApi:
                 "maintenance": [status.maintenance_json(e) for e in self.view.maintenance().values()],
                 "config": self.config_path, "last_reload": self.view.last_reload or None,
                 "vips": status.vips_json(self.view.vips()),
-                "sync": status.sync_json(self.view.sync()), "sysctls": status.sysctl_json(self.view.sysctls())}
+                "sync": status.sync_json(self.view.sync()), "sysctls": status.sysctl_json(self.view.sysctls()),
+                "routes": status.route_json(self.view.routes())}
 
     async def reload(self, req: dict[str, Any]) -> dict[str, Any]:
         r = await self.commands.reload("control socket")
@@ -95,6 +104,8 @@ class ControlApi:
                 "still": [status.maintenance_json(e) for e in files]}
 
     async def _key(self, req: dict[str, Any]) -> MaintenanceKey:
+        if req.get("director") is True:
+            return DIRECTOR
         host, port = parse_real(str(req.get("real", "")))
         if not host:
             raise ValueError("name a real: ADDRESS[:PORT] or HOST[:PORT]")

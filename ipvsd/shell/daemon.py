@@ -30,12 +30,12 @@ from typing import Any
 from ipvsd import config as configmod
 from ipvsd.checks import make_probe
 from ipvsd.checks.base import Probe, ProbeResult
-from ipvsd.config.schema import Config, Settings
+from ipvsd.config.schema import Announce, Config, Settings
 from ipvsd.core import maintenance as maint
 from ipvsd.core import roles
 from ipvsd.core import view as status
 from ipvsd.core.health import HealthState, Transition
-from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
+from ipvsd.core.maintenance import DIRECTOR, MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_of, literal, plan_probes
 from ipvsd.errors import ConfigError, IpvsdError, IpvsMissing
 from ipvsd.kernel import Kernel
@@ -47,6 +47,7 @@ from ipvsd.shell.live_view import LiveView
 from ipvsd.shell.maintenance_store import Store, from_dir
 from ipvsd.shell.metrics import Metrics, parse_listen, serve
 from ipvsd.shell.reconciler import Outcome, Reconciler
+from ipvsd.shell.routes import RouteTable
 from ipvsd.shell.scheduler import GRACE, Scheduler
 from ipvsd.shell.sdnotify import Notifier
 from ipvsd.shell.sysctl import ROOT as SYSCTL_ROOT
@@ -92,8 +93,18 @@ class Prepared:
 
 
 def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup = resolver.getaddrinfo,
-            warnings: tuple[str, ...] = (), quiet: frozenset[str] = frozenset()) -> Prepared:
-    """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread)."""
+            warnings: tuple[str, ...] = (), quiet: frozenset[str] = frozenset(),
+            routes: Callable[[Announce], RouteTable] | None = None, path: str | None = None) -> Prepared:
+    """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread); with
+    [announce] and `routes`, refuse a routing table that is not ipvsd's to use."""
+    if config.announce is not None and routes is not None:
+        try:
+            conflict = routes(config.announce).conflict()
+        except OSError:
+            conflict = None  # the passes say it, and retry; the table is managed meanwhile
+        if conflict is not None:
+            key, _, message = conflict.partition(": ")
+            raise ConfigError(message, path=path, key=key)
     found = resolver.resolve(resolver.names_of(config), previous, lookup, quiet)
     resolved = found.addresses
 
@@ -130,7 +141,8 @@ class Daemon:
     def __init__(self, opts: Options, config: Config, kernel_factory: Callable[[], Kernel], *,
                  wall: Callable[[], float] = time.time, lookup: resolver.Lookup = resolver.getaddrinfo,
                  probe_factory: Callable[[Any], Probe] = make_probe,
-                 addresses: AddressFollower | None = None, sysctl_root: Path = SYSCTL_ROOT) -> None:
+                 addresses: AddressFollower | None = None, sysctl_root: Path = SYSCTL_ROOT,
+                 route_factory: Callable[[Announce], RouteTable] = RouteTable.of) -> None:
         self.opts = opts
         self.config = config
         self.kernel_factory = kernel_factory
@@ -169,6 +181,7 @@ class Daemon:
         self.observed: roles.Observed | None = None  # the director's addresses, once read
         self.roles: dict[str, roles.VipRole] | None = None  # None: not assessed yet
         self.sysctls = Sysctls(sysctl_root)
+        self.route_factory = route_factory
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -225,7 +238,9 @@ class Daemon:
     async def _prepare(self, config: Config, warnings: tuple[str, ...] = (), *, again: bool = False) -> Prepared:
         """Prepare `config` in a thread; `again`: a periodic re-resolution, quiet about names that still fail."""
         call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings,
-                                 quiet=self.failed_names if again else frozenset())
+                                 quiet=self.failed_names if again else frozenset(),
+                                 routes=None if again else self.route_factory,
+                                 path=self.opts.config_path)
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _swap(self, p: Prepared, *, now: bool = False) -> None:
@@ -409,7 +424,18 @@ class Daemon:
             quorum=dict(rec.memory.quorum) if rec is not None else {},
             fail_open=built.fail_open if built is not None else frozenset(),
             maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()),
-            sync=self._sync_rows(), sysctls=self.sysctls.status())))
+            sync=self._sync_rows(), sysctls=self.sysctls.status(), routes=self._route_rows())))
+
+    def _route_rows(self) -> tuple[status.RouteStatus, ...]:
+        rec = self.reconciler
+        if rec is None or rec.routes is None or self.config.announce is None:
+            return ()
+        return status.route_status(rec.routes.held, rec.routes.why_not, rec.route_errors)
+
+    def _director_since(self) -> float | None:
+        """When `ipvsd drain --director` started, if it is in force."""
+        entry = self.store.entries.get(DIRECTOR)
+        return None if entry is None else entry.since
 
     async def run(self) -> int:
         kernel = self.kernel_factory()
@@ -430,7 +456,8 @@ class Daemon:
             log.error("cannot talk to the kernel's IPVS: %s", e)
             return 1
         loop = asyncio.get_running_loop()
-        self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force, wall=self.wall, mono=self.mono)
+        self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force, wall=self.wall, mono=self.mono,
+                                     route_factory=self.route_factory)
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.reconciler.load_state()
@@ -454,9 +481,10 @@ class Daemon:
         self.bus.subscribe(self.view.record, bus.ProbeResulted, bus.SnapshotTaken, bus.PassDone, bus.Reloaded,
                            bus.RolesChanged)
         self.bus.subscribe(self.metrics.record, bus.PassDone, bus.PassFailed, bus.Reloaded,
-                           bus.SyncChanged, bus.SysctlChanged)
+                           bus.SyncChanged, bus.SysctlChanged, bus.RouteChanged)
         self.bus.subscribe(self.events.record, bus.Transitioned, bus.PassDone, bus.PassFailed, bus.Reloaded,
-                           bus.MaintenanceChanged, bus.RolesChanged, bus.SyncChanged, bus.SysctlChanged)
+                           bus.MaintenanceChanged, bus.RolesChanged, bus.SyncChanged, bus.SysctlChanged,
+                           bus.RouteChanged)
         cold = not await self._ours_in_table(kernel)
         try:
             self._swap(first, now=cold)
@@ -493,6 +521,8 @@ class Daemon:
                     await task
             await self.scheduler.close()
             clean = self.opts.clean_stop if self.opts.clean_stop is not None else self.config.settings.clean_stop
+            if self._withdraw_at_stop() and clean:
+                await asyncio.sleep(self.config.announce.withdraw_delay if self.config.announce else 0)
             if clean:
                 await self.reconciler.clean_stop()
                 await self._stop_daemons()
@@ -609,7 +639,8 @@ class Daemon:
             try:
                 settled = self.settled >= set(self.probes.jobs)
                 out = await self.reconciler.reconcile(self.config, self.health(), resolved=self.resolved,
-                                                      maintenance=self.collect_maintenance(), fresh=fresh)
+                                                      maintenance=self.collect_maintenance(), fresh=fresh,
+                                                      director_since=self._director_since())
                 if out.read:
                     read_due = t0 + resync
                 self.last = out
@@ -625,6 +656,8 @@ class Daemon:
                     log.info("table reconciled with every check's result (%d ops in that pass)", len(out.applied))
                 backoff = 0.0 if ok else min(BACKOFF_MAX, max(0.5, backoff * 2))
                 delay = backoff or max(0.0, read_due - self.mono())
+                if out.due is not None:  # a grace ends ([announce]: withdraw before you drain)
+                    delay = min(delay, max(0.0, out.due - self.wall()))
             except (OSError, IpvsdError) as e:  # the kernel socket itself failed: retry, never die
                 ok = False
                 backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
@@ -674,7 +707,13 @@ class Daemon:
         self._publish_snapshot()  # status and metrics show the sysctls as set now, not at the next pass
 
     def _after_pass(self, out: Outcome) -> None:
-        """Publish what a pass did to the sync daemons; after a read of the kernel, read the sysctls back."""
+        """Publish what a pass did to the sync daemons and routes; after a read of the kernel, read the sysctls
+        back."""
+        if out.routes is not None:
+            for action, route, why in out.routes.done:
+                self.bus.publish(bus.RouteChanged(action, route, why))
+            for _action, route, error in out.routes.failed:
+                self.bus.publish(bus.RouteChanged("failed", route, error))
         if out.sync is not None:
             for step in out.sync.done:
                 self.bus.publish(bus.SyncChanged(step.action, step.daemon, step.why))
@@ -689,6 +728,16 @@ class Daemon:
         if rec is None:
             return ()
         return status.sync_status(self.config.sync, rec.daemons or (), rec.memory.daemons, rec.sync_errors)
+
+    def _withdraw_at_stop(self) -> bool:
+        """[announce] on_stop = "withdraw": the routes go first (True when there were any)."""
+        a = self.config.announce
+        if self.reconciler is None or a is None or a.on_stop != "withdraw":
+            return False
+        gone = self.reconciler.withdraw_routes("ipvsd is stopping")
+        for route in gone:
+            self.bus.publish(bus.RouteChanged("withdraw", route, "ipvsd is stopping"))
+        return bool(gone)
 
     async def _stop_daemons(self) -> None:
         """clean_stop: the sync daemons ipvsd owns stop too (others stay)."""

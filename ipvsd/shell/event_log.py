@@ -132,6 +132,8 @@ class EventLog:
             case bus.SysctlChanged(name=name, action=action, old=old, new=new, error=error):
                 self.publish("sysctl", error or f"net.ipv4.vs.{name}: {old} -> {new}", action=action, name=name,
                              old=old, new=new)
+            case bus.RouteChanged(action=action, route=route, why=why):
+                self.publish("route", why, action=action, route=route)
             case _:
                 pass
 

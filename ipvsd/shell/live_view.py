@@ -93,6 +93,9 @@ class LiveView:
     def sysctls(self) -> tuple[status.SysctlStatus, ...]:
         return self.snapshot.sysctls if self.snapshot is not None else ()
 
+    def routes(self) -> tuple[status.RouteStatus, ...]:
+        return self.snapshot.routes if self.snapshot is not None else ()
+
     def view(self) -> View:
         return View(self.statuses(), self.kernel, self.kernel_wall, tuple(self.vips() or ()), self.sync(),
-                    self.sysctls())
+                    self.sysctls(), self.routes())

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from ipvsd import __version__
 from ipvsd.core.roles import VipRole
-from ipvsd.core.view import DURATION_BUCKETS, STATES, ServiceStatus, SyncDaemonStatus, SysctlStatus
+from ipvsd.core.view import DURATION_BUCKETS, STATES, RouteStatus, ServiceStatus, SyncDaemonStatus, SysctlStatus
 from ipvsd.model import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op, Service, addrport
 from ipvsd.shell import bus
 
@@ -48,6 +48,7 @@ class View:
     vips: tuple[VipRole, ...] = ()  # empty too while the director's addresses are not observed
     sync: tuple[SyncDaemonStatus, ...] = ()
     sysctls: tuple[SysctlStatus, ...] = ()
+    routes: tuple[RouteStatus, ...] = ()
 
 
 def parse_listen(text: str | None) -> tuple[str, int] | None:
@@ -93,6 +94,8 @@ class Metrics:
                                   "adopt, start, repair, replace, stop, release, failed.", ["action"], registry=r)
         self.sysctl_changes = Counter("ipvsd_sysctl_changes", "net.ipv4.vs.* sysctls set, drifted (changed behind "
                                       "ipvsd's back), restored or failed.", ["name", "action"], registry=r)
+        self.route_changes = Counter("ipvsd_route_changes", "VIP routes announced or withdrawn ([announce]), and "
+                                     "route requests that failed.", ["action"], registry=r)
         self.build_info = Info("ipvsd_build", "ipvsd version and Python.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         for outcome in ("ok", "unchanged", "error"):
@@ -121,6 +124,8 @@ class Metrics:
                 self.sync_steps.labels(action).inc()
             case bus.SysctlChanged(name=name, action=action):
                 self.sysctl_changes.labels(name, action).inc()
+            case bus.RouteChanged(action=action):
+                self.route_changes.labels(action).inc()
             case _:
                 pass
 
@@ -172,6 +177,7 @@ class ViewCollector(Collector):
         yield from _kernel(v.kernel, v.kernel_at)
         yield from _vips(v.vips)
         yield from _sync(v.sync, v.sysctls)
+        yield from _routes(v.routes)
 
 
 def _checks(services: list[ServiceStatus]) -> Iterator[Metric]:
@@ -295,6 +301,15 @@ def _sync(daemons: tuple[SyncDaemonStatus, ...], sysctls: tuple[SysctlStatus, ..
     for s in sysctls:
         drift.add_metric([s.name], 0 if s.state in ("ok", "unknown") else 1)
     yield from (running, drift)
+
+
+def _routes(routes: tuple[RouteStatus, ...]) -> Iterator[Metric]:
+    announced = GaugeMetricFamily("ipvsd_vip_announced", "1 while the VIP's route is in ipvsd's routing table "
+                                  "([announce]) for the routing daemon to export, 0 while it is withdrawn.",
+                                  labels=["route"])
+    for r in routes:
+        announced.add_metric([r.route], 1 if r.held else 0)
+    yield announced
 
 
 def _le(bound: float) -> str:

@@ -7,6 +7,10 @@ The pass is the only code that writes to the kernel. It holds no policy: `ipvsd.
 module does the I/O around it and keeps the `Memory` that must survive between passes, in memory and in the
 state file (saved before the kernel changes).
 
+VIP routes (`ipvsd.shell.routes`, when [announce] is configured) are read at every pass: withdrawals run before
+the table's ops, announcements after them and only when those all succeeded; a failed route request is logged
+once per distinct error and tried again at the next pass.
+
 Connection-sync daemons are read with the table (fresh passes only) and mirrored the same way in between. Their
 steps run after the table's, whatever became of those, and a failed one is logged once per distinct error,
 kept out of the mirror passes and retried at the next fresh pass (the resync): the table is managed meanwhile.
@@ -21,14 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ipvsd.config.schema import Config, LvsTimeouts
-from ipvsd.core import decide, desired, mirror, syncd
+from ipvsd.config.schema import Announce, Config, LvsTimeouts
+from ipvsd.core import announce, decide, desired, mirror, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Kernel, apply
 from ipvsd.model import DelService, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
 from ipvsd.shell import statefile
+from ipvsd.shell.routes import RouteTable
 
 log = logging.getLogger("ipvsd.reconcile")
 
@@ -47,6 +52,18 @@ class Outcome:
     read: bool = True  # observed by reading the kernel, not from the mirror
     observed: tuple[Service, ...] = ()  # the table as this pass saw it before applying
     sync: SyncReport | None = None  # None: the pass did not look at the sync daemons
+    routes: RouteReport | None = None  # None: no [announce], or the routes could not be read
+    due: float | None = None  # wall time a pass must run at (a grace ends: `ipvsd.core.announce`)
+
+
+@dataclass(frozen=True)
+class RouteReport:
+    """What one pass did about the VIP routes."""
+
+    done: tuple[tuple[str, str, str], ...] = ()  # (announce|withdraw, route, why)
+    failed: tuple[tuple[str, str, str], ...] = ()  # (announce|withdraw, route, error) not said before
+    held: frozenset[str] = frozenset()  # ipvsd's routes in the table after the pass
+    why_not: Mapping[str, str] = field(default_factory=dict)  # configured routes not held, and why
 
 
 @dataclass(frozen=True)
@@ -77,23 +94,30 @@ class Reconciler:
     sync_failed: set[StartDaemon | StopDaemon] = field(default_factory=set)  # since the last read: wait for it
     read_error: str | None = None  # the daemons could not be read: said once
     timeouts_error: str | None = None
+    route_factory: Callable[[Announce], RouteTable] = RouteTable.of
+    route_table: RouteTable | None = None  # the table of the [announce] in force (None: none yet)
+    routes: RouteReport | None = None  # the routes after the last pass that read them
+    route_errors: dict[str, str] = field(default_factory=dict)  # by route ("" for reading): the last error, said once
 
     def load_state(self) -> None:
         self.memory = statefile.load(self.state_path)
 
     async def reconcile(self, config: Config, health: Mapping[RealKey, RealHealth], *,
                         maintenance: frozenset[MaintenanceKey] = frozenset(),
-                        resolved: Mapping[str, str] | None = None, fresh: bool = True) -> Outcome:
+                        resolved: Mapping[str, str] | None = None, fresh: bool = True,
+                        director_since: float | None = None) -> Outcome:
         """Bring the kernel to what `config` and `health` ask, touching only what ipvsd owns."""
         t0 = self.mono()
         self.passes += 1
         read = fresh or self.mirror is None
         observed = await self.kernel.services() if read else list(self.mirror or ())
         daemons = await self._read_daemons() if read else self.daemons
+        routes = self._read_routes(config.announce)
 
         def decided() -> decide.Decision:
             return decide.decide(config, health, observed, self.memory, now=self.wall(), maintenance=maintenance,
-                                 resolved=resolved, force=self.force, daemons=daemons)
+                                 resolved=resolved, force=self.force, daemons=daemons, routes=routes,
+                                 director_since=director_since)
 
         d = decided()
         if d.plan.counted and not read:  # a drain waits for connections to end: the mirror's counters are stale
@@ -104,9 +128,93 @@ class Reconciler:
         self.reads += read
         if read:
             self.daemons = daemons
+        done: list[tuple[str, str, str]] = []
+        failed: list[tuple[str, str, str]] = []
+        if d.routes is not None:  # withdraw before the table's ops take anything out
+            self._route_steps("withdraw", d.routes.withdraw, done, failed)
         out = await self._table(d, observed, read, t0)
+        if d.routes is not None and out.error is None and out.refused is None:
+            self._route_steps("announce", d.routes.announce, done, failed)
         sync = await self._sync(d, daemons, read)
-        return replace(out, sync=sync, duration=self.mono() - t0)
+        if d.routes is not None:
+            held = (frozenset(routes or ()) - {r for a, r, _ in done if a == "withdraw"}) \
+                | {r for a, r, _ in done if a == "announce"}
+            self.routes = RouteReport(tuple(done), tuple(failed), held, d.routes.why_not)
+        return replace(out, sync=sync, duration=self.mono() - t0, routes=self.routes if routes is not None else None,
+                       due=d.due)
+
+    # --- VIP routes ---------------------------------------------------------------------------------------------
+
+    def _read_routes(self, wanted: Announce | None) -> frozenset[str] | None:
+        """ipvsd's routes in the [announce] table; None without [announce] or when they cannot be read (said
+        once). A table left by an earlier configuration (another table, protocol or device; none) is emptied
+        of ipvsd's routes first."""
+        old = self.route_table
+        if old is not None and (wanted is None or (old.table, old.protocol, old.device)
+                                != (wanted.table, wanted.protocol, wanted.device)):
+            self.withdraw_routes("[announce] changed")
+            self.route_table = None
+            self.routes = None
+        if wanted is None:
+            return None
+        if self.route_table is None:
+            self.route_table = self.route_factory(wanted)
+        try:
+            found = frozenset(self.route_table.read())
+        except OSError as e:
+            self._route_error("", f"cannot read the routes of table {wanted.table}: {_strerror(e)}")
+            return None
+        self.route_errors.pop("", None)
+        return found
+
+    def _route_steps(self, action: str, steps: tuple[tuple[str, str], ...], done: list[tuple[str, str, str]],
+                     failed: list[tuple[str, str, str]]) -> None:
+        assert self.route_table is not None
+        t = self.route_table
+        for route, why in steps:
+            try:
+                (t.add if action == "announce" else t.delete)(route)
+            except OSError as e:
+                said = self._route_error(route, f"cannot {action} {route} (table {t.table} proto {t.protocol}): "
+                                                f"{_strerror(e)}")
+                if said is not None:
+                    failed.append((action, route, said))
+                continue
+            self.route_errors.pop(route, None)
+            done.append((action, route, why))
+            log.log(logging.WARNING if action == "withdraw" else logging.INFO, "%s %s: %s   (ip route %s %s "
+                    "table %d proto %d)", action, route, why, "add" if action == "announce" else "del", route,
+                    t.table, t.protocol)
+
+    def _route_error(self, key: str, text: str) -> str | None:
+        if self.route_errors.get(key) == text:
+            log.debug("%s (again)", text)
+            return None
+        log.error("%s; tried again at each pass", text)
+        self.route_errors[key] = text
+        return text
+
+    def withdraw_routes(self, why: str) -> list[str]:
+        """Delete every route of ipvsd's in the current table (a stop, a changed [announce]); errors are logged."""
+        t = self.route_table
+        if t is None:
+            return []
+        gone: list[str] = []
+        try:
+            held = sorted(t.read(), key=announce.route_order)
+        except OSError as e:
+            log.error("cannot read the routes of table %d to withdraw them: %s", t.table, _strerror(e))
+            return gone
+        for route in held:
+            try:
+                t.delete(route)
+            except OSError as e:
+                log.error("cannot withdraw %s (table %d proto %d): %s", route, t.table, t.protocol, _strerror(e))
+                continue
+            log.warning("withdraw %s: %s   (ip route del %s table %d proto %d)", route, why, route, t.table,
+                        t.protocol)
+            gone.append(route)
+        return gone
 
     async def _table(self, d: decide.Decision, observed: list[Service], read: bool, t0: float) -> Outcome:
         """Apply the table's plan (the sync daemons' ownership is persisted with it)."""
@@ -284,6 +392,10 @@ class Reconciler:
         left = frozenset(k for k in owned if k not in gone and any(s.key == k for s in table))
         self._remember(replace(self.memory, owned=left, drains={}))
         return done
+
+
+def _strerror(e: OSError) -> str:
+    return f"{e.strerror} (errno {e.errno})" if e.errno is not None and e.strerror else str(e)
 
 
 def _hint(err: int, step: syncd.Step) -> str:
