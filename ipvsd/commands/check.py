@@ -113,9 +113,24 @@ def summary(config: Config) -> list[str]:
             for c in checks:
                 lines.append(f"      check: {describe_check(c)}")
     lines += _sync_lines(config.sync)
+    lines += _announce_lines(config)
     lines += [f"sysctl net.ipv4.vs.{name} = {proc_text(value)}" for name, value in config.sysctl.items()]
     lines.append(f"{len(config.services)} service(s), {n_reals} real(s), {n_checks} check(s)")
     return lines
+
+
+def _announce_lines(config: Config) -> list[str]:
+    """The VIP routes as `ip route` would add them, with the services whose quorum each needs."""
+    a = config.announce
+    if a is None:
+        return []
+    from ipvsd.core.announce import announcers
+
+    out = [f"ip route add {route} dev {a.device} table {a.table} proto {a.protocol}   # while "
+           + " and ".join(k.label() for k in keys) + (" have" if len(keys) > 1 else " has") + " quorum"
+           for route, keys in announcers(config).items()]
+    out.append(f"# routes withdrawn {a.withdraw_delay:g}s before the reals go; at stop: {a.on_stop}")
+    return out
 
 
 def _sync_lines(sync: Sync | None) -> list[str]:

@@ -7,13 +7,15 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from ipvsd import config as configmod
 from ipvsd.checks.base import ProbeResult
 from ipvsd.commands import FORMAT_HELP, add_config_argument, error
 from ipvsd.core import plan, syncd
-from ipvsd.core.decide import decide
+from ipvsd.core.announce import RoutePlan
+from ipvsd.core.decide import Decision, decide
 from ipvsd.core.health import HealthState
 from ipvsd.core.probes import ProbeKey, health_of, literal, plan_probes
 from ipvsd.errors import ConfigError, IpvsdError
@@ -41,13 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool,
                   now: float | None = None, lookup: Lookup | None = None) -> plan.Plan:
-    """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off).
+    """Return the plan a daemon pass would apply now, after running every check once (unless `probe` is off)."""
+    return (await compute_decision(config, kernel, state_path, probe=probe, now=now, lookup=lookup)).plan
+
+
+async def compute_decision(config: configmod.Config, kernel: Kernel, state_path: Path, *, probe: bool,
+                           now: float | None = None, lookup: Lookup | None = None,
+                           routes: Iterable[str] | None = None) -> Decision:
+    """Return what a daemon pass would do now (`compute`), with the VIP routes' changes when `routes` (ipvsd's
+    routes in the [announce] table) are given.
 
     The same decide step as the daemon's passes, with the memory the daemon persisted (ownership, drains,
     quorum) and the maintenance in force; only `previous` (drift vs change) is the daemon's alone.
     """
     from ipvsd.shell import resolver
-    from ipvsd.shell.maintenance_store import current
+    from ipvsd.shell.maintenance_store import current, director_since
 
     memory = statefile.load(state_path)
     resolved = resolver.resolve(resolver.names_of(config), {}, lookup or resolver.getaddrinfo).addresses
@@ -62,7 +72,9 @@ async def compute(config: configmod.Config, kernel: Kernel, state_path: Path, *,
     wall = time.time() if now is None else now
     drained = current(state_path.parent, config.settings.maintenance_dir, resolved.get, now=wall)
     observed = await kernel.services()
-    return decide(config, health, observed, memory, now=wall, maintenance=drained, resolved=resolved).plan
+    director = director_since(state_path.parent)
+    return decide(config, health, observed, memory, now=wall, maintenance=drained, resolved=resolved,
+                  routes=routes, director_since=director)
 
 
 async def compute_sync(config: configmod.Config, kernel: Kernel, state_path: Path) -> syncd.SyncPlan:
@@ -86,34 +98,55 @@ def run(args: argparse.Namespace) -> int:
 
     state_path = Path(args.state_dir or config.settings.state_dir) / "state.json"
 
-    async def go() -> tuple[plan.Plan, syncd.SyncPlan]:
+    routes: set[str] | None = None
+    if config.announce is not None:
+        from ipvsd.shell.routes import RouteTable
+
+        try:
+            routes = RouteTable.of(config.announce).read()
+        except OSError as e:
+            error("plan", f"cannot read routing table {config.announce.table}: {e}")
+            return 1
+
+    async def go() -> tuple[Decision, syncd.SyncPlan]:
         kernel = NetlinkKernel()
         try:
-            return (await compute(config, kernel, state_path, probe=not args.no_probe),
+            return (await compute_decision(config, kernel, state_path, probe=not args.no_probe, routes=routes),
                     await compute_sync(config, kernel, state_path))
         finally:
             await kernel.close()
 
     try:
-        p, sync = asyncio.run(go())
+        d, sync = asyncio.run(go())
     except IpvsdError as e:
         error("plan", e)
         return 1
+    p = d.plan
+    r = d.routes or RoutePlan()
     drift = set(p.drift)
     if args.json:
         print(json.dumps({"ops": [str(op) for op in p.ops], "refused": p.refused,
                           "withheld": [str(op) for op in p.withheld],
                           "sync": [{"action": s.action, "ops": [str(op) for op in s.ops], "why": s.why}
-                                   for s in sync.steps]}, indent=2))
+                                   for s in sync.steps],
+                          "routes": [{"action": a, "route": route, "why": why}
+                                     for a, steps in (("withdraw", r.withdraw), ("announce", r.announce))
+                                     for route, why in steps]}, indent=2))
     else:
+        table = f"table {config.announce.table} proto {config.announce.protocol}" if config.announce else ""
+        for route, why in r.withdraw:  # a pass withdraws before the table's ops...
+            print(f"ip route del {route} {table}   # {why}")
         for op in p.ops:
             print(f"ipvsadm {op}{'   # drift' if op in drift else ''}")
         if p.refused:
             print(f"# refused: {p.refused}; withheld:", file=sys.stderr)
             for op in p.withheld:
                 print(f"#   ipvsadm {op}", file=sys.stderr)
+        for route, why in r.announce:  # ...and announces after them
+            print(f"ip route add {route} dev {config.announce.device if config.announce else 'lo'} {table}"
+                  f"   # {why}")
         print_sync(sync)
-        if not p.ops and not p.refused and not sync.ops:
+        if not p.ops and not p.refused and not sync.ops and not r.withdraw and not r.announce:
             print("# nothing to do: the kernel matches the configuration", file=sys.stderr)
     return 0
 

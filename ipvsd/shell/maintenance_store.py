@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, key_of, parse_real
+from ipvsd.core.maintenance import DIRECTOR, MaintenanceInfo, MaintenanceKey, key_of, parse_real
 from ipvsd.errors import IpvsdError
 from ipvsd.model import ServiceKey
 
@@ -117,6 +117,14 @@ def _decode(x: Any) -> MaintenanceInfo:
     until = x.get("until")
     return MaintenanceInfo(key, reason=str(x.get("reason", "")), since=float(x.get("since", 0.0)),
                            until=None if until is None else float(until))
+
+
+def director_since(state_dir: str | os.PathLike[str]) -> float | None:
+    """When `ipvsd drain --director` started, if it is recorded (for `ipvsd plan`)."""
+    store = Store(Path(state_dir) / "maintenance.json")
+    store.load()
+    entry = store.entries.get(DIRECTOR)
+    return None if entry is None else entry.since
 
 
 def current(state_dir: str | os.PathLike[str], maintenance_dir: str | None,
