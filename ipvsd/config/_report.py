@@ -284,9 +284,15 @@ CONSISTENT_SCHEDULERS = ("mh", "sh")
 def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
     """What keeps N directors behind ECMP from sending a flow to the same real whichever director gets it: the
     scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md)."""
-    if config.announce is None:
-        return []
     out: list[tuple[Loc, str, str]] = []
+    for i, svc in enumerate(config.services):
+        if (svc.scheduler == "mh" and "mh-fallback" not in svc.sched_flags
+                and any(svc.on_failure_for(r) == "quiesce" for r in svc.reals)):
+            out.append((("services", i, "scheduler"), "sched_flags", "mh with on_failure = \"quiesce\" and without "
+                        "sched_flags mh-fallback: a new connection that hashes to a quiesced real is dropped; "
+                        "mh-fallback sends it to the next real of the table"))
+    if config.announce is None:
+        return out
     if config.sysctl.get("sloppy_tcp") != 1:
         out.append((("announce", "table"), "announce", "with [announce], set [sysctl] sloppy_tcp = 1: a flow that "
                     "the router moves to another director arrives without a SYN, and without sloppy_tcp that "
