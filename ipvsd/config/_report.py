@@ -279,6 +279,7 @@ def _mixed(address: str, af: int, what: str) -> str:
 
 
 CONSISTENT_SCHEDULERS = ("mh", "sh")
+MH_FALLBACK = 1  # sched_flags holds the kernel's flag numbers: mh-fallback is flag-1
 
 
 def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
@@ -286,7 +287,7 @@ def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
     scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md)."""
     out: list[tuple[Loc, str, str]] = []
     for i, svc in enumerate(config.services):
-        if (svc.scheduler == "mh" and "mh-fallback" not in svc.sched_flags
+        if (svc.scheduler == "mh" and MH_FALLBACK not in svc.sched_flags
                 and any(svc.on_failure_for(r) == "quiesce" for r in svc.reals)):
             out.append((("services", i, "scheduler"), "sched_flags", "mh with on_failure = \"quiesce\" and without "
                         "sched_flags mh-fallback: a new connection that hashes to a quiesced real is dropped; "

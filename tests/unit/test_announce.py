@@ -319,3 +319,19 @@ def test_announce_errors_are_located(tmp_path: Path) -> None:
     assert any(":2: announce.table: table 255 is the kernel's 'local' table" in t for t in text), text
     assert any(":3: announce.protocol:" in t for t in text), text
     assert any("announce: ::1 is IPv6 but the service is IPv4" in t for t in text), text
+
+
+def test_check_warns_what_breaks_flows_across_directors(tmp_path: Path) -> None:
+    path = tmp_path / "ipvsd.toml"
+    svc = '[[services]]\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n{}\n[[services.reals]]\naddress = "10.0.0.1"\n'
+    path.write_text("[announce]\ntable = 200\n" + svc.format('on_failure = "quiesce"'))
+    text = [str(w) for w in configmod.load(str(path))[1]]
+    assert any("sloppy_tcp = 1" in t for t in text), text
+    assert any("without sched_flags mh-fallback" in t for t in text), text
+    path.write_text('[announce]\ntable = 200\n[sysctl]\nsloppy_tcp = 1\n'
+                    + svc.format('on_failure = "quiesce"\nsched_flags = ["mh-fallback"]'))
+    assert [str(w) for w in configmod.load(str(path))[1]] == []
+    path.write_text("[announce]\ntable = 200\n[sysctl]\nsloppy_tcp = 1\n"
+                    + svc.format('on_failure = "remove"').replace('"mh"', '"rr"'))
+    text = [str(w) for w in configmod.load(str(path))[1]]
+    assert len(text) == 1 and "scheduler 'rr' on an announced service" in text[0], text
