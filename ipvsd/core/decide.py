@@ -23,7 +23,8 @@ Rule 6: VIP routes (`ipvsd.core.announce`) are decided when the pass read them (
         quorum this pass built. A service that loses quorum keeps its reals for its grace (`Memory.lost_at`,
         in memory only: a restart starts with the table it adopts); a director drain (the `DIRECTOR` key in
         `maintenance`, from `director_since`) withdraws the routes at once and reaches the reals after the
-        delay. `Decision.due` is when the next grace ends: a pass must run then.
+        delay. `Decision.due` is when the next grace ends: a pass must run then. A director drain in force
+        lifts the blast-radius guard (plan Rule 6): every real going out is what the operator asked for.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
     grace = announce.grace(config, memory.quorum, memory.lost_at, now)
     built = desired.build(config, health, maintenance=maint, observed=table, quorum=memory.quorum,
                           resolved=resolved, grace=grace, now=now)
-    p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=desired.limits(config, force=force),
+    limits = desired.limits(config, force=force or DIRECTOR in maint)
+    p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=limits,
                   drains=memory.drains, previous=memory.previous)
     sync = None if daemons is None else syncd.decide(config.sync, daemons, memory.daemons)
     lost_at = announce.lost(memory.quorum, {k: q for k, q in built.quorum.items() if k in grace}, memory.lost_at, now)

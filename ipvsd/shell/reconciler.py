@@ -98,6 +98,7 @@ class Reconciler:
     route_table: RouteTable | None = None  # the table of the [announce] in force (None: none yet)
     routes: RouteReport | None = None  # the routes after the last pass that read them
     route_errors: dict[str, str] = field(default_factory=dict)  # by route ("" for reading): the last error, said once
+    refused: str | None = None  # the guard's refusal, said once while it stands
 
     def load_state(self) -> None:
         self.memory = statefile.load(self.state_path)
@@ -226,11 +227,16 @@ class Reconciler:
         # every service it may have created.
         self._remember(decide.planned(self.memory, d))
         if p.refused:
-            log.error("plan refused (nothing applied): %s; %d ops withheld; run with --force to allow",
-                      p.refused, len(p.withheld))
+            # A refusal stands until health, the config or --force move: said when it starts or changes, not
+            # every pass (status and the metrics show it meanwhile).
+            if p.refused != self.refused:
+                log.error("plan refused (nothing applied): %s; %d ops withheld; run with --force to allow",
+                          p.refused, len(p.withheld))
+            self.refused = p.refused
             self.mirror = observed
             return Outcome(refused=p.refused, duration=self.mono() - t0, built=d.built, read=read,
                            observed=tuple(observed))
+        self.refused = None
         applied: list[Op] = []
         drift = set(p.drift)
         for op in p.ops:

@@ -159,13 +159,21 @@ def _weights(kernel: FakeKernel) -> tuple[int, ...]:
     return () if svc is None else tuple(sorted(d.attrs.weight for d in svc.dests))
 
 
+THIRD = """
+[[services.reals]]
+address = "127.0.0.3"
+port = 3
+forward = "route"
+"""
+
+
 class Run:
-    def __init__(self, tmp: Path, *, clean: bool = False) -> None:
+    def __init__(self, tmp: Path, *, clean: bool = False, reals: int = 2) -> None:
         self.tmp = tmp
         self.kernel = FakeKernel()
         self.probes = Scripted()
         self.path = tmp / "ipvsd.toml"
-        self.path.write_text(CONFIG.format(tmp=tmp, clean=str(clean).lower()))
+        self.path.write_text(CONFIG.format(tmp=tmp, clean=str(clean).lower()) + THIRD * (reals - 2))
         (tmp / "vs").mkdir()
         (tmp / "vs" / "sloppy_tcp").write_text("0\n")
         self.routes = Routes(200, 99, "lo")
@@ -238,8 +246,10 @@ def test_routes_follow_quorum_withdrawn_before_the_weights_go(tmp_path: Path) ->
     assert actions == [("announce", ROUTE), ("withdraw", ROUTE), ("announce", ROUTE), ("withdraw", ROUTE)]
 
 
-def test_a_director_drain_withdraws_first_and_drains_the_reals_after_the_delay(tmp_path: Path) -> None:
-    r = Run(tmp_path)
+@pytest.mark.parametrize("reals", [2, 3])
+def test_a_director_drain_withdraws_first_and_drains_the_reals_after_the_delay(tmp_path: Path, reals: int) -> None:
+    # with 3 reals the drain takes more than the blast-radius guard allows: the operator's drain lifts it
+    r = Run(tmp_path, reals=reals)
 
     async def go() -> None:
         d = await r.start()
@@ -247,15 +257,15 @@ def test_a_director_drain_withdraws_first_and_drains_the_reals_after_the_delay(t
         assert d.view is not None
         api = ControlApi(d.view, d, config_path=str(r.path), wall=d.wall)
         answer = await api.drain({"director": True, "reason": "kernel upgrade"})
-        assert answer["applied"] and len(answer["reals"]) == 2
+        assert answer["applied"] and len(answer["reals"]) == reals
         assert ROUTE not in r.routes.routes
-        assert r.routes.seen[-1] == ("delete", ROUTE, (1, 1))
-        took = await r.until(lambda: _weights(r.kernel) in ((0, 0), ()), "the reals drained")
+        assert r.routes.seen[-1] == ("delete", ROUTE, (1,) * reals)
+        took = await r.until(lambda: set(_weights(r.kernel)) <= {0}, "the reals drained")
         assert 1.9 <= took <= 2.3, took
         status = await api.status({})
         assert status["routes"][0]["why"] == "the director is drained"
         await api.undrain({"director": True})
-        await r.until(lambda: ROUTE in r.routes.routes and _weights(r.kernel) == (1, 1), "back in service")
+        await r.until(lambda: ROUTE in r.routes.routes and _weights(r.kernel) == (1,) * reals, "back in service")
         assert await r.stop() == 0
 
     vtime.run(go())
@@ -323,7 +333,8 @@ def test_announce_errors_are_located(tmp_path: Path) -> None:
 
 def test_check_warns_what_breaks_flows_across_directors(tmp_path: Path) -> None:
     path = tmp_path / "ipvsd.toml"
-    svc = '[[services]]\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n{}\n[[services.reals]]\naddress = "10.0.0.1"\n'
+    svc = ('[[services]]\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n{}\n'
+           '[[services.reals]]\naddress = "10.0.0.1"\n')
     path.write_text("[announce]\ntable = 200\n" + svc.format('on_failure = "quiesce"'))
     text = [str(w) for w in configmod.load(str(path))[1]]
     assert any("sloppy_tcp = 1" in t for t in text), text
@@ -335,3 +346,22 @@ def test_check_warns_what_breaks_flows_across_directors(tmp_path: Path) -> None:
                     + svc.format('on_failure = "remove"').replace('"mh"', '"rr"'))
     text = [str(w) for w in configmod.load(str(path))[1]]
     assert len(text) == 1 and "scheduler 'rr' on an announced service" in text[0], text
+
+
+def test_a_refused_plan_is_said_once_while_it_stands(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # every real down at once from this director: the route goes, the guard keeps the reals, and says so once
+    r = Run(tmp_path, reals=3)
+
+    async def go() -> None:
+        await r.start()
+        await r.until(lambda: ROUTE in r.routes.routes, "the VIP announced")
+        r.probes.ok.update({1: False, 2: False, 3: False})
+        await r.until(lambda: ROUTE not in r.routes.routes, "the VIP withdrawn")
+        await asyncio.sleep(12)  # the grace, then passes and resyncs
+        assert _weights(r.kernel) == (1, 1, 1)
+        assert await r.stop() == 0
+
+    caplog.set_level(logging.ERROR)
+    vtime.run(go())
+    refused = [x.getMessage() for x in caplog.records if "plan refused" in x.getMessage()]
+    assert len(refused) == 1 and "takes 3 of 3 owned dests out of service" in refused[0], refused
