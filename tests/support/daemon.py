@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,32 @@ class Harness:
         return {int(r["real"].rsplit(":", 1)[1]): r["state"] for r in answer["services"][0]["reals"]}
 
 
+
+
+class VirtualRun:
+    """`ipvsd run` as a task on virtual time (tests.support.vtime): wait for a condition with a deadline, stop."""
+
+    daemon: Daemon | None = None
+    task: asyncio.Task[int] | None = None
+
+    def launch(self, daemon: Daemon) -> Daemon:
+        self.daemon = daemon
+        self.task = asyncio.create_task(daemon.run())
+        return daemon
+
+    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
+        """Wait until `cond` holds (the daemon still running); return how long it took."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while not cond():
+            assert self.task is not None and not self.task.done(), f"the daemon ended: {self.task}"
+            if loop.time() - t0 > timeout:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.01)
+        return loop.time() - t0
+
+    async def stop(self) -> int:
+        """Stop as SIGTERM does; return the exit status."""
+        assert self.daemon is not None and self.task is not None
+        self.daemon.stopping.set()
+        return await asyncio.wait_for(self.task, 30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.daemon import Daemon, Options
 from ipvsd.shell.routes import MemoryRouteTable, Route
 from tests.support import vtime
+from tests.support.daemon import VirtualRun
 from tests.support.probes import Scripted
 
 WEB = ServiceKey.inet(Proto.TCP, "192.0.2.10", 80)
@@ -167,7 +167,7 @@ forward = "route"
 """
 
 
-class Run:
+class Run(VirtualRun):
     def __init__(self, tmp: Path, *, clean: bool = False, reals: int = 2) -> None:
         self.tmp = tmp
         self.kernel = FakeKernel()
@@ -180,7 +180,6 @@ class Run:
         self.routes.kernel = self.kernel
         self.routes.seen = []
         self.events: list[bus.Event] = []
-        self.task: asyncio.Task[int] | None = None
 
     def factory(self, a: Announce) -> Routes:
         assert (a.table, a.protocol, a.device) == (200, 99, "lo")
@@ -189,27 +188,11 @@ class Run:
     async def start(self) -> Daemon:
         config, _ = configmod.load(str(self.path))
         loop = asyncio.get_running_loop()
-        self.daemon = Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
-                             probe_factory=self.probes, sysctl_root=self.tmp / "vs", route_factory=self.factory,
-                             wall=lambda: 1.7e9 + loop.time())  # graces are wall-clock: virtual here too
-        self.daemon.bus.subscribe(self.events.append)
-        self.task = asyncio.create_task(self.daemon.run())
-        return self.daemon
-
-    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while not cond():
-            assert self.task is not None and not self.task.done(), f"the daemon ended: {self.task}"
-            if loop.time() - t0 > timeout:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.01)
-        return loop.time() - t0
-
-    async def stop(self) -> int:
-        assert self.task is not None
-        self.daemon.stopping.set()
-        return await asyncio.wait_for(self.task, 30)
+        d = self.launch(Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
+                               probe_factory=self.probes, sysctl_root=self.tmp / "vs", route_factory=self.factory,
+                               wall=lambda: 1.7e9 + loop.time()))  # graces are wall-clock: virtual here too
+        d.bus.subscribe(self.events.append)
+        return d
 
 
 def test_routes_follow_quorum_withdrawn_before_the_weights_go(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.daemon import Daemon, Options
 from ipvsd.shell.event_log import EventLog
 from tests.support import vtime
+from tests.support.daemon import VirtualRun
 from tests.support.probes import Scripted
 
 VIP = ServiceKey.inet(Proto.TCP, "10.2.0.240", 80)
@@ -54,7 +54,7 @@ port = 1
 """
 
 
-class Run:
+class Run(VirtualRun):
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.kernel = FakeKernel()
@@ -64,8 +64,6 @@ class Run:
         (self.proc / "sloppy_tcp").write_text("0\n")
         (self.proc / "sync_threshold").write_text("3\t50\n")
         self.path = tmp / "ipvsd.toml"
-        self.daemon: Daemon | None = None
-        self.task: asyncio.Task[int] | None = None
 
     def write(self, *, interface: str = "eth0", sloppy: int = 1, clean: bool = False) -> None:
         self.path.write_text(CONFIG.format(tmp=self.tmp, interface=interface, sloppy=sloppy,
@@ -73,27 +71,10 @@ class Run:
 
     async def start(self) -> Daemon:
         config, _ = configmod.load(str(self.path))
-        self.daemon = Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
-                             probe_factory=Scripted(), sysctl_root=self.proc)
-        self.daemon.bus.subscribe(self.events.append)
-        self.task = asyncio.create_task(self.daemon.run())
-        return self.daemon
-
-    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
-        """Wait (virtual time) until `cond` holds; return how long it took."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while not cond():
-            assert self.task is not None and not self.task.done(), f"the daemon ended: {self.task}"
-            if loop.time() - t0 > timeout:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
-        return loop.time() - t0
-
-    async def stop(self) -> int:
-        assert self.daemon is not None and self.task is not None
-        self.daemon.stopping.set()
-        return await asyncio.wait_for(self.task, 30)
+        d = self.launch(Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
+                               probe_factory=Scripted(), sysctl_root=self.proc))
+        d.bus.subscribe(self.events.append)
+        return d
 
     def states(self) -> list[int]:
         return sorted(self.kernel._daemons)
