@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ipvsd import config as configmod
+from ipvsd.commands.status import render
 from ipvsd.config.schema import Config
 from ipvsd.core import decide, mirror, slowstart
 from ipvsd.core.probes import RealHealth
@@ -318,18 +319,30 @@ def test_ipvsd_run_ramps_a_real_that_comes_back(tmp_path: Path, caplog: pytest.L
         await asyncio.sleep(1.5)
         assert d.view is not None
         status = await ControlApi(d.view, d, config_path=str(r.path), wall=d.wall).status({})
+        assert d.metrics is not None
+        labels = {"service": "TCP 192.0.2.10:80", "real": "127.0.0.2:2"}
+        assert d.metrics.registry.get_sample_value("ipvsd_real_slow_start_weight", labels) == 50
+        end = d.metrics.registry.get_sample_value("ipvsd_real_slow_start_end_seconds", labels)
+        assert end == pytest.approx(d.wall() + 2.5, abs=0.02)  # noticed up to one poll (10 ms) late
         persisted = statefile.load(tmp_path / "state" / "state.json").ramps
         await asyncio.sleep(40)  # the ramp is over, then a resync: nothing moves
         assert await r.stop() == 0
         return status, persisted
 
-    _status, persisted = vtime.run(go())
+    status, persisted = vtime.run(go())
     back = r.ops[3][0]  # when real 2 came back in
     dest_ops = [(round(t - back, 6), weights_of([op])[0]) for t, op in r.ops[2:]]
     assert dest_ops == [(dest_ops[0][0], ("-d", "127.0.0.2", 0)),
                         (0.0, ("-a", "127.0.0.2", 25)), (1.0, ("-e", "127.0.0.2", 50)),
                         (2.0, ("-e", "127.0.0.2", 75)), (3.0, ("-e", "127.0.0.2", 100))], dest_ops
     assert r.weights() == {1: 100, 2: 100}
+    real = next(x for x in status["services"][0]["reals"] if x["real"] == "127.0.0.2:2")
+    assert real["slow_start"] == {"weight": 50, "target": 100, "since": T0 + back, "until": T0 + back + 4}
+    assert real["kernel_weight"] == 50
+    text = render({"services": status["services"]}, now=T0 + back + 1.5)
+    row = next(x for x in text.splitlines() if "127.0.0.2:2" in x).split()
+    assert row[:4] == ["127.0.0.2:2", "up", "50/100", "50"], text
+    assert text.rstrip().endswith("s left)") and "(slow start until " in text and " 2s left)" in text, text
     assert list(persisted.values()) == [T0 + back]
     notes = [x.getMessage() for x in caplog.records if "slow start" in x.getMessage()]
     assert notes[0].startswith("slow start: real 127.0.0.2:2 in TCP 192.0.2.10:80 ramps to weight 100 over 4s")
