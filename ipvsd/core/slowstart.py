@@ -96,12 +96,11 @@ def ramps(config: Config, table: Desired, observed: Iterable[Service], since: Ma
                 continue  # no slow start, or alone (Rule 2)
             start = since.get((skey, dkey))
             if dd.want is Want.KEEP:
-                if start is not None:  # health not settled: the kernel keeps its step, the ramp its start
-                    out[(skey, dkey)] = Ramp(start, period, dd.attrs.weight)
-                continue
-            if dd.want is not Want.SERVE or dd.attrs.weight <= 0:
+                if start is None:
+                    continue  # health not settled: the kernel keeps its entry, a ramp under way its start
+            elif dd.want is not Want.SERVE or dd.attrs.weight <= 0:
                 continue  # down, drained, absent (Rule 5)
-            if start is None:
+            elif start is None:
                 if first or serving.get(dkey, 0) > 0:
                     continue  # the first programming, or it already serves (Rules 1, 3)
                 start = now

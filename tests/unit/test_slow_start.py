@@ -48,11 +48,12 @@ class Passes:
         self.memory = memory or decide.Memory()
         self.table: list[Service] = table or []
         self.up: dict[DestKey, bool] = {}
+        self.unsettled: set[DestKey] = set()  # no check result yet (a restart): KEEP
         self.last: decide.Decision | None = None
 
     def run(self, t: float) -> list[Op]:
         """One pass at T0 + t; the ops it applied."""
-        health = {(WEB, d): RealHealth(up=self.up.get(d, True), settled=True) for d in (A, B, C)}
+        health = {(WEB, d): RealHealth(up=self.up.get(d, True), settled=d not in self.unsettled) for d in (A, B, C)}
         d = decide.decide(self.config, health, self.table, self.memory, now=T0 + t)
         self.memory = decide.applied(decide.planned(self.memory, d), d)
         self.table = mirror.patched(self.table, d.plan.ops)
@@ -207,6 +208,13 @@ def test_a_restart_mid_ramp_goes_on_with_the_persisted_ramp(tmp_path: Path) -> N
     assert again.memory.ramps == {(WEB, B): T0 + 20}
     assert weights_of(again.run(22.2)) == [("-e", "10.0.1.2", 75)]  # the step it is at, not the full weight
     assert again.due() == 23
+    # the checks have no result yet after a restart: the kernel keeps the step it has, the ramp its start
+    again = Passes(config(), memory=statefile.load(path), table=p.table)
+    again.unsettled = {A, B}
+    assert weights_of(again.run(22.2)) == [] and again.memory.ramps == {(WEB, B): T0 + 20}
+    again.unsettled = set()
+    assert weights_of(again.run(23.1)) == [("-e", "10.0.1.2", 100)]
+    assert weights_of(again.run(24)) == [] and again.memory.ramps == {}
 
 
 # --- `ipvsd run` over the fake kernel, on virtual time ---------------------------------------------------------
