@@ -101,10 +101,14 @@ def summary(config: Config) -> list[str]:
             extras.append(f"fallback {target} {_fallback_attrs(svc)}")
         if svc.quorum != 1 or svc.hysteresis:
             extras.append(f"quorum {svc.quorum} hysteresis {svc.hysteresis}")
+        if svc.slow_start:
+            extras.append(f"slow start {svc.slow_start:g}s")
         lines.append("    " + "; ".join(extras))
         for real in svc.reals:
             n_reals += 1
             own = f"  # on failure: {real.on_failure}" if real.on_failure not in (None, svc.on_failure) else ""
+            if real.slow_start is not None and real.slow_start != svc.slow_start:
+                own += f"  # slow start {real.slow_start:g}s"
             lines.append(f"  {_dest(svc, real)}{own}")
             checks = svc.checks_for(real)
             n_checks += len(checks)

@@ -1,5 +1,6 @@
 """`ipvsd status`: which VIPs this director holds, then the daemon's view of every real — health, reason, since
-when, configured vs kernel weight — then the connection-sync daemons and the sysctls ipvsd sets."""
+when, configured vs kernel weight (a real in slow start: its ramp's weight now / the configured one, and when the
+ramp ends) — then the connection-sync daemons and the sysctls ipvsd sets."""
 
 from __future__ import annotations
 
@@ -61,8 +62,14 @@ def render(answer: dict[str, Any], *, now: float, verbose: bool = False) -> str:
             m = r.get("maintenance")
             if m and m.get("until"):
                 reason += f" (until {time.strftime('%Y-%m-%d %H:%M', time.localtime(m['until']))})"
-            rows.append((real, r["state"], str(r["weight"]), kw, f"{r['active']}/{r['inactive']}",
-                         age(r["since"], now), reason))
+            weight = str(r["weight"])
+            ramp = r.get("slow_start")
+            if ramp:  # the weight the ramp gives it now, of the configured one
+                weight = f"{ramp['weight']}/{ramp['target']}"
+                reason += (f" (slow start until {time.strftime('%H:%M:%S', time.localtime(ramp['until']))}, "
+                           f"{max(0.0, ramp['until'] - now):.0f}s left)")
+            rows.append((real, r["state"], weight, kw, f"{r['active']}/{r['inactive']}", age(r["since"], now),
+                         reason))
             if verbose:
                 for c in r["checks"]:
                     state = ("up" if c["up"] else "down") if c["settled"] else "pending"

@@ -439,6 +439,9 @@ class RealServer(_Frozen):
     """This real's own checks (all must pass). None: the service's checks."""
     on_failure: OnFailure | None = None
     """Override of the service's on_failure. None: the service's."""
+    slow_start: Seconds | None = None
+    """Override of the service's slow_start; 0: this real always starts at its full weight. None: the
+    service's."""
 
     @model_validator(mode="after")
     def _tunnel_needs_tunnel(self) -> RealServer:
@@ -570,6 +573,10 @@ class VirtualService(_Frozen):
     """Command run when quorum is lost."""
     drain_timeout: Seconds | None = None
     """Seconds a real removed from the config stays at weight 0 before deletion. None: the global default."""
+    slow_start: Seconds = 0.0
+    """Seconds a real that comes back up (or is added by a reload) takes to reach its weight, in 4 steps of a
+    quarter each (25 %, 50 %, 75 %, then 100 % of it, rounded up), while another real of the service keeps
+    serving (HAProxy slowstart): a cold server is not flooded. 0: at once."""
     announce: bool | tuple[IPAddr, ...] = True
     """With [announce]: true announces the service's address while the service has quorum, false never, a list
     announces those addresses instead (a fwmark service's VIPs)."""
@@ -651,6 +658,10 @@ class VirtualService(_Frozen):
     def on_failure_for(self, real: RealServer) -> OnFailure:
         """What a failure of `real` does."""
         return self.on_failure if real.on_failure is None else real.on_failure
+
+    def slow_start_for(self, real: RealServer) -> float:
+        """Seconds `real` ramps to its weight when it comes back (0: none)."""
+        return self.slow_start if real.slow_start is None else real.slow_start
 
     def fallback_dest(self, address: str | None = None) -> tuple[model.DestKey, model.DestAttrs] | None:
         """The fallback server as a kernel dest (its port defaults to the service's); `address` is the resolved

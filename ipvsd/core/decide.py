@@ -25,6 +25,12 @@ Rule 6: VIP routes (`ipvsd.core.announce`) are decided when the pass read them (
         `maintenance`, from `director_since`) withdraws the routes at once and reaches the reals after the
         delay. `Decision.due` is when the next grace ends: a pass must run then. A director drain in force
         lifts the blast-radius guard (plan Rule 6): every real going out is what the operator asked for.
+Rule 7: slow start (`ipvsd.core.slowstart`). A real that comes back while others serve ramps to its weight:
+        the desired table's weights are the ramps' steps, `Memory.ramps` holds when each ramp started
+        (persisted, so a restart mid-ramp does not put the real at its full weight at once), and
+        `Decision.due` is also the next step of a ramp. No ramp starts before a pass was applied (`previous`
+        is None: the first programming of a table after a start, and `ipvsd plan`, which shows the ramps the
+        daemon persisted).
 """
 
 from __future__ import annotations
@@ -33,16 +39,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ipvsd.config.schema import Config, LvsTimeouts
-from ipvsd.core import announce, desired, plan, syncd
+from ipvsd.core import announce, desired, plan, slowstart, syncd
 from ipvsd.core.maintenance import DIRECTOR, MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
+from ipvsd.core.slowstart import Ramp
 from ipvsd.model import Service, ServiceKey, SetTimeouts, SyncDaemon, Timeouts
 
 
 @dataclass(frozen=True)
 class Memory:
-    """What passes carry forward: ownership (of services and sync daemons), drains and maintenance keys and quorum
-    (persisted), `previous` (not)."""
+    """What passes carry forward: ownership (of services and sync daemons), drains, maintenance keys, quorum and
+    the ramps' starts (persisted), `previous` and `lost_at` (not)."""
 
     owned: frozenset[ServiceKey] = frozenset()
     drains: Mapping[plan.DrainKey, float] = field(default_factory=dict)
@@ -51,6 +58,7 @@ class Memory:
     previous: plan.Desired | None = None
     daemons: Mapping[int, syncd.Owned] = field(default_factory=dict)  # sync daemons ipvsd owns, by state
     lost_at: Mapping[ServiceKey, float] = field(default_factory=dict)  # announced services' quorum losses
+    ramps: Mapping[RealKey, float] = field(default_factory=dict)  # when each real's slow start began (wall)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ class Decision:
     sync: syncd.SyncPlan | None = None
     routes: announce.RoutePlan | None = None
     lost_at: Mapping[ServiceKey, float] = field(default_factory=dict)
-    due: float | None = None  # wall time of the next grace's end
+    due: float | None = None  # wall time of the next grace's end or ramp step
+    ramps: Mapping[RealKey, Ramp] = field(default_factory=dict)  # the slow starts in force after this pass
+    now: float = 0.0  # the wall time decided for (a ramp's step is the step at this time)
 
 
 def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Iterable[Service], memory: Memory, *,
@@ -71,7 +81,8 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
            resolved: Mapping[str, str] | None = None, force: bool = False,
            daemons: Sequence[SyncDaemon] | None = None, routes: Iterable[str] | None = None,
            director_since: float | None = None, stopping: bool = False) -> Decision:
-    """Return what one pass should do now (Rules 1, 4, 6); `now` is wall-clock seconds (drains outlive restarts)."""
+    """Return what one pass should do now (Rules 1, 4, 6, 7); `now` is wall-clock seconds (drains and ramps
+    outlive restarts)."""
     table = list(observed)
     maint = memory.maintenance | maintenance
     drained = DIRECTOR in maint
@@ -80,6 +91,10 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
     grace = announce.grace(config, memory.quorum, memory.lost_at, now)
     built = desired.build(config, health, maintenance=maint, observed=table, quorum=memory.quorum,
                           resolved=resolved, grace=grace, now=now)
+    ramps = slowstart.ramps(config, built.table, table, memory.ramps, now=now, first=memory.previous is None,
+                            resolved=resolved)
+    if ramps:
+        built = replace(built, table=slowstart.weighted(built.table, ramps, now))
     limits = desired.limits(config, force=force or DIRECTOR in maint)
     p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=limits,
                   drains=memory.drains, previous=memory.previous)
@@ -87,15 +102,16 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
     lost_at = announce.lost(memory.quorum, {k: q for k, q in built.quorum.items() if k in grace}, memory.lost_at, now)
     routed = None if routes is None else announce.plan(config, built.quorum, routes, drained=drained,
                                                         stopping=stopping)
-    return Decision(built, p, sync, routed, lost_at,
-                    announce.due(config, lost_at, director_since if drained else None, now))
+    dues = [t for t in (announce.due(config, lost_at, director_since if drained else None, now),
+                        slowstart.due(ramps, now)) if t is not None]
+    return Decision(built, p, sync, routed, lost_at, min(dues, default=None), ramps, now)
 
 
 def planned(memory: Memory, decision: Decision) -> Memory:
-    """The memory to persist before applying `decision` (Rules 2, 4)."""
+    """The memory to persist before applying `decision` (Rules 2, 4, 7)."""
     if decision.sync is not None:
         memory = replace(memory, daemons=dict(decision.sync.owned))
-    memory = replace(memory, lost_at=dict(decision.lost_at))
+    memory = replace(memory, lost_at=dict(decision.lost_at), ramps={k: r.since for k, r in decision.ramps.items()})
     if decision.plan.refused is not None:
         return replace(memory, quorum=dict(decision.built.quorum))
     return replace(memory, owned=decision.plan.owned, drains=dict(decision.plan.drains),

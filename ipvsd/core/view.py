@@ -8,6 +8,9 @@ A real's `state` is its health before the fail-open rule, so an operator sees wh
     down     every check has a result and one of them is down; or a name it needs does not resolve (dns)
     unknown  some check has no result yet
 
+A real in slow start (`ipvsd.core.slowstart`) shows the weight its ramp gives it now, the weight it ramps to and
+when the ramp ends.
+
 The connection-sync daemons and the sysctls ipvsd set have their own rows (`sync_status`, `SysctlStatus`).
 A daemon's owner is `ipvsd` (started by it), `adopted` (found running as configured), `external` (the config
 says another program runs them) or `foreign` (neither configured nor owned: never touched).
@@ -24,8 +27,9 @@ from ipvsd.checks.base import ProbeResult
 from ipvsd.config.schema import Config, Sync
 from ipvsd.core.health import HealthState
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey, in_maintenance
-from ipvsd.core.probes import ProbeKey, ProbePlan, is_name, real_health
+from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey, is_name, real_health
 from ipvsd.core.roles import VipRole
+from ipvsd.core.slowstart import Ramp
 from ipvsd.core.syncd import ROLES, Owned
 from ipvsd.model import DestKey, Service, ServiceKey, SyncDaemon, addrport
 
@@ -74,6 +78,16 @@ class CheckStatus:
 
 
 @dataclass(frozen=True)
+class RampStatus:
+    """A real's slow start as `status` shows it."""
+
+    weight: int  # the ramp's weight now
+    target: int  # the weight it ramps to
+    since: float  # wall clock
+    until: float
+
+
+@dataclass(frozen=True)
 class RealStatus:
     service: ServiceKey
     dest: DestKey | None  # None: a host name that does not resolve (down, reason dns)
@@ -88,6 +102,7 @@ class RealStatus:
     inactive: int
     checks: tuple[CheckStatus, ...]
     maintenance: MaintenanceInfo | None
+    slow_start: RampStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ def build(config: Config, probes: ProbePlan, states: Mapping[ProbeKey, HealthSta
           stats: Mapping[ProbeKey, ProbeStats], *, kernel: Iterable[Service] = (),
           maintenance: Mapping[MaintenanceKey, MaintenanceInfo] | None = None,
           quorum: Mapping[ServiceKey, bool] | None = None, fail_open: Iterable[ServiceKey] = (),
-          resolved: Mapping[str, str] | None = None, wall: float, mono: float) -> list[ServiceStatus]:
+          resolved: Mapping[str, str] | None = None, ramps: Mapping[RealKey, Ramp] | None = None, wall: float,
+          mono: float) -> list[ServiceStatus]:
     """Return every configured service with each real's state; `wall`/`mono` are now on both clocks."""
     maint = dict(maintenance or {})
     keys = frozenset(maint)
@@ -131,11 +147,14 @@ def build(config: Config, probes: ProbePlan, states: Mapping[ProbeKey, HealthSta
             entry = _maintenance_of(maint, keys, skey, dkey)
             state, reason, since = _state(checks, entry, probes.down.get((skey, dkey)))
             kd = dests.get(dkey)
+            ramp = (ramps or {}).get((skey, dkey))
             reals.append(RealStatus(
                 service=skey, dest=dkey, real=str(dkey), name=real.address, state=state, reason=reason, since=since,
                 weight=real.weight, kernel_weight=None if kd is None else kd.attrs.weight,
                 active=0 if kd is None else kd.active_conns, inactive=0 if kd is None else kd.inact_conns,
-                checks=checks, maintenance=entry))
+                checks=checks, maintenance=entry,
+                slow_start=None if ramp is None or wall >= ramp.until
+                else RampStatus(ramp.weight(wall), ramp.target, ramp.since, ramp.until)))
         out.append(ServiceStatus(key=skey, scheduler=vs.scheduler, in_kernel=in_kernel is not None,
                                  quorum=None if quorum is None else quorum.get(skey), fail_open=skey in opened,
                                  reals=tuple(reals)))
@@ -301,6 +320,8 @@ def _real_json(r: RealStatus) -> dict[str, Any]:
         "real": r.real, "name": r.name, "state": r.state, "reason": r.reason, "since": r.since,
         "weight": r.weight, "kernel_weight": r.kernel_weight, "active": r.active, "inactive": r.inactive,
         "maintenance": None if r.maintenance is None else maintenance_json(r.maintenance),
+        "slow_start": None if r.slow_start is None else {"weight": r.slow_start.weight, "target": r.slow_start.target,
+                                                         "since": r.slow_start.since, "until": r.slow_start.until},
         "checks": [{
             "check": c.check, "target": c.target, "up": c.up, "settled": c.settled, "since": c.since,
             "transitions": c.transitions, "successes": c.stats.successes, "failures": c.stats.failures,

@@ -19,6 +19,7 @@ from ipvsd.core.health import HealthState, Transition
 from ipvsd.core.maintenance import MaintenanceInfo, MaintenanceKey
 from ipvsd.core.probes import ProbeKey, ProbePlan, RealKey
 from ipvsd.core.roles import RoleChange, VipRole
+from ipvsd.core.slowstart import Ramp
 from ipvsd.core.view import RouteStatus, SyncDaemonStatus, SysctlStatus
 from ipvsd.model import Op, Service, ServiceKey, SyncDaemon
 
@@ -39,6 +40,7 @@ class Snapshot:
     sync: tuple[SyncDaemonStatus, ...] = ()  # the connection-sync daemons after the pass
     sysctls: tuple[SysctlStatus, ...] = ()  # the net.ipv4.vs.* sysctls ipvsd sets
     routes: tuple[RouteStatus, ...] = ()  # the VIP routes ([announce])
+    ramps: Mapping[RealKey, Ramp] = field(default_factory=dict)  # the slow starts after the last pass
 
 
 @dataclass(frozen=True)

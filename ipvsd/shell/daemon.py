@@ -424,7 +424,8 @@ class Daemon:
             quorum=dict(rec.memory.quorum) if rec is not None else {},
             fail_open=built.fail_open if built is not None else frozenset(),
             maintenance=maint.merged(self.store.entries.values(), self.from_dir.values()),
-            sync=self._sync_rows(), sysctls=self.sysctls.status(), routes=self._route_rows())))
+            sync=self._sync_rows(), sysctls=self.sysctls.status(), routes=self._route_rows(),
+            ramps=self.last.ramps if self.last is not None else {})))
 
     def _route_rows(self) -> tuple[status.RouteStatus, ...]:
         rec = self.reconciler

@@ -81,7 +81,7 @@ class LiveView:
             return []
         return status.build(snap.config, snap.probes, self.states, self.stats, kernel=self.kernel,
                             maintenance=snap.maintenance, quorum=snap.quorum, fail_open=snap.fail_open,
-                            resolved=snap.resolved, wall=self.wall(), mono=self.mono())
+                            resolved=snap.resolved, ramps=snap.ramps, wall=self.wall(), mono=self.mono())
 
     def vips(self) -> list[VipRole] | None:
         """Each VIP's role, in address order; None while the addresses are not observed."""

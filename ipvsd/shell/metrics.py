@@ -225,6 +225,10 @@ def _reals(services: list[ServiceStatus]) -> Iterator[Metric]:
                                labels=["service"])
     opened = GaugeMetricFamily("ipvsd_service_fail_open", "1 while too many reals are down and all serve "
                                "(panic mode).", labels=["service"])
+    ramp = GaugeMetricFamily("ipvsd_real_slow_start_weight", "The weight a real in slow start serves at now, on its "
+                             "way to its configured weight (only reals in slow start).", labels=["service", "real"])
+    ramp_end = GaugeMetricFamily("ipvsd_real_slow_start_end_seconds", "When a real's slow start ends (Unix time; "
+                                 "only reals in slow start).", labels=["service", "real"])
     for s in services:
         sl = s.key.label()
         if s.quorum is not None:
@@ -234,7 +238,10 @@ def _reals(services: list[ServiceStatus]) -> Iterator[Metric]:
             for st in STATES:
                 state.add_metric([sl, r.real, st], 1 if r.state == st else 0)
             weight.add_metric([sl, r.real], r.weight)
-    yield from (state, weight, quorum, opened)
+            if r.slow_start is not None:
+                ramp.add_metric([sl, r.real], r.slow_start.weight)
+                ramp_end.add_metric([sl, r.real], r.slow_start.until)
+    yield from (state, weight, quorum, opened, ramp, ramp_end)
 
 
 def _kernel(table: list[Service], at: float | None) -> Iterator[Metric]:

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ipvsd.config.schema import Announce, Config, LvsTimeouts
-from ipvsd.core import announce, decide, desired, mirror, syncd
+from ipvsd.core import announce, decide, desired, mirror, slowstart, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Kernel, apply
-from ipvsd.model import DelService, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
+from ipvsd.model import AddDest, DelService, EditDest, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
 from ipvsd.shell import statefile
 from ipvsd.shell.routes import RouteTable
 
@@ -53,7 +53,8 @@ class Outcome:
     observed: tuple[Service, ...] = ()  # the table as this pass saw it before applying
     sync: SyncReport | None = None  # None: the pass did not look at the sync daemons
     routes: RouteReport | None = None  # None: no [announce], or the routes could not be read
-    due: float | None = None  # wall time a pass must run at (a grace ends: `ipvsd.core.announce`)
+    due: float | None = None  # wall time a pass must run at (a grace ends, a ramp steps)
+    ramps: Mapping[RealKey, slowstart.Ramp] = field(default_factory=dict)  # the slow starts after the pass
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Reconciler:
                 | {r for a, r, _ in done if a == "announce"}
             self.routes = RouteReport(tuple(done), tuple(failed), held, d.routes.why_not)
         return replace(out, sync=sync, duration=self.mono() - t0, routes=self.routes if routes is not None else None,
-                       due=d.due)
+                       due=d.due, ramps=d.ramps)
 
     # --- VIP routes ---------------------------------------------------------------------------------------------
 
@@ -223,6 +224,12 @@ class Reconciler:
             if self.memory.quorum.get(skey) not in (None, has):
                 log.warning("%s quorum %s", skey.label(), "regained: fallback out" if has else "lost: fallback in")
         p = d.plan
+        now = d.now
+        for (skey, dkey), ramp in sorted(d.ramps.items()):
+            if (skey, dkey) not in self.memory.ramps:
+                log.info("slow start: real %s in %s ramps to weight %d over %gs, in %d steps (until %s)", dkey,
+                         skey.label(), ramp.target, ramp.period, slowstart.STEPS,
+                         time.strftime("%H:%M:%S", time.localtime(ramp.until)))
         # Ownership and drains are written before the kernel changes, so a crash mid-apply still knows
         # every service it may have created.
         self._remember(decide.planned(self.memory, d))
@@ -249,7 +256,7 @@ class Reconciler:
                                failed=op, duration=self.mono() - t0, built=d.built, read=read,
                                observed=tuple(observed))
             applied.append(op)
-            log.info("ipvsadm %s%s", op, "   (drift repair)" if op in drift else "")
+            log.info("ipvsadm %s%s", op, "   (drift repair)" if op in drift else _ramp_note(op, d.ramps, now))
         self.memory = decide.applied(self.memory, d)
         self.mirror = mirror.patched(observed, applied) if applied else observed
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,
@@ -398,6 +405,13 @@ class Reconciler:
         left = frozenset(k for k in owned if k not in gone and any(s.key == k for s in table))
         self._remember(replace(self.memory, owned=left, drains={}))
         return done
+
+
+def _ramp_note(op: Op, ramps: Mapping[RealKey, slowstart.Ramp], now: float) -> str:
+    """Why an op sets a weight below the configured one: the step of the real's slow start."""
+    if not isinstance(op, AddDest | EditDest) or (ramp := ramps.get((op.service, op.key))) is None:
+        return ""
+    return f"   (slow start {ramp.step(now)}/{slowstart.STEPS} to {ramp.target})"
 
 
 def _strerror(e: OSError) -> str:

@@ -5,7 +5,9 @@ after itself nor tell its services from foreign ones. Drain start times are wall
 keeps its deadline across a restart. A missing file is an empty state (first start: nothing owned, so nothing
 is ever deleted); an unreadable one raises `IpvsdError` and the caller decides. Quorum is kept too, so a
 restart (and `ipvsd plan`) applies the same hysteresis as the running daemon. The sync daemons ipvsd owns are
-kept under "daemons"; a file written before they existed loads with none.
+kept under "daemons"; a file written before they existed loads with none. So are the start times of the slow
+starts under way ("ramps", wall clock): a restart mid-ramp goes on with the ramp instead of giving the real its
+full weight at once (`ipvsd.core.slowstart`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def _encode(state: Memory) -> dict[str, Any]:
                         for m in sorted(state.maintenance, key=_maintenance_order)],
         "quorum": [{"service": asdict(s), "has": has} for s, has in sorted(state.quorum.items())],
         "daemons": [{**asdict(o.daemon), "adopted": o.adopted} for _, o in sorted(state.daemons.items())],
+        "ramps": [{"service": asdict(s), "dest": asdict(d), "since": t} for (s, d), t in sorted(state.ramps.items())],
     }
 
 
@@ -94,6 +97,7 @@ def _decode(doc: Any) -> Memory:
             for x in doc.get("maintenance", [])),
         quorum={_service(x["service"]): _flag(x["has"]) for x in doc.get("quorum", [])},
         daemons={o.daemon.state: o for o in map(_owned_daemon, doc.get("daemons", []))},
+        ramps={(_service(x["service"]), _dest(x["dest"])): _number(x["since"]) for x in doc.get("ramps", [])},
     )
 
 

@@ -26,6 +26,7 @@ FULL = State(
     maintenance=frozenset({MaintenanceKey("10.0.1.2"), MaintenanceKey("10.0.1.1", 80, WEB),
                            MaintenanceKey("2001:db8::10", 53)}),
     quorum={WEB: True, V6: False},
+    ramps={(WEB, RS1): 1_700_000_200.25},
 )
 
 
