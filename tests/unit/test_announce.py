@@ -323,7 +323,8 @@ def test_announce_errors_are_located(tmp_path: Path) -> None:
 
 def test_check_warns_what_breaks_flows_across_directors(tmp_path: Path) -> None:
     path = tmp_path / "ipvsd.toml"
-    svc = '[[services]]\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n{}\n[[services.reals]]\naddress = "10.0.0.1"\n'
+    svc = ('[[services]]\naddress = "192.0.2.10"\nport = 80\nscheduler = "mh"\n{}\n'
+           '[[services.reals]]\naddress = "10.0.0.1"\n')
     path.write_text("[announce]\ntable = 200\n" + svc.format('on_failure = "quiesce"'))
     text = [str(w) for w in configmod.load(str(path))[1]]
     assert any("sloppy_tcp = 1" in t for t in text), text
