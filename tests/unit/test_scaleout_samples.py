@@ -84,3 +84,17 @@ def test_sysctl_samples() -> None:
     for name in ("sysctl-director.conf", "sysctl-real.conf"):
         got = sysctls(name)
         assert got["net.ipv4.conf.all.arp_ignore"] == "1" and got["net.ipv4.conf.all.arp_announce"] == "2", name
+
+
+def test_the_labs_rr_control_is_what_check_warns_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The kernel test's control case (rr instead of mh) differs from the sample by the scheduler alone."""
+    from tests.kernel.scaleout import with_scheduler
+
+    rr = tmp_path / "ipvsd.toml"
+    rr.write_text(with_scheduler((SAMPLES / "ipvsd.toml").read_text(), "rr"))
+    config, _ = load(str(rr))
+    sample, _ = load(str(SAMPLES / "ipvsd.toml"))
+    assert config.services[0].scheduler == "rr" and config.services[0].sched_flags == ()
+    assert config.model_copy(update={"services": ()}) == sample.model_copy(update={"services": ()})
+    assert main(["check", "--no-host", "-c", str(rr)]) == 0
+    assert "scheduler 'rr' on an announced service" in capsys.readouterr().err
