@@ -189,10 +189,6 @@ class Director:
         line = next((ln for ln in _read_proc(self.name, "ip_vs").splitlines() if ln.startswith(needle)), "")
         return line.split()[2] if line else ""
 
-    def total_conns(self) -> int:
-        """The namespace's IPVS connection counter (/proc/net/ip_vs_stats, hex): connections scheduled here."""
-        return int(_read_proc(self.name, "ip_vs_stats").splitlines()[2].split()[0], 16)
-
     def ports(self) -> dict[int, str]:
         return client_ports(self.name)
 
@@ -384,10 +380,12 @@ class NewConnections:
         return self
 
 
-def get(timeout: float = 5.0) -> str:
-    """One GET of the VIP on a fresh connection from a fresh port (call it in the client's namespace); the page."""
+def get(timeout: float = 5.0) -> tuple[int, str]:
+    """One GET of the VIP on a fresh connection from a fresh port (call it in the client's namespace); the port and
+    the page."""
+    port = fresh_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((CLIENT, fresh_port()))
+        s.bind((CLIENT, port))
         s.settimeout(timeout)
         s.connect((VIP, PORT))
         s.sendall(f"GET / HTTP/1.0\r\nHost: {VIP}\r\n\r\n".encode())
@@ -397,7 +395,7 @@ def get(timeout: float = 5.0) -> str:
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise OSError(f"unexpected answer {head[:40]!r}")
-    return body.decode(errors="replace").strip()
+    return port, body.decode(errors="replace").strip()
 
 
 def timed(conds: dict[str, Callable[[], bool]], *, since: float, timeout: float, what: str,
@@ -517,8 +515,8 @@ class ScaleOut:
                        what=f"{d.name} to serve and announce again")
         wait_until(lambda: self.next_hops() == sorted(DIRECTORS), timeout=30, what="the router's three next hops")
 
-    def new_connections(self, n: int) -> list[str]:
-        """`n` GETs on fresh connections, one after the other; the pages (a failure raises)."""
+    def new_connections(self, n: int) -> list[tuple[int, str]]:
+        """`n` GETs on fresh connections, one after the other; their ports and pages (a failure raises)."""
         return run_in(CLIENT_NS, lambda: [get() for _ in range(n)], timeout=600)
 
     def diagnostics(self) -> str:

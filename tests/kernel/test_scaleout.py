@@ -106,16 +106,18 @@ def test_three_next_hops_and_new_connections_spread(lab: ScaleOut) -> None:
            f"announced (budget {ANNOUNCE_BUDGET}s)")
     assert hops - routes <= ANNOUNCE_BUDGET
 
-    before = {d.name: d.total_conns() for d in lab.directors}
     t0 = time.monotonic()
-    pages = lab.new_connections(NEW)  # one failure raises
+    done = lab.new_connections(NEW)  # one failure raises
     took = time.monotonic() - t0
-    counts = {d.name: d.total_conns() - before[d.name] for d in lab.directors}
-    reals = Counter(pages)
+    # each connection has its entry (TIME_WAIT now, for 2 minutes) on the director that scheduled it: an exact count,
+    # where the IPVS counters (ipvsadm --stats) are refreshed by the kernel's estimator only every 2 s
+    ports = {port for port, _ in done}
+    counts = {d.name: len(ports & set(d.ports())) for d in lab.directors}
+    reals = Counter(page for _, page in done)
     figure(f"{NEW} new connections in {took:.1f}s, 0 failed: per director "
            + ", ".join(f"{n.removeprefix('so-')} {c} ({c / NEW:.0%})" for n, c in counts.items())
            + "; per real " + ", ".join(f"{r} {c}" for r, c in sorted(reals.items())))
-    assert sum(counts.values()) == NEW
+    assert sum(counts.values()) == NEW  # each on exactly one director
     assert min(counts.values()) >= SHARE * NEW, counts
 
 
@@ -170,7 +172,7 @@ def withdraw_delay_later(weights: dict[str, int]) -> str:
 
 @pytest.mark.xfail(strict=True, raises=GuardRefused,
                    reason="a director drain quiesces all 3 reals at once, over the blast-radius guard's share "
-                          "(guard_floor 2, max_delete_share 0.5): the daemon refuses the plan; fixed on main")
+                          "(guard_floor 2, max_delete_share 0.5): the daemon refuses the plan (being fixed on main)")
 def test_director_drain_withdraws_first_then_drains(lab: ScaleOut) -> None:
     d2 = lab.directors[1]
     flows = Flows(FLOWS)
