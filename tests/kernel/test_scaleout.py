@@ -49,10 +49,6 @@ def figure(text: str) -> None:
     print(f"FIGURE scaleout: {text}")
 
 
-class GuardRefused(AssertionError):
-    """ipvsd's blast-radius guard refused the director drain's plan (every real at once is over its share)."""
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
     topo = ScaleOut(root=tmp_path_factory.mktemp("scaleout"))
@@ -171,9 +167,6 @@ def withdraw_delay_later(weights: dict[str, int]) -> str:
             f"kept at {sorted(values)} (not quiesced: the blast-radius guard refuses every real at once)")
 
 
-@pytest.mark.xfail(strict=True, raises=GuardRefused,
-                   reason="a director drain quiesces all 3 reals at once, over the blast-radius guard's share "
-                          "(guard_floor 2, max_delete_share 0.5): the daemon refuses the plan (being fixed on main)")
 def test_director_drain_withdraws_first_then_drains(lab: ScaleOut) -> None:
     d2 = lab.directors[1]
     flows = Flows(FLOWS)
@@ -186,7 +179,10 @@ def test_director_drain_withdraws_first_then_drains(lab: ScaleOut) -> None:
         got = timed({"table": lambda: not d2.announces(), "router": lambda: d2.addr not in lab.next_hops()},
                     since=t0, timeout=30, what=f"{d2.name}'s route to go")
         try:
-            zero: float | None = timed({"0": lambda: set(d2.weights().values()) == {0}}, since=t0,
+            # drained as `ipvsd drain` drains a real: weight 0, deleted when drain_timeout (0 here) runs out; the
+            # service stays. Every real at once: the operator's drain is not held back by the blast-radius guard.
+            zero: float | None = timed({"0": lambda: d2.scheduler() == "mh"
+                                        and set(d2.weights().values()) <= {0}}, since=t0,
                                        timeout=WITHDRAW_DELAY + 5 + TCG_MARGIN, what=f"{d2.name}'s weights 0")["0"]
         except AssertionError:
             zero = None
@@ -203,11 +199,7 @@ def test_director_drain_withdraws_first_then_drains(lab: ScaleOut) -> None:
                f"{longest:.2f}s (median {median:.2f}s)")
         assert got["router"] < WITHDRAW_DELAY, got  # the route goes first
         assert not flows.broken(), [(f.port, f.real, f.error) for f in flows.broken()]
-        if zero is None:
-            refused = re.findall(r"^.*refused.*$", d2.ipvsd.log(), re.M)
-            if refused:
-                raise GuardRefused(f"{d2.name}'s weights stayed {d2.weights()}: {refused[-1]}")
-            raise AssertionError(f"{d2.name}'s weights did not go to 0: {d2.weights()}")
+        assert zero is not None, (d2.weights(), re.findall(r"^.*refused.*$", d2.ipvsd.log(), re.M))
         assert WITHDRAW_DELAY - 0.5 <= zero <= WITHDRAW_DELAY + CHECK_BUDGET + TCG_MARGIN, zero
     finally:
         flows.close()
