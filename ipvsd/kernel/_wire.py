@@ -97,6 +97,14 @@ def request(family: int, cmd: int, attrs: m.Attrs, *, flags: int, seq: int) -> b
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), family, flags, seq, 0) + body
 
 
+_SEQ = struct.Struct("=I")
+
+
+def with_seq(msg: bytes, seq: int) -> bytes:
+    """The same request with another sequence number (the header's third field, at byte 8)."""
+    return msg[:8] + _SEQ.pack(seq) + msg[12:]
+
+
 def ack_error(data: bytes, seq: int) -> int | None:
     """The errno (0 for success) of the ack for `seq` in a datagram of netlink messages; None if not there."""
     pos = 0
@@ -108,6 +116,20 @@ def ack_error(data: bytes, seq: int) -> int | None:
             return -int(_ERR.unpack_from(data, pos + _NLMSGHDR.size)[0])
         pos += _pad(length)
     return None
+
+
+def acks(data: bytes) -> list[tuple[int, int]]:
+    """Every ack in a datagram of netlink messages, as (seq, errno; 0 for success)."""
+    out = []
+    pos = 0
+    while pos + _NLMSGHDR.size <= len(data):
+        length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(data, pos)
+        if length < _NLMSGHDR.size:
+            break
+        if kind == NLMSG_ERROR:
+            out.append((mseq, -int(_ERR.unpack_from(data, pos + _NLMSGHDR.size)[0])))
+        pos += _pad(length)
+    return out
 
 
 # --- replies -----------------------------------------------------------------------------------------------
