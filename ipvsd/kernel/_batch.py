@@ -34,7 +34,9 @@ class Batch:
     `applied`: the ops before the first failure, all carried out (or already so, by the errno policy).
     `failed` / `error`: the first op the kernel refused (after the policy), and why; None when all succeeded.
     `later`: ops after `failed` that the kernel carried out anyway (they were in its batch); `later_errors`:
-    the ones after it that failed too. Ops after `failed`'s batch were not sent.
+    the ones after it that failed too. Ops after `failed`'s batch were not sent. When an ack never came
+    (`error` ENOBUFS: the receive buffer overflowed; ETIMEDOUT), the fate of `failed` and of the ops after it
+    in its batch is unknown, and `later` is empty: the caller reads the table again either way.
     `sends`: how many batches (sendmsg calls) went to the kernel.
     """
 

@@ -166,6 +166,16 @@ class _Plain:
                         out[i] = err
                         left -= 1
         except (OSError, TimeoutError) as e:
+            # An overflow is reported before the acks still queued: those say how far the batch is known.
+            while isinstance(e, OSError) and e.errno == errno.ENOBUFS:
+                try:
+                    data = self.sock.recv(_RECV)
+                except OSError:
+                    break
+                for seq, err in _wire.acks(data):
+                    i = want.get(seq)
+                    if i is not None and out[i] is None:
+                        out[i] = err
             return out, e
         return out, None
 
