@@ -3,6 +3,11 @@
 A pass observes either by reading the kernel (`fresh`) or from `ipvsd.core.mirror`: the last read patched with
 the ops applied since, which the daemon uses between resyncs for passes that health transitions ask for.
 
+A plan's ops go to the kernel in batches (`Kernel.apply_many`: many requests per sendmsg), cut where the plan's
+phases begin (`Plan.cuts`). A failed op ends the pass as it did when ops went one by one: the ops before it are
+`applied`, it is `failed`, no later phase is sent, and the table is read again at the next pass; the ops of its
+batch that followed it were carried out by the kernel all the same, and are said (`Outcome.later`).
+
 The pass is the only code that writes to the kernel. It holds no policy: `ipvsd.core.decide` decides; this
 module does the I/O around it and keeps the `Memory` that must survive between passes, in memory and in the
 state file (saved before the kernel changes).
