@@ -158,9 +158,14 @@ class _Plain:
         want = {seq: i for i, seq in enumerate(seqs)}
         out: list[int | None] = [None] * len(seqs)
         left = len(seqs)
+        recv = self.sock.recv
         try:
             while left:
-                for seq, err in _wire.acks(await self._recv()):
+                try:  # the acks are queued already: read them without a trip through the event loop
+                    data = recv(_RECV)
+                except BlockingIOError:
+                    data = await self._recv()
+                for seq, err in _wire.acks(data):
                     i = want.get(seq)
                     if i is not None and out[i] is None:
                         out[i] = err
@@ -226,15 +231,24 @@ def _encode(op: Op) -> tuple[str, int, m.Attrs, frozenset[int]]:
     raise TypeError(f"not a table op: {op!r}")
 
 
-def _settled(op: str, err: int, done: frozenset[int]) -> KernelError | None:
-    """The errno policy's verdict on one ack: None when done, else the error."""
-    if not err:
-        return None
+def _settled(op: Op, err: int, done: frozenset[int]) -> KernelError | None:
+    """The errno policy's verdict on a refused op: None when it counts as done, else the error."""
     try:
-        settle(op, err, done)
+        settle(str(op), err, done)
     except KernelError as e:
         return e
     return None
+
+
+# Each table op's command, and the errnos that count as done (the policy of _policy).
+_COMMANDS: dict[type, tuple[int, frozenset[int]]] = {
+    AddService: (m.CMD_NEW_SERVICE, DONE_ON_ADD),
+    EditService: (m.CMD_SET_SERVICE, STRICT),
+    DelService: (m.CMD_DEL_SERVICE, DONE_ON_DELETE),
+    AddDest: (m.CMD_NEW_DEST, DONE_ON_ADD),
+    EditDest: (m.CMD_SET_DEST, STRICT),
+    DelDest: (m.CMD_DEL_DEST, DONE_ON_DELETE),
+}
 
 
 class NetlinkKernel:
@@ -361,21 +375,21 @@ class NetlinkKernel:
 
     async def apply_many(self, ops: Sequence[Op], cuts: Sequence[int] = ()) -> Batch:
         """Carry out table ops in order, many requests per sendmsg (see ipvsd.kernel._batch)."""
-        encoded = [_encode(op) for op in ops]
         outcomes: list[KernelError | None] = []
         sends = 0
         try:
             plain = await self._plain_socket()
         except KernelError as e:  # no IPVS, or its family cannot be opened: the first op fails with it
             return _batch.results(ops, [e], sends)
-        family = plain.family
-        # Requests are encoded once, with placeholder seqs; each batch's real seqs are patched in below.
-        wire = [_wire.request(family, cmd, attrs, flags=NLM_F_REQUEST | NLM_F_ACK, seq=0)
-                for _, cmd, attrs, _ in encoded]
+        # Encoded once, with placeholder seqs (each batch's are patched in); an op's notation only on failure.
+        encode = _wire.Requests(plain.family)
+        commands = [_COMMANDS[type(op)] for op in ops]
+        wire = [encode(op, cmd, flags=NLM_F_REQUEST | NLM_F_ACK, seq=0) for op, (cmd, _) in zip(ops, commands,
+                                                                                               strict=True)]
         for part in _batch.chunks([len(w) for w in wire], cuts, max_ops=plain.max_batch):
             async with self._lock:
                 if self._plain is not plain:  # another call lost the socket meanwhile
-                    outcomes.append(KernelError(encoded[part.start][0], errno.EPIPE))
+                    outcomes.append(KernelError(str(ops[part.start]), errno.EPIPE))
                     break
                 seqs = plain.seqs(len(part))
                 msgs = [_wire.with_seq(wire[i], seq) for i, seq in zip(part, seqs, strict=True)]
@@ -383,19 +397,19 @@ class NetlinkKernel:
                     errs, lost = await plain.call_many(msgs, seqs)
                 except OSError as e:  # the send itself failed: nothing of this batch was carried out
                     self._drop_plain()
-                    outcomes.append(KernelError(encoded[part.start][0], e.errno or errno.EIO))
+                    outcomes.append(KernelError(str(ops[part.start]), e.errno or errno.EIO))
                     break
                 sends += 1
                 if lost is not None:  # acks may still arrive: they must not answer the next request
                     self._drop_plain()
             failed = False
             for i, err in zip(part, errs, strict=True):
-                op, _, _, done = encoded[i]
                 if err is None:  # never acked: its fate, and that of every op after it, is unknown
-                    outcomes.append(KernelError(op, getattr(lost, "errno", None) or errno.ETIMEDOUT))
+                    outcomes.append(KernelError(str(ops[i]), getattr(lost, "errno", None) or errno.ETIMEDOUT))
                     return _batch.results(ops, outcomes, sends)
-                outcomes.append(_settled(op, err, done))
-                failed = failed or outcomes[-1] is not None
+                verdict = _settled(ops[i], err, commands[i][1]) if err else None
+                outcomes.append(verdict)
+                failed = failed or verdict is not None
             if failed:
                 break
         return _batch.results(ops, outcomes, sends)
