@@ -1,6 +1,8 @@
-"""The adapter's batch transport (`_Plain.call_many`) against this host's generic-netlink controller, natively:
-many requests in one sendmsg, each ack found by its seq, a lost ack reported. No IPVS needed: nlctrl answers
-GETFAMILY for any name, with ENOENT for a family that does not exist."""
+"""The netlink adapter's batch transport (`_Plain.call_many`), natively, against the generic-netlink controller.
+
+Many requests in one sendmsg, each ack found by its seq, a lost ack reported. No IPVS needed: nlctrl answers
+GETFAMILY for any name, with ENOENT for a family that does not exist.
+"""
 
 from __future__ import annotations
 
