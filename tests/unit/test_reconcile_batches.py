@@ -175,3 +175,22 @@ def test_results_split_at_the_first_failure() -> None:
     assert results(ops, [e1, None, e2], 1) == Batch(failed=ops[0], error=e1, later=(ops[1],), later_errors=(e2,),
                                                     sends=1)
     assert results(ops, [None, e1], 2) == Batch(applied=(ops[0],), failed=ops[1], error=e1, sends=2)
+
+
+def test_plan_cuts_where_each_phase_begins() -> None:
+    from ipvsd.core.plan import DesiredDest, DesiredService, PlanLimits, plan
+    from ipvsd.model import Dest, Service
+
+    a, b, c = SVCS
+    d1, d2 = DestKey.of("10.1.0.1", 80), DestKey.of("10.1.0.2", 80)
+    observed = [Service(b, ServiceAttrs("wrr"), (Dest(d1, DestAttrs(weight=1)), Dest(d2, DestAttrs(weight=1)))),
+                Service(c, RR, ())]
+    desired = {a: DesiredService(RR, {d1: DesiredDest(DestAttrs())}),  # new: a service add, then a dest add
+               b: DesiredService(RR, {d1: DesiredDest(DestAttrs(weight=5))})}  # edited, d1 raised, d2 out
+    p = plan(desired, observed, owned={c}, limits=PlanLimits(force=True), now=0.0, drains={})
+    kinds = [type(op).__name__ for op in p.ops]
+    assert kinds == ["AddService", "EditService", "AddDest", "EditDest", "DelDest", "DelService"]
+    assert p.cuts == (1, 2, 3, 4, 5)
+    again = plan(desired, [], owned=(), limits=PlanLimits(), now=0.0, drains={})
+    assert [type(op).__name__ for op in again.ops] == ["AddService", "AddService", "AddDest", "AddDest"]
+    assert again.cuts == (2,)
