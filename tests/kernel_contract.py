@@ -13,16 +13,21 @@ import errno
 import pytest
 
 from ipvsd.errors import KernelError
-from ipvsd.kernel import Kernel, apply
+from ipvsd.kernel import Batch, Kernel, apply
 from ipvsd.model import (
     AF_INET,
     AF_INET6,
     AddDest,
+    AddService,
+    DelDest,
     DelService,
     DestAttrs,
     DestKey,
+    EditDest,
+    EditService,
     Fwd,
     Info,
+    Op,
     Proto,
     ServiceAttrs,
     ServiceKey,
@@ -81,6 +86,11 @@ async def expect_errno(err: int, coro: object, op: str) -> None:
     with pytest.raises(KernelError) as info:
         await coro  # type: ignore[misc]
     assert (info.value.errno, info.value.op) == (err, op)
+
+
+def _err(batch: Batch) -> tuple[int, str] | None:
+    """The first failure of a batch as (errno, op in ipvsadm notation); None when there was none."""
+    return None if batch.error is None else (batch.error.errno, batch.error.op)
 
 
 class KernelContract:
@@ -291,6 +301,60 @@ class KernelContract:
         await kernel.add_service(V6, RR6)
         await expect_errno(errno.EINVAL, kernel.add_dest(V6, DestKey.of("10.1.0.1", 80), DestAttrs(fwd=Fwd.MASQ)),
                            "-a -t [2001:db8::1]:80 -r 10.1.0.1:80 -m -w 1")
+
+    # --- apply_many: many ops per request batch ------------------------------------------------------
+
+    async def test_apply_many_carries_out_every_op_in_order(self, kernel: Kernel) -> None:
+        svcs = [ServiceKey.inet(Proto.TCP, f"10.0.{i // 250}.{1 + i % 250}", 80) for i in range(120)]
+        dests = [DestKey.of(f"10.1.0.{j}", 80) for j in range(1, 10)]
+        ops: list[Op] = [AddService(s, RR) for s in svcs]
+        ops += [AddDest(s, d, DestAttrs(weight=j)) for s in svcs for j, d in enumerate(dests, 1)]
+        got = await kernel.apply_many(ops, [len(svcs)])
+        assert got == Batch(applied=tuple(ops), sends=got.sends)
+        assert got.sends >= 3  # at least the cut, and 1,080 dest adds do not fit one batch
+        table = {s.key: s for s in await kernel.services()}
+        assert sorted(table) == sorted(svcs)
+        # the kernel lists dests newest first: they went in in the order given
+        assert all([(d.key, d.attrs.weight) for d in s.dests] == [(d, j) for j, d in enumerate(dests, 1)][::-1]
+                   for s in table.values())
+
+    async def test_apply_many_goes_on_inside_a_batch_after_a_failure(self, kernel: Kernel) -> None:
+        # A dest add on a missing service fails (ESRCH) alone: the kernel carries out the rest of its batch.
+        a, b = DestKey.of("10.1.0.1", 80), DestKey.of("10.1.0.2", 80)
+        ops: list[Op] = [AddService(V4, RR), AddDest(MARK, DestKey.of("10.1.0.1", 0), DestAttrs()),
+                         AddDest(V4, a, DestAttrs()), AddDest(MARK, DestKey.of("10.1.0.2", 0), DestAttrs()),
+                         AddDest(V4, b, DestAttrs())]
+        got = await kernel.apply_many(ops)
+        assert (got.applied, got.failed, got.later) == ((ops[0],), ops[1], (ops[2], ops[4]))
+        assert _err(got) == (errno.ESRCH, "-a -f 7 -r 10.1.0.1:0 -m -w 1")
+        assert [(e.errno, e.op) for e in got.later_errors] == [(errno.ESRCH, "-a -f 7 -r 10.1.0.2:0 -m -w 1")]
+        assert [[d.key for d in s.dests] for s in await kernel.services()] == [[b, a]]
+
+    async def test_apply_many_sends_nothing_after_a_cut_that_follows_a_failure(self, kernel: Kernel) -> None:
+        ops: list[Op] = [AddService(V4, ServiceAttrs("nosuch")), AddService(MARK, RR),
+                         AddDest(V4, DestKey.of("10.1.0.1", 80), DestAttrs()),
+                         AddDest(MARK, DestKey.of("10.1.0.1", 0), DestAttrs())]
+        got = await kernel.apply_many(ops, [2])  # the phases: service adds, then dest adds
+        assert _err(got) == (errno.ENOENT, "-A -t 10.0.0.1:80 -s nosuch")
+        assert (got.applied, got.failed, got.later, got.later_errors, got.sends) == ((), ops[0], (ops[1],), (), 1)
+        assert [(s.key, s.dests) for s in await kernel.services()] == [(MARK, ())]
+
+    async def test_apply_many_keeps_the_errno_policy(self, kernel: Kernel) -> None:
+        d = DestKey.of("10.1.0.1", 80)
+        ops: list[Op] = [AddService(V4, RR), AddService(V4, ServiceAttrs("wrr")),  # EEXIST on add: done
+                         AddDest(V4, d, DestAttrs(weight=1)), AddDest(V4, d, DestAttrs(weight=2)),  # EEXIST: done
+                         DelDest(V4, DestKey.of("10.1.0.9", 80)),  # ENOENT on delete: done
+                         DelDest(MARK, d), DelService(MARK)]  # ESRCH on delete: done
+        got = await kernel.apply_many(ops)
+        assert got.ok and got.applied == tuple(ops)
+        (svc,) = await kernel.services()
+        assert svc.attrs == RR and [x.attrs.weight for x in svc.dests] == [1]
+        bad = await kernel.apply_many([EditDest(V4, DestKey.of("10.1.0.9", 80), DestAttrs()), EditService(MARK, RR)])
+        assert _err(bad) == (errno.ENOENT, "-e -t 10.0.0.1:80 -r 10.1.0.9:80 -m -w 1")
+        assert [e.errno for e in bad.later_errors] == [errno.ESRCH]
+
+    async def test_apply_many_of_nothing(self, kernel: Kernel) -> None:
+        assert await kernel.apply_many([]) == Batch()
 
     # --- zero and flush --------------------------------------------------------------------------
 

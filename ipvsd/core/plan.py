@@ -135,6 +135,9 @@ class Plan:
     withheld: tuple[Op, ...] = ()
     removals: int = 0
     counted: bool = False  # a drain decision read connection counters: plan on a freshly read table
+    # Indices into `ops` where a phase (Rule 5) begins, the first excepted: the shell sends ops in batches
+    # and cuts them there, so an op that fails stops the phases after it, as when ops went one by one.
+    cuts: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -272,8 +275,9 @@ def plan(
     if reason is not None:
         return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
                     removals=removals, counted=p.counted)
+    cuts = tuple(i for i in range(1, len(steps)) if steps[i].phase != steps[i - 1].phase)
     return Plan(ops=ops, drains=p.new_drains, owned=still_owned, drift=tuple(s.op for s in steps if s.drift),
-                removals=removals, counted=p.counted)
+                removals=removals, counted=p.counted, cuts=cuts)
 
 
 def _guard(limits: PlanLimits, removals: int, total: int) -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from ipvsd.kernel import _lean
+from ipvsd.kernel._batch import Batch
 from ipvsd.model import (
     AddDest,
     AddService,
@@ -30,6 +32,8 @@ from ipvsd.model import (
 # Before any submodule imports pyroute2: the adapter needs its netlink core only (see _lean).
 _lean.install()
 
+__all__ = ["Batch", "Kernel", "apply"]
+
 
 class Kernel(Protocol):
     """An IPVS table. Errno policy: EEXIST on add and ENOENT/ESRCH on delete count as done;
@@ -44,6 +48,9 @@ class Kernel(Protocol):
     async def add_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None: ...
     async def edit_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None: ...
     async def del_dest(self, service: ServiceKey, key: DestKey) -> None: ...
+    # Many table ops, in order, sent in batches cut at each index in `cuts` (and by size); never raises
+    # KernelError: each op's fate is in the Batch (see ipvsd.kernel._batch for what a failure means).
+    async def apply_many(self, ops: Sequence[Op], cuts: Sequence[int] = ()) -> Batch: ...
     async def zero(self, key: ServiceKey | None = None) -> None: ...
     async def flush(self) -> None: ...  # operator command only; the daemon never calls it
     async def timeouts(self) -> Timeouts: ...

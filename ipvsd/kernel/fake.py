@@ -8,10 +8,12 @@ policy as the netlink adapter. `fail` lets a test make any operation fail with a
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ipvsd.errors import IpvsMissing, KernelError
+from ipvsd.kernel import apply
+from ipvsd.kernel._batch import MAX_BATCH_OPS, Batch, chunks, results
 from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
 from ipvsd.model import (
     AF_INET6,
@@ -27,6 +29,7 @@ from ipvsd.model import (
     EditService,
     Fwd,
     Info,
+    Op,
     Service,
     ServiceAttrs,
     ServiceKey,
@@ -69,6 +72,8 @@ class FakeKernel:
         self._timeouts = DEFAULT_TIMEOUTS
         self._daemons: dict[int, SyncDaemon] = {}
         self.closed = False
+        self.max_batch = MAX_BATCH_OPS  # ops per batch; the adapter also cuts by bytes, which this does not model
+        self.batches: list[int] = []  # the size of every batch apply_many sent, in order
 
     # --- the kernel's side -----------------------------------------------------------------------
 
@@ -213,6 +218,28 @@ class FakeKernel:
             return None
 
         self._run(str(DelDest(service, key)), DONE_ON_DELETE, change)
+
+    async def apply_many(self, ops: Sequence[Op], cuts: Sequence[int] = ()) -> Batch:
+        """As the adapter: batches cut at `cuts` and by count; every op of a batch is carried out, also after
+        one that fails in it; no batch after that one is sent."""
+        if not self.ipvs:  # the adapter fails opening the family, before any request
+            return results(ops, [IpvsMissing(errno.ENOENT)], 0)
+        outcomes: list[KernelError | None] = []
+        sends = 0
+        for part in chunks([0] * len(ops), cuts, max_ops=self.max_batch):
+            self.batches.append(len(part))
+            sends += 1
+            failed = False
+            for i in part:
+                try:
+                    await apply(self, ops[i])
+                    outcomes.append(None)
+                except KernelError as e:
+                    outcomes.append(e)
+                    failed = True
+            if failed:
+                break
+        return results(ops, outcomes, sends)
 
     async def zero(self, key: ServiceKey | None = None) -> None:
         def change() -> int | None:

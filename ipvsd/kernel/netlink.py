@@ -15,6 +15,7 @@ import errno
 import itertools
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
@@ -22,8 +23,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
 
 from ipvsd.errors import IpvsMissing, KernelError
+from ipvsd.kernel import _batch, _wire
 from ipvsd.kernel import _messages as m
-from ipvsd.kernel import _wire
+from ipvsd.kernel._batch import Batch
 from ipvsd.kernel._policy import DONE_ON_ADD, DONE_ON_DELETE, STRICT, settle
 from ipvsd.model import (
     AddDest,
@@ -36,6 +38,7 @@ from ipvsd.model import (
     EditDest,
     EditService,
     Info,
+    Op,
     Service,
     ServiceAttrs,
     ServiceKey,
@@ -101,8 +104,31 @@ class _Plain:
         self.sock = netlink_socket(netns)
         self.sock.bind((0, 0))
         self.sock.setblocking(False)
+        # An error ack would otherwise carry a copy of the request: acks stay small, so a batch's fit.
+        self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        self.max_batch = _batch.MAX_BATCH_OPS
+        self._grow_rcvbuf()
         self.family = family
         self._seq = itertools.count(1)
+
+    def _grow_rcvbuf(self) -> None:
+        """Make room for a batch's acks; size batches to the receive buffer we got.
+
+        SO_RCVBUFFORCE passes net.core.rmem_max (212992 by default) and needs CAP_NET_ADMIN, which an IPVS
+        writer has anyway; without it SO_RCVBUF gives what rmem_max allows, and batches shrink to fit.
+        """
+        for opt in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+                break
+            except OSError:
+                continue
+        got = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # the kernel's doubled figure
+        self.max_batch = max(1, min(_batch.MAX_BATCH_OPS, got // _batch.ACK_BUDGET))
+
+    def seqs(self, n: int) -> list[int]:
+        """The next n sequence numbers, one per request."""
+        return [next(self._seq) for _ in range(n)]
 
     async def _recv(self) -> bytes:
         try:
@@ -119,6 +145,44 @@ class _Plain:
             err = _wire.ack_error(await self._recv(), seq)
             if err is not None:
                 return err
+
+    async def call_many(self, requests: list[bytes], seqs: list[int]) -> tuple[list[int | None], Exception | None]:
+        """Send requests (each with NLM_F_ACK and its seq) in one sendmsg; return each one's errno (0: done).
+
+        The kernel handles the requests of one datagram in order and acks each into our receive buffer before
+        sendmsg returns; so the acks are read afterwards, one datagram each. A send that fails sends nothing.
+        A timeout or a lost ack (ENOBUFS: the buffer overflowed) is returned beside the errnos known so far
+        (None: not acked), since the requests before it were carried out.
+        """
+        self.sock.send(b"".join(requests))
+        want = {seq: i for i, seq in enumerate(seqs)}
+        out: list[int | None] = [None] * len(seqs)
+        left = len(seqs)
+        recv = self.sock.recv
+        try:
+            while left:
+                try:  # the acks are queued already: read them without a trip through the event loop
+                    data = recv(_RECV)
+                except BlockingIOError:
+                    data = await self._recv()
+                for seq, err in _wire.acks(data):
+                    i = want.get(seq)
+                    if i is not None and out[i] is None:
+                        out[i] = err
+                        left -= 1
+        except (OSError, TimeoutError) as e:
+            # An overflow is reported before the acks still queued: those say how far the batch is known.
+            while isinstance(e, OSError) and e.errno == errno.ENOBUFS:
+                try:
+                    data = self.sock.recv(_RECV)
+                except OSError:
+                    break
+                for seq, err in _wire.acks(data):
+                    i = want.get(seq)
+                    if i is not None and out[i] is None:
+                        out[i] = err
+            return out, e
+        return out, None
 
     async def read(self, cmd: int, attrs: m.Attrs, *, dump: bool, af: int = 0) -> tuple[list[_wire.Message], int]:
         """Send a GET (one reply) or a dump (replies until DONE); return the replies and the errno (0: fine)."""
@@ -139,7 +203,52 @@ class _Plain:
 
 
 _RECV = 65536  # the kernel fills a dump datagram up to 32 KiB
+_SOL_NETLINK = 270
+_NETLINK_CAP_ACK = 10
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_RCVBUF = 1 << 20  # the kernel doubles it: 2 MiB, room for MAX_BATCH_OPS acks at ACK_BUDGET each
 _REPLY_TIMEOUT = 10.0
+
+
+def _encode(op: Op) -> tuple[str, int, m.Attrs, frozenset[int]]:
+    """One table op as a request: (ipvsadm notation, command, attributes, errnos that count as done)."""
+    match op:
+        case AddService(key, attrs):
+            return str(op), m.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], DONE_ON_ADD
+        case EditService(key, attrs):
+            return str(op), m.CMD_SET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], STRICT
+        case DelService(key):
+            return str(op), m.CMD_DEL_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))], DONE_ON_DELETE
+        case AddDest(service, key, attrs):
+            return str(op), m.CMD_NEW_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                                             ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], DONE_ON_ADD
+        case EditDest(service, key, attrs):
+            return str(op), m.CMD_SET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                                             ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], STRICT
+        case DelDest(service, key):
+            return str(op), m.CMD_DEL_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
+                                             ("IPVS_CMD_ATTR_DEST", m.dest_key_nest(key))], DONE_ON_DELETE
+    raise TypeError(f"not a table op: {op!r}")
+
+
+def _settled(op: Op, err: int, done: frozenset[int]) -> KernelError | None:
+    """The errno policy's verdict on a refused op: None when it counts as done, else the error."""
+    try:
+        settle(str(op), err, done)
+    except KernelError as e:
+        return e
+    return None
+
+
+# Each table op's command, and the errnos that count as done (the policy of _policy).
+_COMMANDS: dict[type, tuple[int, frozenset[int]]] = {
+    AddService: (m.CMD_NEW_SERVICE, DONE_ON_ADD),
+    EditService: (m.CMD_SET_SERVICE, STRICT),
+    DelService: (m.CMD_DEL_SERVICE, DONE_ON_DELETE),
+    AddDest: (m.CMD_NEW_DEST, DONE_ON_ADD),
+    EditDest: (m.CMD_SET_DEST, STRICT),
+    DelDest: (m.CMD_DEL_DEST, DONE_ON_DELETE),
+}
 
 
 class NetlinkKernel:
@@ -171,16 +280,29 @@ class NetlinkKernel:
     async def _request(self, op: str, cmd: int, attrs: m.Attrs, *, read: bool, dump: bool = False,
                        af: int = 0) -> tuple[list[_wire.Message], int]:
         async with self._lock:
-            if self._plain is None:
-                self._plain = _Plain(self._netns, (await self._socket()).prid)
+            plain = await self._plain_socket_locked()
             try:
                 if read:
-                    return await self._plain.read(cmd, attrs, dump=dump, af=af)
-                return [], await self._plain.call(cmd, attrs)
+                    return await plain.read(cmd, attrs, dump=dump, af=af)
+                return [], await plain.call(cmd, attrs)
             except (OSError, TimeoutError) as e:
-                self._plain.close()
-                self._plain = None
+                self._drop_plain()
                 raise KernelError(op, getattr(e, "errno", None) or errno.ETIMEDOUT) from None
+
+    async def _plain_socket(self) -> _Plain:
+        async with self._lock:
+            return await self._plain_socket_locked()
+
+    async def _plain_socket_locked(self) -> _Plain:
+        if self._plain is None:
+            self._plain = _Plain(self._netns, (await self._socket()).prid)
+        return self._plain
+
+    def _drop_plain(self) -> None:
+        """Close the request socket after a failure on it: stray replies must not answer the next request."""
+        if self._plain is not None:
+            self._plain.close()
+            self._plain = None
 
     async def _do(self, op: str, cmd: int, attrs: m.Attrs, done: frozenset[int] = STRICT) -> None:
         _, err = await self._request(op, cmd, attrs, read=False)
@@ -234,31 +356,63 @@ class NetlinkKernel:
     # --- services and dests ----------------------------------------------------------------------
 
     async def add_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
-        await self._do(str(AddService(key, attrs)), m.CMD_NEW_SERVICE,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], DONE_ON_ADD)
+        await self._do(*_encode(AddService(key, attrs)))
 
     async def edit_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
-        await self._do(str(EditService(key, attrs)), m.CMD_SET_SERVICE,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))])
+        await self._do(*_encode(EditService(key, attrs)))
 
     async def del_service(self, key: ServiceKey) -> None:
-        await self._do(str(DelService(key)), m.CMD_DEL_SERVICE,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))], DONE_ON_DELETE)
+        await self._do(*_encode(DelService(key)))
 
     async def add_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
-        await self._do(str(AddDest(service, key, attrs)), m.CMD_NEW_DEST,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                        ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], DONE_ON_ADD)
+        await self._do(*_encode(AddDest(service, key, attrs)))
 
     async def edit_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
-        await self._do(str(EditDest(service, key, attrs)), m.CMD_SET_DEST,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                        ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))])
+        await self._do(*_encode(EditDest(service, key, attrs)))
 
     async def del_dest(self, service: ServiceKey, key: DestKey) -> None:
-        await self._do(str(DelDest(service, key)), m.CMD_DEL_DEST,
-                       [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                        ("IPVS_CMD_ATTR_DEST", m.dest_key_nest(key))], DONE_ON_DELETE)
+        await self._do(*_encode(DelDest(service, key)))
+
+    async def apply_many(self, ops: Sequence[Op], cuts: Sequence[int] = ()) -> Batch:
+        """Carry out table ops in order, many requests per sendmsg (see ipvsd.kernel._batch)."""
+        outcomes: list[KernelError | None] = []
+        sends = 0
+        try:
+            plain = await self._plain_socket()
+        except KernelError as e:  # no IPVS, or its family cannot be opened: the first op fails with it
+            return _batch.results(ops, [e], sends)
+        # Encoded once, with placeholder seqs (each batch's are patched in); an op's notation only on failure.
+        encode = _wire.Requests(plain.family)
+        commands = [_COMMANDS[type(op)] for op in ops]
+        wire = [encode(op, cmd, flags=NLM_F_REQUEST | NLM_F_ACK, seq=0) for op, (cmd, _) in zip(ops, commands,
+                                                                                               strict=True)]
+        for part in _batch.chunks([len(w) for w in wire], cuts, max_ops=plain.max_batch):
+            async with self._lock:
+                if self._plain is not plain:  # another call lost the socket meanwhile
+                    outcomes.append(KernelError(str(ops[part.start]), errno.EPIPE))
+                    break
+                seqs = plain.seqs(len(part))
+                msgs = [_wire.with_seq(wire[i], seq) for i, seq in zip(part, seqs, strict=True)]
+                try:
+                    errs, lost = await plain.call_many(msgs, seqs)
+                except OSError as e:  # the send itself failed: nothing of this batch was carried out
+                    self._drop_plain()
+                    outcomes.append(KernelError(str(ops[part.start]), e.errno or errno.EIO))
+                    break
+                sends += 1
+                if lost is not None:  # acks may still arrive: they must not answer the next request
+                    self._drop_plain()
+            failed = False
+            for i, err in zip(part, errs, strict=True):
+                if err is None:  # never acked: its fate, and that of every op after it, is unknown
+                    outcomes.append(KernelError(str(ops[i]), getattr(lost, "errno", None) or errno.ETIMEDOUT))
+                    return _batch.results(ops, outcomes, sends)
+                verdict = _settled(ops[i], err, commands[i][1]) if err else None
+                outcomes.append(verdict)
+                failed = failed or verdict is not None
+            if failed:
+                break
+        return _batch.results(ops, outcomes, sends)
 
     async def zero(self, key: ServiceKey | None = None) -> None:
         if key is None:
@@ -279,8 +433,15 @@ class NetlinkKernel:
         await self._do(op, m.CMD_NEW_DAEMON, [("IPVS_CMD_ATTR_DAEMON", m.daemon_nest(d))], DONE_ON_ADD)
 
     async def stop_daemon(self, state: int) -> None:
-        await self._do(f"--stop-daemon {_DAEMON_NAMES.get(state, state)}", m.CMD_DEL_DAEMON,
-                       [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state)]})], DONE_ON_DELETE)
+        try:
+            await self._do(f"--stop-daemon {_DAEMON_NAMES.get(state, state)}", m.CMD_DEL_DAEMON,
+                           [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state)]})],
+                           DONE_ON_DELETE)
+        except KernelError as e:
+            # A sync thread stopped before it first ran makes kthread_stop return EINTR, and netlink_rcv_skb
+            # sends no ack at all for EINTR: the wait times out though the daemon is gone. The table says.
+            if e.errno != errno.ETIMEDOUT or any(d.state == state for d in await self.daemons()):
+                raise
 
     async def close(self) -> None:
         if self._plain is not None:

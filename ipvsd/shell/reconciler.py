@@ -3,6 +3,11 @@
 A pass observes either by reading the kernel (`fresh`) or from `ipvsd.core.mirror`: the last read patched with
 the ops applied since, which the daemon uses between resyncs for passes that health transitions ask for.
 
+A plan's ops go to the kernel in batches (`Kernel.apply_many`: many requests per sendmsg), cut where the plan's
+phases begin (`Plan.cuts`). A failed op ends the pass as it did when ops went one by one: the ops before it are
+`applied`, it is `failed`, no later phase is sent, and the table is read again at the next pass; the ops of its
+batch that followed it were carried out by the kernel all the same, and are said (`Outcome.later`).
+
 The pass is the only code that writes to the kernel. It holds no policy: `ipvsd.core.decide` decides; this
 module does the I/O around it and keeps the `Memory` that must survive between passes, in memory and in the
 state file (saved before the kernel changes).
@@ -30,7 +35,7 @@ from ipvsd.core import announce, decide, desired, mirror, slowstart, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
-from ipvsd.kernel import Kernel, apply
+from ipvsd.kernel import Batch, Kernel, apply
 from ipvsd.model import AddDest, DelService, EditDest, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
 from ipvsd.shell import statefile
 from ipvsd.shell.routes import RouteTable
@@ -47,6 +52,7 @@ class Outcome:
     refused: str | None = None
     error: KernelError | None = None
     failed: Op | None = None
+    later: tuple[Op, ...] = ()  # ops after `failed` that the kernel carried out anyway (sent in its batch)
     duration: float = 0.0
     built: desired.Built | None = None
     read: bool = True  # observed by reading the kernel, not from the mirror
@@ -244,19 +250,23 @@ class Reconciler:
             return Outcome(refused=p.refused, duration=self.mono() - t0, built=d.built, read=read,
                            observed=tuple(observed))
         self.refused = None
-        applied: list[Op] = []
         drift = set(p.drift)
-        for op in p.ops:
-            try:
-                await apply(self.kernel, op)
-            except KernelError as e:
-                log.error("ipvsadm %s failed: %s", op, e)
-                self.mirror = None  # the kernel is not what we think: read it next time
-                return Outcome(applied=tuple(applied), drift=tuple(o for o in applied if o in drift), error=e,
-                               failed=op, duration=self.mono() - t0, built=d.built, read=read,
-                               observed=tuple(observed))
-            applied.append(op)
+        # Sent in batches, cut at the plan's phases: a failure stops the phases after it, as op by op did.
+        batch = await self.kernel.apply_many(p.ops, p.cuts) if p.ops else Batch()
+        applied = list(batch.applied)
+        for op in applied:
             log.info("ipvsadm %s%s", op, "   (drift repair)" if op in drift else _ramp_note(op, d.ramps, now))
+        if batch.failed is not None:
+            log.error("ipvsadm %s failed: %s", batch.failed, batch.error)
+            # The kernel carries out a whole batch: what followed the failure in it is said as done.
+            for op in batch.later:
+                log.warning("ipvsadm %s   (in the failed op's batch: carried out all the same)", op)
+            for e in batch.later_errors:
+                log.error("ipvsadm %s failed too (in the same batch): %s", e.op, e)
+            self.mirror = None  # the kernel is not what we think: read it next time
+            return Outcome(applied=tuple(applied), drift=tuple(o for o in applied if o in drift), error=batch.error,
+                           failed=batch.failed, later=batch.later, duration=self.mono() - t0, built=d.built,
+                           read=read, observed=tuple(observed))
         self.memory = decide.applied(self.memory, d)
         self.mirror = mirror.patched(observed, applied) if applied else observed
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,

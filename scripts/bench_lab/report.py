@@ -169,9 +169,13 @@ def programming_table(res: R) -> list[str]:
             out.append(f"| {k} | – | – | {_why(r)} |")
             continue
         t = r.get("complete_s")
-        note = r.get("note", "")
+        notes = [r.get("note", "")]
         if r.get("extrapolated_s"):
-            note += f"; {r['entries_per_s']} entries/s, ~{r['extrapolated_s']:.0f} s to complete at that rate"
+            notes.append(f"{r['entries_per_s']} entries/s, ~{r['extrapolated_s']:.0f} s to complete at that rate")
+        if "same_table_as_restore" in r:
+            notes.append("the same rules as ipvsadm-restore's (`ipvsadm -Sn`)" if r["same_table_as_restore"]
+                         else f"rules differ from ipvsadm-restore's: {r.get('table_diff')}")
+        note = "; ".join(n for n in notes if n)
         out.append(f"| {k} | {_num(t, 1)} | {_ratio(t, ref)} | {note} |")
     return out
 

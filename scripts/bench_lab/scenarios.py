@@ -65,6 +65,7 @@ class Bench:
     deadline: float
     rng: random.Random = field(default_factory=lambda: random.Random(8))
     many: manymod.Many | None = None
+    restored: list[str] | None = None  # `ipvsadm -Sn` of the table ipvsadm-restore programmed, sorted
 
     def say(self, msg: str) -> None:
         print(f"bench[{time.strftime('%H:%M:%S')}]: {msg}", file=sys.stderr, flush=True)
@@ -381,6 +382,21 @@ def _prog_virtuals(services: int, reals: int) -> list[Virtual]:
     return out
 
 
+def _saved(b: Bench) -> list[str]:
+    """The director's table as `ipvsadm -Sn` writes it, lines sorted (dests come newest first)."""
+    return sorted(sh("ipvsadm", "-Sn", ns=b.lab.lb, timeout=120).stdout.splitlines())
+
+
+def _same_table(b: Bench, out: Result) -> None:
+    """Record whether a daemon programmed exactly the rules ipvsadm-restore did: the same work was timed."""
+    if b.restored is None:
+        return
+    got = _saved(b)
+    out["same_table_as_restore"] = got == b.restored
+    if got != b.restored:
+        out["table_diff"] = sorted(set(got) ^ set(b.restored))[:4]
+
+
 def programming(b: Bench, kind: str) -> Result:
     s, n = b.plan.prog_services, b.plan.prog_reals
     virtuals = _prog_virtuals(s, n)
@@ -400,6 +416,7 @@ def programming(b: Bench, kind: str) -> Result:
                                capture_output=True, timeout=b.plan.prog_cap)
             t_exit = time.monotonic()
             done = w.wait_for(complete, since=t0, timeout=30)
+        b.restored = _saved(b) if done is not None else None
         b.flush()
         return {"services": s, "reals": total, "complete_s": None if done is None else round(done - t0, 2),
                 "exit_s": round(t_exit - t0, 2), "rc": p.returncode}
@@ -415,6 +432,8 @@ def programming(b: Bench, kind: str) -> Result:
             first = next((ch.t for ch in w.changes if ch.table.get("count", {}).get("rs", 0) > 0), None)
         out: Result = {"services": s, "reals": total, "complete_s": None if done is None else round(done - t0, 2),
                        "first_entry_s": None if first is None else round(first - t0, 2)}
+        if done is not None:
+            _same_table(b, out)
         if done is None:
             got = c.get("svc", 0) + c.get("rs", 0)
             out["note"] = (f"{c.get('svc', 0)}/{s} services and {c.get('rs', 0)}/{total} reals after "

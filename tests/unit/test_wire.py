@@ -9,12 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipvsd.kernel import _messages as m
-from ipvsd.kernel import _wire
+from ipvsd.kernel import _wire, netlink
 from ipvsd.model import (
     AF_INET,
+    AddDest,
+    AddService,
+    DelDest,
+    DelService,
     DestAttrs,
     DestKey,
+    EditDest,
+    EditService,
     Fwd,
+    Op,
     ServiceAttrs,
     ServiceKey,
     SyncDaemon,
@@ -118,3 +125,44 @@ def test_a_dump_ends_at_done_and_reports_a_failed_dump() -> None:
     assert (len(got), err, finished) == (1, 22, True)
     got, err, finished = _wire.replies(reply, 5)  # more datagrams to come
     assert (len(got), err, finished) == (1, None, False)
+
+
+# --- the batch encoder: the same bytes as `request`, with its caches warm or cold ----------------------------
+
+table_ops = st.one_of(
+    st.builds(AddService, service_keys(), st.builds(ServiceAttrs, scheduler=names)),
+    st.builds(EditService, service_keys(), st.builds(ServiceAttrs, scheduler=names, flags=u32, timeout=u32)),
+    st.builds(DelService, service_keys()),
+    st.builds(AddDest, service_keys(), dest_keys, dest_attrs),
+    st.builds(EditDest, service_keys(), dest_keys, dest_attrs),
+    st.builds(DelDest, service_keys(), dest_keys),
+)
+
+
+@given(st.lists(table_ops, min_size=1, max_size=12), st.integers(0, 2**32 - 1))
+def test_batch_requests_equal_single_requests(ops: list[Op], seq: int) -> None:
+    encode = _wire.Requests(FAMILY_ID)
+    for op in ops * 2:  # the second round from the caches
+        _, cmd, attrs, done = netlink._encode(op)
+        assert netlink._COMMANDS[type(op)] == (cmd, done)
+        assert encode(op, cmd, flags=FLAGS, seq=seq) == ours(cmd, attrs, seq)
+
+
+def test_dests_of_one_service_share_its_attribute_and_settings() -> None:
+    svc = ServiceKey.inet(6, "10.0.0.1", 80)
+    encode = _wire.Requests(FAMILY_ID)
+    for i in range(1, 4):
+        op = AddDest(svc, DestKey.of(f"10.1.0.{i}", 80), DestAttrs(weight=2))
+        _, cmd, attrs, _ = netlink._encode(op)
+        assert encode(op, cmd, flags=FLAGS, seq=i) == ours(cmd, attrs, i)
+    assert len(encode._services) == 1 and len(encode._settings) == 1
+
+
+def test_with_seq_changes_only_the_sequence_number() -> None:
+    shape = [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(ServiceKey.mark(7)))]
+    assert _wire.with_seq(ours(m.CMD_DEL_SERVICE, shape, 0), 77) == ours(m.CMD_DEL_SERVICE, shape, 77)
+
+
+def test_acks_lists_every_ack_of_a_datagram() -> None:
+    assert _wire.acks(ack(6, 0) + ack(7, 17)) == [(6, 0), (7, 17)]
+    assert _wire.acks(b"\x00" * 8) == []
