@@ -11,9 +11,10 @@ import ctypes
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -113,3 +114,32 @@ class Wiring:
         ip_batch(self.veths)
         for ns, lines in self.per_ns.items():
             ip_batch(lines, ns=ns)
+
+
+class Topology(Protocol):
+    """What a lab topology of namespaces offers a module's tests."""
+
+    def up(self) -> None: ...
+
+    def down(self) -> None: ...
+
+    def diagnostics(self) -> str: ...
+
+
+Topo = TypeVar("Topo", bound=Topology)
+
+
+def running(topo: Topo, say: Callable[[str], None], what: str) -> Iterator[Topo]:
+    """A module fixture's body: bring `topo` up (printing its diagnostics if that fails), say how long it took
+    as `what in N s`, yield it, and take it down whatever happened."""
+    try:
+        t0 = time.monotonic()
+        try:
+            topo.up()
+        except BaseException:
+            print(topo.diagnostics())
+            raise
+        say(f"{what} in {time.monotonic() - t0:.1f}s")
+        yield topo
+    finally:
+        topo.down()

@@ -14,6 +14,7 @@ import pytest
 
 from tests.kernel.lab import RealHost, wait_until
 from tests.kernel.pair import VIP, Director, KeepAlive, Pair, first_new_connection
+from tests.netns import running
 
 RS1, RS2 = "10.2.1.242:80", "10.2.1.243:80"
 TAKEOVER = 3 * 1 + (256 - 95) / 256  # VRRPv2 Master_Down_Interval of the backup: 3 x advert_int + skew, 3.63 s
@@ -28,18 +29,8 @@ def figure(text: str) -> None:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    topo = Pair(root=tmp_path_factory.mktemp("pair"))
-    try:
-        t0 = time.monotonic()
-        try:
-            topo.up()
-        except BaseException:
-            print(topo.diagnostics())
-            raise
-        figure(f"topology up (keepalived, ipvsd, nginx) in {time.monotonic() - t0:.1f}s")
-        yield topo
-    finally:
-        topo.down()
+    yield from running(Pair(root=tmp_path_factory.mktemp("pair")), figure,
+                       "topology up (keepalived, ipvsd, nginx)")
 
 
 def short(real: RealHost) -> str:

@@ -33,6 +33,7 @@ from tests.kernel.scaleout import (
     timed,
     with_scheduler,
 )
+from tests.netns import running
 
 FLOWS = 50  # long-lived connections per test
 RR_FLOWS = 90  # the rr control's: about half move, and a sample of ~45 keeps "most break" off chance (2/3 expected)
@@ -51,18 +52,8 @@ def figure(text: str) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
-    topo = ScaleOut(root=tmp_path_factory.mktemp("scaleout"))
-    try:
-        t0 = time.monotonic()
-        try:
-            topo.up()
-        except BaseException:
-            print(topo.diagnostics())
-            raise
-        figure(f"topology up (BIRD x4, nginx x3, ipvsd x3) in {time.monotonic() - t0:.1f}s")
-        yield topo
-    finally:
-        topo.down()
+    yield from running(ScaleOut(root=tmp_path_factory.mktemp("scaleout")), figure,
+                       "topology up (BIRD x4, nginx x3, ipvsd x3)")
 
 
 @pytest.fixture(autouse=True)

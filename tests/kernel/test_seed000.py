@@ -14,6 +14,7 @@ import pytest
 
 from tests.kernel.lab import wait_until
 from tests.kernel.seed000 import VIP, Cluster, Session, banner
+from tests.netns import running
 
 NEW_SESSION = 5.0  # the budget for a new session after the crash
 TCG_MARGIN = 1.5  # the lab's emulated CPU
@@ -26,18 +27,8 @@ def figure(text: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    topo = Cluster(root=tmp_path_factory.mktemp("seed000"))
-    try:
-        t0 = time.monotonic()
-        try:
-            topo.up()
-        except BaseException:
-            print(topo.diagnostics())
-            raise
-        figure(f"two nodes up (sshd, keepalived, ipvsd) in {time.monotonic() - t0:.1f}s")
-        yield topo
-    finally:
-        topo.down()
+    yield from running(Cluster(root=tmp_path_factory.mktemp("seed000")), figure,
+                       "two nodes up (sshd, keepalived, ipvsd)")
 
 
 def test_vip_alternates_and_own_addresses_reach_themselves(cluster: Cluster) -> None:

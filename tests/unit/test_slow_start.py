@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ipvsd.shell import statefile
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.daemon import Daemon, Options
 from tests.support import vtime
+from tests.support.daemon import VirtualRun
 from tests.support.probes import Scripted
 
 WEB = ServiceKey.inet(Proto.TCP, "192.0.2.10", 80)
@@ -273,7 +274,7 @@ class Noting(FakeKernel):
         self.ops.append((asyncio.get_running_loop().time(), DelDest(service, key)))
 
 
-class Run:
+class Run(VirtualRun):
     """`ipvsd run` on the fake kernel with scripted probes; the kernel's dest ops noted with their virtual time."""
 
     def __init__(self, tmp: Path) -> None:
@@ -282,34 +283,16 @@ class Run:
         self.kernel = Noting()
         self.kernel.ops = self.ops = []
         self.probes = Scripted()
-        self.task: asyncio.Task[int] | None = None
 
     async def start(self) -> Daemon:
         loop = asyncio.get_running_loop()
         config, _ = configmod.load(str(self.path))
-        self.daemon = Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
-                             probe_factory=self.probes, wall=lambda: T0 + loop.time())  # ramps are wall-clock
-        self.task = asyncio.create_task(self.daemon.run())
-        return self.daemon
+        return self.launch(Daemon(Options(config_path=str(self.path), watch=False), config, lambda: self.kernel,
+                                  probe_factory=self.probes, wall=lambda: T0 + loop.time()))  # ramps: wall-clock
 
     def weights(self) -> dict[int, int]:
         svc = self.kernel._inet.get(ServiceKey.inet(Proto.TCP, "192.0.2.10", 80))
         return {} if svc is None else {d.key.port: d.attrs.weight for d in svc.dests}
-
-    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while not cond():
-            assert self.task is not None and not self.task.done(), f"the daemon ended: {self.task}"
-            if loop.time() - t0 > timeout:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.01)
-        return loop.time()
-
-    async def stop(self) -> int:
-        assert self.task is not None
-        self.daemon.stopping.set()
-        return await asyncio.wait_for(self.task, 30)
 
 
 def test_ipvsd_run_ramps_a_real_that_comes_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
