@@ -629,8 +629,8 @@ class VirtualService(_Frozen):
 
     @property
     def af(self) -> int:
-        if self.address is not None:
-            return model.family_of(self.address)
+        if self.address is not None:  # a validated IP literal, canonical: only IPv6 has a colon
+            return model.AF_INET6 if ":" in self.address else model.AF_INET
         return model.AF_INET6 if self.family == "inet6" else model.AF_INET
 
     def service_key(self) -> model.ServiceKey:
