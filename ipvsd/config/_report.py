@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -115,16 +115,24 @@ def ordered(errors: list[ConfigError]) -> list[ConfigError]:
 
 class ServiceWhere(Mapping[Loc, Where]):
     """Source places kept per service (`services[i]` maps locations inside service i), the rest in `top`:
-    merging every service's places into one dict of long tuples was a large part of loading big files."""
+    merging every service's places into one dict of long tuples was a large part of loading big files.
+
+    A reader may give a service's places as a function that works them out, called the first time an error or a
+    warning asks for one: a valid file then makes none (making them cost a tenth of loading a large file)."""
 
     def __init__(self) -> None:
         self.top: dict[Loc, Where] = {}
-        self.services: list[dict[Loc, Where]] = []
+        self.services: list[dict[Loc, Where] | Callable[[], dict[Loc, Where]]] = []
 
     def get(self, loc: Loc, default: Any = None) -> Any:
         if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
             i = loc[1]
-            return self.services[i].get(loc[2:], default) if 0 <= i < len(self.services) else default
+            if not 0 <= i < len(self.services):
+                return default
+            places = self.services[i]
+            if callable(places):
+                places = self.services[i] = places()
+            return places.get(loc[2:], default)
         return self.top.get(loc, default)
 
     def __getitem__(self, loc: Loc) -> Where:

@@ -8,10 +8,10 @@ warning naming the line; a negotiate check that ldirectord would silently skip (
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import socket
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,7 +123,7 @@ class _Reader:
         self.warnings: list[ConfigWarning] = []
         self.glob: dict[str, _Directive] = {}
         self.virtuals: list[_Virtual] = []
-        self.where = _Places(path)
+        self.where = _report.ServiceWhere()
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
 
@@ -392,7 +392,7 @@ class _Reader:
             raise _Skipped
         svc["reals"] = reals
         assert i == len(self.where.services)  # a virtual that fails above adds no service and no places
-        self.where.services.append((v, fb, real_lines))
+        self.where.services.append(functools.partial(_service_places, self.path, v, fb, real_lines))
         return svc
 
     def count_reals(self, d: _Directive, count: int) -> None:
@@ -619,57 +619,24 @@ _GLOBAL_FIELDS: dict[str, tuple[Loc, ...]] = {
 }
 
 
-class _Places(Mapping[Loc, Where]):
-    """Source places of the Config's keys. A service's are worked out from its virtual block when an error or a
-    warning asks for one: making them for every service cost a tenth of loading a large file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.top: dict[Loc, Where] = {}
-        # per service: its virtual block, the fallback directive it uses (perhaps the global one), and the
-        # directive of each of its reals
-        self.services: list[tuple[_Virtual, _Directive | None, list[_Directive]]] = []
-        self._made: dict[int, dict[Loc, Where]] = {}
-
-    def get(self, loc: Loc, default: Any = None) -> Any:
-        if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
-            i = loc[1]
-            if not 0 <= i < len(self.services):
-                return default
-            if i not in self._made:
-                self._made[i] = self._service(*self.services[i])
-            return self._made[i].get(loc[2:], default)
-        return self.top.get(loc, default)
-
-    def _service(self, v: _Virtual, fb: _Directive | None, reals: list[_Directive]) -> dict[Loc, Where]:
-        """The places inside one service, by their location below `("services", i)`."""
-        def at(d: _Directive) -> Where:
-            return Where(self.path, d.line, d.name)
-        where: dict[Loc, Where] = {(): Where(self.path, v.line, "virtual6" if v.af6 else "virtual")}
-        where[("fwmark",) if _NUMBER.fullmatch(v.target) else ("address",)] = where[()]
-        if (pd := v.get("protocol")) is not None:
-            where[("protocol",)] = at(pd)
-        for d in v.items:  # the first line of each field
-            where.setdefault((_FIELD.get(d.name, d.name),), at(d))
-        if v.get("persistent") is not None and (n := v.get("netmask")) is not None:
-            where[("persistence", "netmask")] = at(n)
-        if fb is not None:
-            where[("fallback",)] = at(fb)
-        for j, d in enumerate(reals):
-            where[("reals", j)] = at(d)
-        return where
-
-    def __getitem__(self, loc: Loc) -> Where:
-        found: Where | None = self.get(loc)
-        if found is None:
-            raise KeyError(loc)
-        return found
-
-    def __iter__(self) -> Iterator[Loc]:  # lookups are all the reports need
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+def _service_places(path: str, v: _Virtual, fb: _Directive | None, reals: list[_Directive]) -> dict[Loc, Where]:
+    """The source places inside one service, by their location below `("services", i)`: its virtual block, the
+    fallback directive it uses (perhaps the global one), and the directive of each of its reals."""
+    def at(d: _Directive) -> Where:
+        return Where(path, d.line, d.name)
+    where: dict[Loc, Where] = {(): Where(path, v.line, "virtual6" if v.af6 else "virtual")}
+    where[("fwmark",) if _NUMBER.fullmatch(v.target) else ("address",)] = where[()]
+    if (pd := v.get("protocol")) is not None:
+        where[("protocol",)] = at(pd)
+    for d in v.items:  # the first line of each field
+        where.setdefault((_FIELD.get(d.name, d.name),), at(d))
+    if v.get("persistent") is not None and (n := v.get("netmask")) is not None:
+        where[("persistence", "netmask")] = at(n)
+    if fb is not None:
+        where[("fallback",)] = at(fb)
+    for j, d in enumerate(reals):
+        where[("reals", j)] = at(d)
+    return where
 
 
 def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
