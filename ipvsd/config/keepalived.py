@@ -46,6 +46,8 @@ _RS_FIELD = {"weight": "weight", "uthreshold": "u_threshold", "lthreshold": "l_t
              "inhibit_on_failure": "on_failure", "lvs_method": "forward", "lb_kind": "forward"}
 _FLAGS = ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh-fallback")
 
+_INTEGER = re.compile(r"-?\d{1,18}")
+
 _Checks = list[tuple[Node, Node | None]]
 """What each check of a real was made from: its checker block, and its url block (None for other checkers)."""
 
@@ -86,7 +88,7 @@ class _Reader:
 
     def int_(self, n: Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
         v = self.arg(n)
-        if not re.fullmatch(r"-?\d{1,18}", v) or not lo <= int(v) <= hi:
+        if not _INTEGER.fullmatch(v) or not lo <= int(v) <= hi:
             raise self.err(n, f"must be an integer in {lo}..{hi} (got {v!r})")
         return int(v)
 
