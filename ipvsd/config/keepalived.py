@@ -177,7 +177,7 @@ class _Reader:
                 self.errors.add(e)
                 continue
             for svc, reals_made in expanded:
-                self.where.services.append(functools.partial(self.service_places, n, reals_made))
+                self.where.services.append(functools.partial(_service_places, n, reals_made))
                 services.append(svc)
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
@@ -420,7 +420,7 @@ class _Reader:
 
     def virtual_server(self, n: Node) -> list[tuple[dict[str, Any], list[tuple[Node, _Checks]]]]:
         """The services a virtual_server stands for, each with the real_server blocks its reals came from and the
-        blocks of their checks (for `service_places`)."""
+        blocks of their checks (for `_service_places`)."""
         idents = self.identities(n)
         svc: dict[str, Any] = {}
         timing: dict[str, Any] = {}
@@ -535,62 +535,6 @@ class _Reader:
                 entry["family"] = svc["family"]
             out.append((entry, made))
         return out
-
-    # --- source places, worked out only when an error or a warning needs one -----------------------------------
-
-    def service_places(self, n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Where]:
-        """The places inside a service made from virtual_server `n`, by their location below `("services", i)`.
-        Each key points at the last line that set it, as read: a line refused (an unknown keyword, a block where
-        none belongs, a bad value) points nowhere."""
-        where: dict[Loc, Where] = {(): self.w(n)}
-        for c in n.children or []:
-            if c.keyword not in _VS_KEYWORDS or (c.keyword != "real_server" and c.children is not None):
-                continue
-            field = _VS_FIELD.get(c.keyword)
-            if field:
-                where[(field,)] = self.w(c)
-            elif c.keyword in _FLAGS and _valid(self.flag, c):
-                where[("sched_flags",)] = self.w(c)
-        for j, (rn, checks) in enumerate(reals):
-            where[("reals", j)] = self.w(rn)
-            for loc, w in self.real_places(rn, checks).items():
-                where[("reals", j, *loc)] = w
-        return where
-
-    def real_places(self, n: Node, checks: _Checks) -> dict[Loc, Where]:
-        where: dict[Loc, Where] = {("address",): self.w(n), ("port",): self.w(n)}
-        for c in n.children or []:
-            if c.keyword not in _RS_KEYWORDS or (c.keyword not in CHECKERS and c.children is not None):
-                continue
-            field = _RS_FIELD.get(c.keyword)
-            if field:
-                where[(field,)] = self.w(c)
-        for k, (checker, url) in enumerate(checks):
-            where[("checks", k)] = self.w(checker)
-            for loc, w in self.check_places(checker, url).items():
-                where[("checks", k, *loc)] = w
-        return where
-
-    def check_places(self, n: Node, url: Node | None) -> dict[Loc, Where]:
-        kind = n.keyword
-        where: dict[Loc, Where] = {}
-        for c in n.children or []:
-            if c.keyword not in ("url", "host") and c.children is not None:
-                continue
-            field = _CHECK_FIELD.get((kind, c.keyword)) or \
-                (_TARGET_FIELD.get(c.keyword) if kind != "MISC_CHECK" else None)
-            # require_reply may be empty; the others take one value
-            if field and (len(c.args) == 1 or (c.keyword == "require_reply" and not c.args)):
-                where[(field,)] = self.w(c)
-        if url is not None:
-            at_url = self.w(url)
-            where.update({(field,): at_url for field in _URL_FIELD.values()})
-            for c in url.children or []:
-                # several status_code lines make one field: point at the first
-                key = (_URL_FIELD.get(c.keyword, c.keyword),)
-                if where.get(key) is at_url:
-                    where[key] = self.w(c)
-        return where
 
     def script(self, n: Node) -> str:
         if not n.args:
@@ -866,6 +810,70 @@ def _valid(read: Callable[[Node], object], n: Node) -> bool:
     except ConfigError:
         return False
     return True
+
+
+# --- source places, worked out only when an error or a warning needs one ---------------------------------------
+# Module functions, not reader methods: a service's places are kept as a function of its blocks, and a function
+# bound to the reader would make a cycle (reader -> places -> reader) that holds every block of the file until
+# the cyclic collector runs.
+
+_w = _Reader.w
+
+
+def _service_places(n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Where]:
+    """The places inside a service made from virtual_server `n`, by their location below `("services", i)`.
+    Each key points at the last line that set it, as read: a line refused (an unknown keyword, a block where none
+    belongs, a bad value) points nowhere."""
+    where: dict[Loc, Where] = {(): _w(n)}
+    for c in n.children or []:
+        if c.keyword not in _VS_KEYWORDS or (c.keyword != "real_server" and c.children is not None):
+            continue
+        field = _VS_FIELD.get(c.keyword)
+        if field:
+            where[(field,)] = _w(c)
+        elif c.keyword in _FLAGS and _valid(_Reader(_report.Collector()).flag, c):
+            where[("sched_flags",)] = _w(c)
+    for j, (rn, checks) in enumerate(reals):
+        where[("reals", j)] = _w(rn)
+        for loc, w in _real_places(rn, checks).items():
+            where[("reals", j, *loc)] = w
+    return where
+
+
+def _real_places(n: Node, checks: _Checks) -> dict[Loc, Where]:
+    where: dict[Loc, Where] = {("address",): _w(n), ("port",): _w(n)}
+    for c in n.children or []:
+        if c.keyword not in _RS_KEYWORDS or (c.keyword not in CHECKERS and c.children is not None):
+            continue
+        field = _RS_FIELD.get(c.keyword)
+        if field:
+            where[(field,)] = _w(c)
+    for k, (checker, url) in enumerate(checks):
+        where[("checks", k)] = _w(checker)
+        for loc, w in _check_places(checker, url).items():
+            where[("checks", k, *loc)] = w
+    return where
+
+
+def _check_places(n: Node, url: Node | None) -> dict[Loc, Where]:
+    kind = n.keyword
+    where: dict[Loc, Where] = {}
+    for c in n.children or []:
+        if c.keyword not in ("url", "host") and c.children is not None:
+            continue
+        field = _CHECK_FIELD.get((kind, c.keyword)) or (_TARGET_FIELD.get(c.keyword) if kind != "MISC_CHECK" else None)
+        # require_reply may be empty; the others take one value
+        if field and (len(c.args) == 1 or (c.keyword == "require_reply" and not c.args)):
+            where[(field,)] = _w(c)
+    if url is not None:
+        at_url = _w(url)
+        where.update({(field,): at_url for field in _URL_FIELD.values()})
+        for c in url.children or []:
+            # several status_code lines make one field: point at the first
+            key = (_URL_FIELD.get(c.keyword, c.keyword),)
+            if where.get(key) is at_url:
+                where[key] = _w(c)
+    return where
 
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
