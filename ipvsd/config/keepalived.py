@@ -440,7 +440,9 @@ class _Reader:
                 if c.keyword != "real_server":
                     self.no_block(c)
                 k = c.keyword
-                if k in ("lvs_sched", "lb_algo"):
+                if k == "real_server":  # the most frequent first: this chain runs for every line of the block
+                    real_nodes.append(c)
+                elif k in ("lvs_sched", "lb_algo"):
                     svc["scheduler"] = self.arg(c)
                     seen_sched = True
                 elif k in ("lvs_method", "lb_kind"):
@@ -486,8 +488,6 @@ class _Reader:
                     svc["family"] = fam
                 elif k == "virtualhost":
                     vhost = self.arg(c)
-                elif k == "real_server":
-                    real_nodes.append(c)
                 elif k in ("hashed",):
                     self.warn(c, "legacy flag; the kernel manages it; ignored", "info")
                 elif k in ("omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"):
@@ -570,7 +570,9 @@ class _Reader:
                 if c.keyword not in CHECKERS:
                     self.no_block(c)
                 k = c.keyword
-                if k == "weight":
+                if k in CHECKERS:  # the most frequent first, with weight
+                    checker_nodes.append(c)
+                elif k == "weight":
                     real["weight"] = self.int_(c)
                 elif k in ("lvs_method", "lb_kind"):
                     real["forward"], tun = self.method(c)
@@ -587,8 +589,6 @@ class _Reader:
                     timing[k] = self.timing_value(c)
                 elif k == "virtualhost":
                     vhost = self.arg(c)
-                elif k in CHECKERS:
-                    checker_nodes.append(c)
                 elif k in ("notify_up", "notify_down"):
                     self.warn(c, "notify scripts are not implemented; use `ipvsd events`")
                 elif k in ("smtp_alert", "snmp_name"):
