@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from ipvsd.config import ConfigErrors, ldirectord, load
+from ipvsd.config import ConfigErrors, ldirectord, load, native
 from ipvsd.config import keepalived as ka
 from ipvsd.errors import ConfigError
 
@@ -233,3 +236,24 @@ def test_checks_written_alike_share_one_model_but_a_different_type_is_still_an_e
     with pytest.raises(ConfigError) as e:
         load(str(f))
     assert (e.value.line, e.value.key) == (12, "services.checks.fall"), str(e.value)
+
+
+def test_native_files_read_with_tomllib_when_tomli_cannot_be_imported(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # tomli is tomllib's origin: a broken install falls back to the standard library, with the same errors
+    f = tmp_path / "ipvsd.toml"
+    f.write_text('[settings]\nresync_interval = = 3\n')
+    with pytest.raises(ConfigError) as fast:
+        load(str(f))
+    monkeypatch.setitem(sys.modules, "tomli", None)  # import tomli raises ImportError
+    try:
+        importlib.reload(native)
+        assert native.toml is tomllib
+        with pytest.raises(ConfigError) as slow:
+            load(str(f))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(native)
+    assert native.toml is not tomllib
+    assert (slow.value.line, slow.value.message) == (fast.value.line, fast.value.message)
+    assert (fast.value.line, fast.value.message) == (2, "TOML syntax: Invalid value")
