@@ -216,12 +216,19 @@ class _Reader:
         services = reals = checks = 0
         for n in vs_nodes:
             idents = self.count_identities(n)
-            real_nodes = [c for c in n.children or [] if c.keyword == "real_server"]
-            per_real = [sum(max(1, sum(1 for u in ch.children or [] if u.keyword in ("url", "host")))
-                            for ch in r.children or [] if ch.keyword in CHECKERS) for r in real_nodes]
+            n_reals = n_checks = 0
+            for r in n.children or []:
+                if r.keyword != "real_server":
+                    continue
+                n_reals += 1
+                for ch in r.children or []:
+                    if ch.keyword in CHECKERS:  # one check per url (or SMTP host), at least one
+                        n_checks += max(1, sum(u.keyword in ("url", "host") for u in ch.children or []))
             services += idents
-            reals += idents * len(real_nodes)
-            checks += idents * sum(per_real)
+            reals += idents * n_reals
+            checks += idents * n_checks
+            if services <= _report.MAX_SERVICES and reals <= _report.MAX_REALS and checks <= _report.MAX_CHECKS:
+                continue
             for what, count, cap in (("services", services, _report.MAX_SERVICES),
                                      ("real servers", reals, _report.MAX_REALS),
                                      ("checks", checks, _report.MAX_CHECKS)):
