@@ -56,28 +56,31 @@ class _Parser:
 
     def feed_text(self, text: str, path: str, depth: int, seen: tuple[str, ...]) -> None:
         special = _SPECIAL.search
+        stack = self.stack
         for no, line in enumerate(text.splitlines(), 1):
             # Fast paths for the lines most files are made of: plain words, plain words opening a block, a
             # lone '}'. str.split is many times cheaper than the tokenizer below.
             s = line.strip()
             if not s:
                 continue
-            if s == "}" and len(self.stack) > 1:
-                self.stack.pop()
+            if s == "}" and len(stack) > 1:
+                stack.pop()
                 continue
-            end = len(s) - 1 if s[-1] == "{" else len(s)
-            if not special(s, 0, end):
-                plain = s[:end].split()
+            opens = s[-1] == "{"
+            if opens:
+                s = s[:-1]
+            if not special(s):
+                plain = s.split()
                 if plain and plain[0] != "include":
                     node = Node(plain[0], plain[1:], path, no)
-                    _, nodes, keep = self.stack[-1]
-                    nodes.append(node)
-                    if end < len(s):
+                    top = stack[-1]
+                    top[1].append(node)
+                    if opens:
                         node.children = []
-                        deep = len(self.stack) > MAX_BLOCK_DEPTH
-                        if deep and keep:
+                        deep = len(stack) > MAX_BLOCK_DEPTH
+                        if deep and top[2]:
                             self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, node.keyword)
-                        self.stack.append((node, node.children, keep and not deep))
+                        stack.append((node, node.children, top[2] and not deep))
                     continue
             words: list[tuple[str, bool | None]] = []  # (text, quoted); quoted None marks a brace
             for m in _TOKEN.finditer(line):

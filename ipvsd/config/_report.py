@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ipvsd import model
 from ipvsd.config import sysctls
-from ipvsd.config.schema import CHECK_TYPES, KNOWN_SCHEDULERS, Config, VirtualService
+from ipvsd.config.schema import CHECK_TYPES, KNOWN_SCHEDULERS, Check, Config, VirtualService
 from ipvsd.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -115,16 +116,24 @@ def ordered(errors: list[ConfigError]) -> list[ConfigError]:
 
 class ServiceWhere(Mapping[Loc, Where]):
     """Source places kept per service (`services[i]` maps locations inside service i), the rest in `top`:
-    merging every service's places into one dict of long tuples was a large part of loading big files."""
+    merging every service's places into one dict of long tuples was a large part of loading big files.
+
+    A reader may give a service's places as a function that works them out, called the first time an error or a
+    warning asks for one: a valid file then makes none (making them cost a tenth of loading a large file)."""
 
     def __init__(self) -> None:
         self.top: dict[Loc, Where] = {}
-        self.services: list[dict[Loc, Where]] = []
+        self.services: list[dict[Loc, Where] | Callable[[], dict[Loc, Where]]] = []
 
     def get(self, loc: Loc, default: Any = None) -> Any:
         if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
             i = loc[1]
-            return self.services[i].get(loc[2:], default) if 0 <= i < len(self.services) else default
+            if not 0 <= i < len(self.services):
+                return default
+            places = self.services[i]
+            if callable(places):
+                places = self.services[i] = places()
+            return places.get(loc[2:], default)
         return self.top.get(loc, default)
 
     def __getitem__(self, loc: Loc) -> Where:
@@ -213,6 +222,7 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
     together with the reader's own `errors` (all or nothing: any error, no Config)."""
     errors = errors if errors is not None else Collector()
     data = _checked_sysctls(data, where, default, errors)
+    _share_checks(data)
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -230,6 +240,46 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
     if errors or config is None:
         raise ConfigErrors(ordered(errors.errors)[:MAX_REPORTED], errors.total) from None
     return config
+
+
+@functools.cache
+def _check_adapter() -> TypeAdapter[Check]:
+    return TypeAdapter(Check)
+
+
+def _share_checks(data: dict[str, Any]) -> None:
+    """Replace in `data` each check that is valid on its own by its model, one model for all checks written
+    alike. A large configuration repeats one check for every service or real: it is validated once and kept once
+    (validating and keeping 120,000 equal checks was a fifth of loading such a file). A check that is not valid
+    stays as written, for the whole Config's validation to report where it is."""
+    made: dict[str, Any] = {}
+
+    def shared(checks: Any) -> Any:
+        if not isinstance(checks, list):
+            return checks
+        out = []
+        for c in checks:
+            if isinstance(c, dict):
+                key = repr(c)  # tells 1 from 1.0 and True, and a list from a tuple: equal keys validate alike
+                if key not in made:
+                    try:
+                        made[key] = _check_adapter().validate_python(c)
+                    except ValidationError:
+                        made[key] = c
+                c = made[key]
+            out.append(c)
+        return out
+
+    services = data.get("services")
+    for svc in services if isinstance(services, list) else ():
+        if not isinstance(svc, dict):
+            continue
+        if "checks" in svc:
+            svc["checks"] = shared(svc["checks"])
+        reals = svc.get("reals")
+        for real in reals if isinstance(reals, list) else ():
+            if isinstance(real, dict) and "checks" in real:
+                real["checks"] = shared(real["checks"])
 
 
 def _checked_sysctls(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,

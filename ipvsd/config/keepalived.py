@@ -10,9 +10,10 @@ what `lvs_sync_daemon` needs is read: its name, virtual_router_id and `lvs_sync_
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ipvsd.config import _lexer, _report
@@ -44,6 +45,11 @@ _VS_FIELD = {"lvs_sched": "scheduler", "lb_algo": "scheduler", "protocol": "prot
 _RS_FIELD = {"weight": "weight", "uthreshold": "u_threshold", "lthreshold": "l_threshold",
              "inhibit_on_failure": "on_failure", "lvs_method": "forward", "lb_kind": "forward"}
 _FLAGS = ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh-fallback")
+
+_INTEGER = re.compile(r"-?\d{1,18}")
+
+_Checks = list[tuple[Node, Node | None]]
+"""What each check of a real was made from: its checker block, and its url block (None for other checkers)."""
 
 
 class _Reader:
@@ -82,7 +88,7 @@ class _Reader:
 
     def int_(self, n: Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
         v = self.arg(n)
-        if not re.fullmatch(r"-?\d{1,18}", v) or not lo <= int(v) <= hi:
+        if not _INTEGER.fullmatch(v) or not lo <= int(v) <= hi:
             raise self.err(n, f"must be an integer in {lo}..{hi} (got {v!r})")
         return int(v)
 
@@ -170,10 +176,8 @@ class _Reader:
             except ConfigError as e:
                 self.errors.add(e)
                 continue
-            for svc in expanded:
-                where = svc.pop("_where")
-                where[()] = self.w(n)
-                self.where.services.append(where)
+            for svc, reals_made in expanded:
+                self.where.services.append(functools.partial(_service_places, n, reals_made))
                 services.append(svc)
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
@@ -212,12 +216,19 @@ class _Reader:
         services = reals = checks = 0
         for n in vs_nodes:
             idents = self.count_identities(n)
-            real_nodes = [c for c in n.children or [] if c.keyword == "real_server"]
-            per_real = [sum(max(1, sum(1 for u in ch.children or [] if u.keyword in ("url", "host")))
-                            for ch in r.children or [] if ch.keyword in CHECKERS) for r in real_nodes]
+            n_reals = n_checks = 0
+            for r in n.children or []:
+                if r.keyword != "real_server":
+                    continue
+                n_reals += 1
+                for ch in r.children or []:
+                    if ch.keyword in CHECKERS:  # one check per url (or SMTP host), at least one
+                        n_checks += max(1, sum(u.keyword in ("url", "host") for u in ch.children or []))
             services += idents
-            reals += idents * len(real_nodes)
-            checks += idents * sum(per_real)
+            reals += idents * n_reals
+            checks += idents * n_checks
+            if services <= _report.MAX_SERVICES and reals <= _report.MAX_REALS and checks <= _report.MAX_CHECKS:
+                continue
             for what, count, cap in (("services", services, _report.MAX_SERVICES),
                                      ("real servers", reals, _report.MAX_REALS),
                                      ("checks", checks, _report.MAX_CHECKS)):
@@ -414,10 +425,11 @@ class _Reader:
             raise self.err(e, str(ex)) from None
         return [{"address": a, "port": int(e.args[0])} for a in addrs]
 
-    def virtual_server(self, n: Node) -> list[dict[str, Any]]:
+    def virtual_server(self, n: Node) -> list[tuple[dict[str, Any], list[tuple[Node, _Checks]]]]:
+        """The services a virtual_server stands for, each with the real_server blocks its reals came from and the
+        blocks of their checks (for `_service_places`)."""
         idents = self.identities(n)
         svc: dict[str, Any] = {}
-        where: dict[Loc, Where] = {}
         timing: dict[str, Any] = {}
         forward, tunnel = "masq", None
         vhost: str | None = None
@@ -434,11 +446,10 @@ class _Reader:
                     raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
                 if c.keyword != "real_server":
                     self.no_block(c)
-                field = _VS_FIELD.get(c.keyword)
-                if field:
-                    where[(field,)] = self.w(c)
                 k = c.keyword
-                if k in ("lvs_sched", "lb_algo"):
+                if k == "real_server":  # the most frequent first: this chain runs for every line of the block
+                    real_nodes.append(c)
+                elif k in ("lvs_sched", "lb_algo"):
                     svc["scheduler"] = self.arg(c)
                     seen_sched = True
                 elif k in ("lvs_method", "lb_kind"):
@@ -477,7 +488,6 @@ class _Reader:
                 elif k in _FLAGS:
                     if self.flag(c):
                         flags.append(k)
-                    where[("sched_flags",)] = self.w(c)
                 elif k == "ip_family":
                     fam = self.arg(c)
                     if fam not in ("inet", "inet6"):
@@ -485,8 +495,6 @@ class _Reader:
                     svc["family"] = fam
                 elif k == "virtualhost":
                     vhost = self.arg(c)
-                elif k == "real_server":
-                    real_nodes.append(c)
                 elif k in ("hashed",):
                     self.warn(c, "legacy flag; the kernel manages it; ignored", "info")
                 elif k in ("omega", "smtp_alert", "ha_suspend", "snmp_name", "lvs_flush"):
@@ -513,30 +521,26 @@ class _Reader:
                 if not is_count(sorry.args[1]):
                     raise self.err(sorry, f"invalid port {sorry.args[1]!r}")
                 svc["fallback"]["port"] = int(sorry.args[1])
-        reals: list[dict[str, Any]] = []
-        out: list[dict[str, Any]] = []
+        out: list[tuple[dict[str, Any], list[tuple[Node, _Checks]]]] = []
         for ident in idents:
             vport = ident.get("port", 0)
-            reals = []
-            rwhere: dict[Loc, Where] = {}
+            reals: list[dict[str, Any]] = []
+            made: list[tuple[Node, _Checks]] = []
             for rn in real_nodes:
                 try:
-                    real, rw = self.real_server(rn, vport, forward, tunnel, timing, vhost)
+                    real, checks_made = self.real_server(rn, vport, forward, tunnel, timing, vhost)
                 except ConfigError as e:
                     self.errors.add(e)
                     continue
-                j = len(reals)
-                rwhere[("reals", j)] = self.w(rn)
-                for loc, wh in rw.items():
-                    rwhere[("reals", j, *loc)] = wh
                 reals.append(real)
+                made.append((rn, checks_made))
             name = f"group {n.args[1]}" if n.args and n.args[0] == "group" else None
-            entry = {**svc, **ident, "reals": reals, "_where": {**where, **rwhere}}
+            entry = {**svc, **ident, "reals": reals}
             if name:
                 entry["name"] = name
             if "fwmark" in ident and "family" in svc:
                 entry["family"] = svc["family"]
-            out.append(entry)
+            out.append((entry, made))
         return out
 
     def script(self, n: Node) -> str:
@@ -554,7 +558,7 @@ class _Reader:
     # --- real servers and checkers --------------------------------------------------------------------------
 
     def real_server(self, n: Node, vport: int, forward: str, tunnel: dict[str, Any] | None,
-                    vs_timing: dict[str, Any], vhost: str | None) -> tuple[dict[str, Any], dict[Loc, Where]]:
+                    vs_timing: dict[str, Any], vhost: str | None) -> tuple[dict[str, Any], _Checks]:
         if not 1 <= len(n.args) <= 2:
             raise self.err(n, "expected ip [port]")
         real: dict[str, Any] = {"address": n.args[0], "port": vport, "forward": forward}
@@ -564,7 +568,6 @@ class _Reader:
             if not is_count(n.args[1]) or int(n.args[1]) > 65535:
                 raise self.err(n, f"invalid port {n.args[1]!r}")
             real["port"] = int(n.args[1])
-        where: dict[Loc, Where] = {("address",): self.w(n), ("port",): self.w(n)}
         timing = dict(vs_timing)
         checker_nodes: list[Node] = []
         for c in n.children or []:
@@ -573,11 +576,10 @@ class _Reader:
                     raise self.err(c, "unknown keyword in real_server (check the spelling)")
                 if c.keyword not in CHECKERS:
                     self.no_block(c)
-                field = _RS_FIELD.get(c.keyword)
-                if field:
-                    where[(field,)] = self.w(c)
                 k = c.keyword
-                if k == "weight":
+                if k in CHECKERS:  # the most frequent first, with weight
+                    checker_nodes.append(c)
+                elif k == "weight":
                     real["weight"] = self.int_(c)
                 elif k in ("lvs_method", "lb_kind"):
                     real["forward"], tun = self.method(c)
@@ -594,8 +596,6 @@ class _Reader:
                     timing[k] = self.timing_value(c)
                 elif k == "virtualhost":
                     vhost = self.arg(c)
-                elif k in CHECKERS:
-                    checker_nodes.append(c)
                 elif k in ("notify_up", "notify_down"):
                     self.warn(c, "notify scripts are not implemented; use `ipvsd events`")
                 elif k in ("smtp_alert", "snmp_name"):
@@ -605,29 +605,29 @@ class _Reader:
             except ConfigError as e:
                 self.errors.add(e)
         checks: list[dict[str, Any]] = []
+        made: _Checks = []
         for c in checker_nodes:
             try:
                 found = self.checker(c, timing, vhost)
             except ConfigError as e:
                 self.errors.add(e)
                 continue
-            for check in found:
-                where[("checks", len(checks))] = self.w(c)
-                for loc, wh in check.pop("_where", {}).items():
-                    where[("checks", len(checks), *loc)] = wh
+            for check, url in found:
                 checks.append(check)
+                made.append((c, url))
         # keepalived: a real with no checker is always up, which is what the service's empty check list means.
         if checks:
             real["checks"] = checks
-        return real, where
+        return real, made
 
-    def checker(self, n: Node, inherited: dict[str, Any], vhost: str | None) -> list[dict[str, Any]]:
+    def checker(self, n: Node, inherited: dict[str, Any],
+                vhost: str | None) -> list[tuple[dict[str, Any], Node | None]]:
+        """The checks of a checker block, each with the url block it came from (None for other checkers)."""
         if n.keyword in UNSUPPORTED_CHECKERS:
             raise self.err(n, UNSUPPORTED_CHECKERS[n.keyword])
         kind = n.keyword
         timing = dict(inherited)
         common: dict[str, Any] = {}
-        where: dict[Loc, Where] = {}
         extra: dict[str, Any] = {}
         urls: list[Node] = []
         hosts: list[Node] = []
@@ -642,12 +642,10 @@ class _Reader:
                     timing[k] = self.timing_value(c)
                 elif k == "connect_ip" and kind != "MISC_CHECK":
                     common["address"] = self.arg(c)
-                    where[("address",)] = self.w(c)
                 elif k == "connect_port" and kind != "MISC_CHECK":
                     common["port"] = self.int_(c, 1, 65535)
                 elif k == "bindto" and kind != "MISC_CHECK":
                     common["bindto"] = self.arg(c)
-                    where[("bindto",)] = self.w(c)
                 elif k == "fwmark" and kind != "MISC_CHECK":
                     common["mark"] = self.int_(c, 1, 0xFFFFFFFF)
                 elif k in ("bind_port", "bind_if", "log_all_failures", "dont_track_primary") and kind != "MISC_CHECK":
@@ -669,7 +667,6 @@ class _Reader:
                     hosts.append(c)
                 elif kind == "DNS_CHECK" and k == "type":
                     extra["qtype"] = self.arg(c).upper()
-                    where[("qtype",)] = self.w(c)
                 elif kind == "DNS_CHECK" and k == "name":
                     extra["name"] = self.arg(c)
                 elif kind == "MISC_CHECK" and k == "misc_path":
@@ -690,10 +687,8 @@ class _Reader:
                     extra["user"] = self.arg(c) if len(c.args) == 1 else c.args[0]
                 elif kind == "UDP_CHECK" and k == "payload":
                     extra["payload"] = self.arg(c)
-                    where[("payload",)] = self.w(c)
                 elif kind == "UDP_CHECK" and k == "require_reply":
                     extra["expect"] = self.arg(c) if c.args else None
-                    where[("expect",)] = self.w(c)
                 elif kind == "UDP_CHECK" and k in ("min_reply_length", "max_reply_length"):
                     extra[k] = self.int_(c, 0, 65535)
                 else:
@@ -705,21 +700,13 @@ class _Reader:
             t = "https" if kind == "SSL_GET" else "http"
             if not urls:
                 self.warn(n, f"{kind} without a url block checks \"/\" for a 2xx status")
-                return [{**base, "type": t, **({"host": vhost} if vhost else {}), "_where": where}]
-            out = []
+                return [({**base, "type": t, **({"host": vhost} if vhost else {})}, None)]
+            out: list[tuple[dict[str, Any], Node | None]] = []
             for u in urls:
                 check = {**base, "type": t, **self.url(u, vhost)}
                 if sni_on and (sni_name or check.get("host")):
                     check["sni"] = sni_name or check["host"]
-                at_url = self.w(u)
-                check_where: dict[Loc, Where] = {**where, **{(k,): at_url for k in _URL_FIELD.values()}}
-                for c in u.children or []:
-                    # several status_code lines make one field: point at the first
-                    field = (_URL_FIELD.get(c.keyword, c.keyword),)
-                    if check_where.get(field) is at_url:
-                        check_where[field] = self.w(c)
-                check["_where"] = check_where
-                out.append(check)
+                out.append((check, u))
             return out
         if kind == "SMTP_CHECK":
             if hosts:
@@ -739,17 +726,17 @@ class _Reader:
                             self.warn(c, "not implemented by ipvsd; ignored", "info")
                         else:
                             raise self.err(c, "unknown keyword in SMTP_CHECK host (check the spelling)")
-                    out.append({**base, "type": "smtp", **extra, **hc, "_where": where})
+                    out.append(({**base, "type": "smtp", **extra, **hc}, None))
                 return out
-            return [{**base, "type": "smtp", **extra, "_where": where}]
+            return [({**base, "type": "smtp", **extra}, None)]
         if kind == "MISC_CHECK":
             if "command" not in extra:
                 raise self.err(n, "MISC_CHECK needs misc_path")
             if "timeout" not in extra:
                 extra["timeout"] = base["interval"]
-            return [{**base, "type": "external", "pass_target": False, **extra, "_where": where}]
+            return [({**base, "type": "external", "pass_target": False, **extra}, None)]
         t = {"TCP_CHECK": "tcp", "DNS_CHECK": "dns", "UDP_CHECK": "udp", "PING_CHECK": "ping"}[kind]
-        return [{**base, "type": t, **extra, "_where": where}]
+        return [({**base, "type": t, **extra}, None)]
 
     def resolve(self, kind: str, t: dict[str, Any]) -> dict[str, Any]:
         """keepalived timing (with its per-checker defaults) as ipvsd check timing."""
@@ -819,14 +806,81 @@ _RS_KEYWORDS = frozenset({"weight", "lvs_method", "lb_kind", "inhibit_on_failure
 
 _URL_FIELD = {"path": "path", "status_code": "expect_status", "digest": "digest", "virtualhost": "host",
               "regex": "regex", "regex_no_match": "regex_no_match"}
+_TARGET_FIELD = {"connect_ip": "address", "bindto": "bindto"}  # of every checker but MISC_CHECK
+_CHECK_FIELD = {("DNS_CHECK", "type"): "qtype", ("UDP_CHECK", "payload"): "payload",
+                ("UDP_CHECK", "require_reply"): "expect"}
 
 
-def _finish(data: dict[str, Any]) -> None:
-    """Drop bookkeeping keys the reader hung on nested dicts."""
-    for svc in data["services"]:
-        for r in svc.get("reals", []):
-            for c in r.get("checks", []):
-                c.pop("_where", None)
+def _valid(read: Callable[[Node], object], n: Node) -> bool:
+    try:
+        read(n)
+    except ConfigError:
+        return False
+    return True
+
+
+# --- source places, worked out only when an error or a warning needs one ---------------------------------------
+# Module functions, not reader methods: a service's places are kept as a function of its blocks, and a function
+# bound to the reader would make a cycle (reader -> places -> reader) that holds every block of the file until
+# the cyclic collector runs.
+
+_w = _Reader.w
+
+
+def _service_places(n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Where]:
+    """The places inside a service made from virtual_server `n`, by their location below `("services", i)`.
+    Each key points at the last line that set it, as read: a line refused (an unknown keyword, a block where none
+    belongs, a bad value) points nowhere."""
+    where: dict[Loc, Where] = {(): _w(n)}
+    for c in n.children or []:
+        if c.keyword not in _VS_KEYWORDS or (c.keyword != "real_server" and c.children is not None):
+            continue
+        field = _VS_FIELD.get(c.keyword)
+        if field:
+            where[(field,)] = _w(c)
+        elif c.keyword in _FLAGS and _valid(_Reader(_report.Collector()).flag, c):
+            where[("sched_flags",)] = _w(c)
+    for j, (rn, checks) in enumerate(reals):
+        where[("reals", j)] = _w(rn)
+        for loc, w in _real_places(rn, checks).items():
+            where[("reals", j, *loc)] = w
+    return where
+
+
+def _real_places(n: Node, checks: _Checks) -> dict[Loc, Where]:
+    where: dict[Loc, Where] = {("address",): _w(n), ("port",): _w(n)}
+    for c in n.children or []:
+        if c.keyword not in _RS_KEYWORDS or (c.keyword not in CHECKERS and c.children is not None):
+            continue
+        field = _RS_FIELD.get(c.keyword)
+        if field:
+            where[(field,)] = _w(c)
+    for k, (checker, url) in enumerate(checks):
+        where[("checks", k)] = _w(checker)
+        for loc, w in _check_places(checker, url).items():
+            where[("checks", k, *loc)] = w
+    return where
+
+
+def _check_places(n: Node, url: Node | None) -> dict[Loc, Where]:
+    kind = n.keyword
+    where: dict[Loc, Where] = {}
+    for c in n.children or []:
+        if c.keyword not in ("url", "host") and c.children is not None:
+            continue
+        field = _CHECK_FIELD.get((kind, c.keyword)) or (_TARGET_FIELD.get(c.keyword) if kind != "MISC_CHECK" else None)
+        # require_reply may be empty; the others take one value
+        if field and (len(c.args) == 1 or (c.keyword == "require_reply" and not c.args)):
+            where[(field,)] = _w(c)
+    if url is not None:
+        at_url = _w(url)
+        where.update({(field,): at_url for field in _URL_FIELD.values()})
+        for c in url.children or []:
+            # several status_code lines make one field: point at the first
+            key = (_URL_FIELD.get(c.keyword, c.keyword),)
+            if where.get(key) is at_url:
+                where[key] = _w(c)
+    return where
 
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
@@ -853,7 +907,6 @@ def places(path: str) -> Mapping[Loc, Where]:
 def _build(nodes: list[Node], path: str, errors: _report.Collector) -> tuple[Config, list[ConfigWarning]]:
     r = _Reader(errors)
     data = r.read(nodes)
-    _finish(data)
     config = _report.validate(data, r.where, Where(path), errors)
     return config, r.warnings + _report.lint(config, r.where, Where(path))
 

@@ -8,6 +8,7 @@ warning naming the line; a negotiate check that ldirectord would silently skip (
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import socket
@@ -44,6 +45,8 @@ VIRTUAL_ONLY = ("real", "real6", "request", "receive", "checktype", "checkcomman
                 "comment")
 REMOVED = {"timeout": "removed from ldirectord; use checktimeout and negotiatetimeout",
            "connecttimeout": "removed from ldirectord; use negotiatetimeout"}
+_IN_VIRTUAL = frozenset((*VIRTUAL_ONLY, *SHARED))  # what a virtual block may hold, tested on every line
+_AT_TOP = frozenset((*GLOBAL_ONLY, *SHARED))
 NOT_IMPLEMENTED = {
     "emailalert": "e-mail alerts are not implemented; use `ipvsd events` or the metrics",
     "emailalertfrom": "e-mail alerts are not implemented",
@@ -69,7 +72,7 @@ class _LimitReached(Exception):
     """The configuration grew past a limit (already collected): read no further."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Directive:
     name: str
     value: str
@@ -92,7 +95,17 @@ class _Virtual:
         return self.last.get(name)
 
 
-_DIRECTIVE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\s*(?:=\s*(.*?))?\s*$")
+# name[=value]; the value's surrounding blanks are stripped after the match (a lazy `(.*?)\s*$` backtracked at
+# every character of every value)
+_DIRECTIVE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\s*(?:=(.*))?")
+_NUMBER = re.compile(r"\d{1,18}")
+_VIRTUAL6 = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)")
+_VIRTUAL4 = re.compile(r"([0-9A-Za-z._+-]+):([0-9A-Za-z_-]+)")
+_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+_REAL = re.compile(rf"{_HOST}(?:->{_HOST})?(?::([0-9A-Za-z_-]+))?(?:\s+(.*))?")
+_THRESHOLD = re.compile(r"[lu]:\d{1,18}")
+_REAL_TOKEN = re.compile(r'"[^"]*"|\S+')
+_URL = re.compile(r"https?://")
 
 
 def _unquote(value: str) -> str:
@@ -110,7 +123,7 @@ class _Reader:
         self.warnings: list[ConfigWarning] = []
         self.glob: dict[str, _Directive] = {}
         self.virtuals: list[_Virtual] = []
-        self.where: dict[Loc, Where] = {}
+        self.where = _report.ServiceWhere()
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
 
@@ -138,12 +151,9 @@ class _Reader:
     def scan(self) -> None:
         current: _Virtual | None = None
         for no, raw in enumerate(self.text.splitlines(), 1):
-            line = raw.replace("\t", "    ")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
             # ldirectord strips "#..." on virtual lines; doing it everywhere accepts a superset.
-            body = _strip_comment(line)
-            if not body.strip():
+            body = _strip_comment(raw.replace("\t", "    "))
+            if not body:  # blank, or only a comment (it comes back right-stripped)
                 continue
             try:
                 current = self.scan_line(body, no, current)
@@ -155,35 +165,37 @@ class _Reader:
     def scan_line(self, body: str, no: int, current: _Virtual | None) -> _Virtual | None:
         """Take one directive; return the virtual block that later indented lines belong to."""
         indented = body[0] == " "
-        m = _DIRECTIVE.match(body.strip())
+        text = body.lstrip()  # _strip_comment has stripped the right
+        m = _DIRECTIVE.fullmatch(text)
         if not m:
-            raise ConfigError(f"cannot parse {body.strip()!r} (expected name=value)", path=self.path, line=no)
-        d = _Directive(m.group(1), (m.group(2) or "").strip(), no)
-        if d.name in ("virtual", "virtual6") and not indented:
-            current = _Virtual(no, d.name == "virtual6", d.value)
+            raise ConfigError(f"cannot parse {text!r} (expected name=value)", path=self.path, line=no)
+        name, value = m.group(1, 2)
+        d = _Directive(name, value.strip() if value else "", no)
+        if name in ("virtual", "virtual6") and not indented:
+            current = _Virtual(no, name == "virtual6", d.value)
             self.virtuals.append(current)
             return current
         if indented:
             if current is None:
                 raise self.err(d, "indented directive outside a virtual block")
-            if d.name not in VIRTUAL_ONLY and d.name not in SHARED and d.name not in REMOVED:
-                if d.name in GLOBAL_ONLY:
-                    raise self.err(d, "is a global directive; it cannot be set inside a virtual block")
-                raise self.err(d, "unknown directive (check the spelling)")
-            if d.name in REMOVED:
-                raise self.err(d, REMOVED[d.name])
-            current.add(d)
-            return current
+            if name in _IN_VIRTUAL:
+                current.add(d)
+                return current
+            if name in REMOVED:
+                raise self.err(d, REMOVED[name])
+            if name in GLOBAL_ONLY:
+                raise self.err(d, "is a global directive; it cannot be set inside a virtual block")
+            raise self.err(d, "unknown directive (check the spelling)")
         current = None
         if d.name in REMOVED:
             raise self.err(d, REMOVED[d.name])
         if d.name in VIRTUAL_ONLY:
             raise self.err(d, "belongs inside a virtual block (indent it under a virtual= line)")
-        if d.name not in GLOBAL_ONLY and d.name not in SHARED:
+        if d.name not in _AT_TOP:
             raise self.err(d, "unknown directive (check the spelling)")
-        if d.name == "supervised" and m.group(2) is None:
+        if d.name == "supervised" and value is None:
             d.value = "yes"
-        elif m.group(2) is None:
+        elif value is None:
             raise self.err(d, "needs a value (name=value)")
         self.glob[d.name] = d
         return current
@@ -286,23 +298,18 @@ class _Reader:
 
     def virtual(self, i: int, v: _Virtual) -> dict[str, Any]:
         d: _Directive | None
-        loc: Loc = ("services", i)
-        # kept apart until the virtual is read without error, so a skipped one leaves no stale locations
-        where: dict[Loc, Where] = {}
-        where[loc] = self.at(v.line, "virtual6" if v.af6 else "virtual")
         svc: dict[str, Any] = {}
         target = v.target
         fwmark: int | None = None
         vport_text: str | None = None
-        if re.fullmatch(r"\d{1,18}", target):
+        if _NUMBER.fullmatch(target):
             fwmark = int(target)
             svc["fwmark"] = fwmark
             if v.af6:
                 svc["family"] = "inet6"
-            where[(*loc, "fwmark")] = where[loc]
         else:
-            m6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)", target)
-            m4 = re.fullmatch(r"([0-9A-Za-z._+-]+):([0-9A-Za-z_-]+)", target)
+            m6 = _VIRTUAL6.fullmatch(target)
+            m4 = _VIRTUAL4.fullmatch(target)
             if m6 and not v.af6:
                 raise self.err(v, 'an IPv6 address needs "virtual6" instead of "virtual"')
             m = m6 or m4
@@ -311,7 +318,6 @@ class _Reader:
                                   "fwmark number)")
             svc["address"] = m.group(1)
             vport_text = m.group(2)
-            where[(*loc, "address")] = where[loc]
         proto = "fwm" if fwmark is not None else ("udp" if vport_text in ("53", "domain") else "tcp")
         pd = v.get("protocol")
         if pd is not None:
@@ -321,7 +327,6 @@ class _Reader:
                 raise self.err(pd, "must be fwm for a fwmark virtual, tcp or udp for an address" if fwmark is None
                                else "a fwmark virtual service must use protocol=fwm")
             proto = pd.value
-            where[(*loc, "protocol")] = self.at(pd.line, "protocol")
         vport = 0
         if vport_text is not None:
             vport = self.port(v, vport_text, proto)
@@ -329,7 +334,6 @@ class _Reader:
             svc["protocol"] = proto
 
         for d in v.items:
-            where.setdefault((*loc, _FIELD.get(d.name, d.name)), self.at(d.line, d.name))
             if d.name in NOT_IMPLEMENTED:
                 self.warn(d, NOT_IMPLEMENTED[d.name])
         if (d := v.get("scheduler")) is not None:
@@ -344,7 +348,6 @@ class _Reader:
             svc["persistence"] = {"timeout": int(d.value)}
             if (n := v.get("netmask")) is not None:
                 svc["persistence"]["netmask"] = n.value
-                where[(*loc, "persistence", "netmask")] = self.at(n.line, "netmask")
         elif (n := v.get("netmask")) is not None:
             self.warn(n, "netmask has no effect without persistent=; ignored")
         if (d := v.get("ops")) is not None:
@@ -366,11 +369,11 @@ class _Reader:
         fb = fb or self.glob.get("fallback6" if v.af6 else "fallback")
         if fb is not None:
             svc["fallback"] = self.fallback(fb)
-            where[(*loc, "fallback")] = self.at(fb.line, fb.name)
 
         checks, service_check = self.checks(v, proto, vport, fwmark)
         svc["checks"] = checks
         reals: list[dict[str, Any]] = []
+        real_lines: list[_Directive] = []  # the line of each output real (a range makes several of one line)
         bad = False
         for d in v.items:
             if d.name in ("real", "real6"):
@@ -383,13 +386,13 @@ class _Reader:
                     self.errors.add(e)
                     bad = True
                     continue
-                for real in found:
-                    where[(*loc, "reals", len(reals))] = self.at(d.line, d.name)
-                    reals.append(real)
+                real_lines += [d] * len(found)
+                reals += found
         if bad:
             raise _Skipped
         svc["reals"] = reals
-        self.where.update(where)
+        assert i == len(self.where.services)  # a virtual that fails above adds no service and no places
+        self.where.services.append(functools.partial(_service_places, self.path, v, fb, real_lines))
         return svc
 
     def count_reals(self, d: _Directive, count: int) -> None:
@@ -415,8 +418,7 @@ class _Reader:
         return fb
 
     def real(self, d: _Directive, default_port: int, service_check: dict[str, Any] | None) -> list[dict[str, Any]]:
-        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:->(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+))?"
-                         r"(?::([0-9A-Za-z_-]+))?(?:\s+(.*))?", d.value)
+        m = _REAL.fullmatch(d.value)
         if m is None:
             raise self.err(d, f"invalid real server {d.value!r} (host[->host2][:port] gate|masq|ipip [weight])")
         first, last, port_text, flags = m.group(1), m.group(2), m.group(3), (m.group(4) or "")
@@ -438,7 +440,7 @@ class _Reader:
                 if len(t) < 2 or not t.endswith('"'):
                     raise self.err(d, f"unterminated quoted string {t!r}")
             request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
-        while tokens and re.fullmatch(r"[lu]:\d{1,18}", tokens[0]):
+        while tokens and _THRESHOLD.fullmatch(tokens[0]):
             t = tokens.pop(0)
             real["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
         if tokens:
@@ -484,7 +486,7 @@ class _Reader:
         ctd = v.get("checktype")
         kind = ctd.value if ctd is not None else "negotiate"
         rounds = 0
-        if re.fullmatch(r"\d{1,18}", kind):
+        if _NUMBER.fullmatch(kind):
             rounds, kind = int(kind), "negotiate"
         elif kind not in CHECKTYPES:
             assert ctd is not None
@@ -617,6 +619,26 @@ _GLOBAL_FIELDS: dict[str, tuple[Loc, ...]] = {
 }
 
 
+def _service_places(path: str, v: _Virtual, fb: _Directive | None, reals: list[_Directive]) -> dict[Loc, Where]:
+    """The source places inside one service, by their location below `("services", i)`: its virtual block, the
+    fallback directive it uses (perhaps the global one), and the directive of each of its reals."""
+    def at(d: _Directive) -> Where:
+        return Where(path, d.line, d.name)
+    where: dict[Loc, Where] = {(): Where(path, v.line, "virtual6" if v.af6 else "virtual")}
+    where[("fwmark",) if _NUMBER.fullmatch(v.target) else ("address",)] = where[()]
+    if (pd := v.get("protocol")) is not None:
+        where[("protocol",)] = at(pd)
+    for d in v.items:  # the first line of each field
+        where.setdefault((_FIELD.get(d.name, d.name),), at(d))
+    if v.get("persistent") is not None and (n := v.get("netmask")) is not None:
+        where[("persistence", "netmask")] = at(n)
+    if fb is not None:
+        where[("fallback",)] = at(fb)
+    for j, d in enumerate(reals):
+        where[("reals", j)] = at(d)
+    return where
+
+
 def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """A service dict whose checks (and its reals' own checks) carry every timing key they leave unset."""
     def fill(checks: Any) -> Any:
@@ -654,12 +676,12 @@ def _split_hostport(text: str) -> tuple[str, str | None]:
 
 def _real_tokens(flags: str) -> list[str]:
     """Split a real's trailing flags, keeping "quoted strings" (which may hold spaces) whole."""
-    return re.findall(r'"[^"]*"|\S+', flags.replace('",', '" '))
+    return _REAL_TOKEN.findall(flags.replace('",', '" '))
 
 
 def _http_request(request: str) -> dict[str, Any]:
     """ldirectord's request is a path, or a whole http(s):// URL that names its own target."""
-    if re.match(r"https?://", request):
+    if _URL.match(request):
         try:
             u = urlsplit(request)
             port = u.port
@@ -713,8 +735,8 @@ def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[Config
     r.scan()
     data = r.build()
     for name, d in r.glob.items():
-        r.where[("settings", name)] = Where(path, d.line, name)
+        r.where.top[("settings", name)] = Where(path, d.line, name)
         for loc in _GLOBAL_FIELDS.get(name, ()):
-            r.where[loc] = Where(path, d.line, name)
+            r.where.top[loc] = Where(path, d.line, name)
     config = _report.validate(data, r.where, Where(path), r.errors)
     return config, r.warnings + _report.lint(config, r.where, Where(path))

@@ -22,7 +22,9 @@ from ipvsd.config import sysctls
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True)
+    # Defaults are not validated at each use (validate_default cost a third of validating a large config): they
+    # are written in their validated form, which tests/unit/config/test_schema.py checks once per model.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 # --- small value types ---------------------------------------------------------------------------------------
@@ -84,6 +86,17 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=86400 * 7, strict=True)]
 def _status_codes(value: Any) -> tuple[tuple[int, int], ...]:
     """Accept 200, "200", "200-299", "200,301-302" or a list of those; return sorted (lo, hi) ranges."""
     items: list[Any] = list(value) if isinstance(value, list | tuple) else [value]
+    if all(type(item) is str for item in items):  # a large config repeats a few lists of text thousands of times
+        return _status_text_codes(tuple(items))
+    return _status_ranges(items)
+
+
+@functools.lru_cache(maxsize=1024)
+def _status_text_codes(items: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    return _status_ranges(list(items))
+
+
+def _status_ranges(items: list[Any]) -> tuple[tuple[int, int], ...]:
     out: list[tuple[int, int]] = []
     for item in items:
         if isinstance(item, tuple | list) and len(item) == 2:
@@ -381,11 +394,14 @@ keepalived inhibit_on_failure)."""
 Forward = Literal["masq", "route", "tunnel"]
 
 
+_FORWARD_ALIASES = {"nat": "masq", "masq": "masq", "m": "masq", "dr": "route", "gate": "route", "route": "route",
+                    "direct": "route", "g": "route", "tun": "tunnel", "tunnel": "tunnel", "ipip": "tunnel",
+                    "i": "tunnel"}
+
+
 def _forward(value: Any) -> Any:
-    aliases = {"nat": "masq", "masq": "masq", "m": "masq", "dr": "route", "gate": "route", "route": "route",
-               "direct": "route", "g": "route", "tun": "tunnel", "tunnel": "tunnel", "ipip": "tunnel", "i": "tunnel"}
-    if isinstance(value, str) and value.lower() in aliases:
-        return aliases[value.lower()]
+    if isinstance(value, str) and value.lower() in _FORWARD_ALIASES:
+        return _FORWARD_ALIASES[value.lower()]
     return value
 
 
@@ -620,8 +636,8 @@ class VirtualService(_Frozen):
 
     @property
     def af(self) -> int:
-        if self.address is not None:
-            return model.family_of(self.address)
+        if self.address is not None:  # a validated IP literal, canonical: only IPv6 has a colon
+            return model.AF_INET6 if ":" in self.address else model.AF_INET
         return model.AF_INET6 if self.family == "inet6" else model.AF_INET
 
     def service_key(self) -> model.ServiceKey:

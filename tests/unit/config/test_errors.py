@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from ipvsd.config import ConfigErrors, ldirectord, load
+from ipvsd.config import ConfigErrors, ldirectord, load, native
 from ipvsd.config import keepalived as ka
 from ipvsd.errors import ConfigError
 
@@ -220,3 +223,37 @@ def test_mixed_families_are_fine_when_tunnelled(tmp_path: Path) -> None:
     config, _ = ka.parse("virtual_server 2001:db8::1 80 {\n  lvs_sched rr\n  lvs_method TUN\n"
                          "  real_server 10.0.1.1 80 {\n  }\n}\n", "ka.conf")
     assert config.services[0].reals[0].forward == "tunnel"
+
+
+def test_checks_written_alike_share_one_model_but_a_different_type_is_still_an_error(tmp_path: Path) -> None:
+    # Validation keeps one model per distinct check; `fall = true` must not pass for the `fall = 1` seen before it.
+    svc = '[[services]]\naddress = "10.0.0.{n}"\nport = 80\n[[services.checks]]\ntype = "tcp"\nfall = {fall}\n'
+    f = tmp_path / "ipvsd.toml"
+    f.write_text(svc.format(n=1, fall=1) + svc.format(n=2, fall=1))
+    config, _ = load(str(f))
+    assert config.services[0].checks[0] is config.services[1].checks[0]
+    f.write_text(svc.format(n=1, fall=1) + svc.format(n=2, fall="true"))
+    with pytest.raises(ConfigError) as e:
+        load(str(f))
+    assert (e.value.line, e.value.key) == (12, "services.checks.fall"), str(e.value)
+
+
+def test_native_files_read_with_tomllib_when_tomli_cannot_be_imported(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # tomli is tomllib's origin: a broken install falls back to the standard library, with the same errors
+    f = tmp_path / "ipvsd.toml"
+    f.write_text('[settings]\nresync_interval = = 3\n')
+    with pytest.raises(ConfigError) as fast:
+        load(str(f))
+    monkeypatch.setitem(sys.modules, "tomli", None)  # import tomli raises ImportError
+    try:
+        importlib.reload(native)
+        assert native.toml is tomllib
+        with pytest.raises(ConfigError) as slow:
+            load(str(f))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(native)
+    assert native.toml is not tomllib
+    assert (slow.value.line, slow.value.message) == (fast.value.line, fast.value.message)
+    assert (fast.value.line, fast.value.message) == (2, "TOML syntax: Invalid value")

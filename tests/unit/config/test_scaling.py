@@ -6,6 +6,7 @@ calls would not), never timed: the load-time figures live in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from types import FrameType
@@ -50,3 +51,22 @@ def test_load_work_grows_linearly(tmp_path: Path, fmt: str) -> None:
     # Comparing increments cancels the fixed cost that would hide a quadratic term in a plain ratio.
     growth = (counts[2] - counts[1]) / (counts[1] - counts[0])
     assert growth < 4.4, f"{fmt}: {counts} lines for 40, 160 and 640 services (increments x{growth:.2f})"
+
+
+@pytest.mark.parametrize("fmt", sorted(GENERATORS))
+def test_load_leaves_nothing_for_the_cyclic_collector(tmp_path: Path, fmt: str) -> None:
+    # load() pauses the collector; a reference cycle left behind (a reader kept alive by a function it hands
+    # out) would hold the whole parse until the collector's next pass, a pass over millions of objects.
+    f = tmp_path / NAMES[fmt]
+    f.write_text(GENERATORS[fmt](40))
+    load(str(f))  # first-use caches are not garbage
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        config, _ = load(str(f))
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
+    assert config.services
