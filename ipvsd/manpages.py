@@ -9,9 +9,12 @@ ipvsd.toml(5) and the reference in docs/config.md come from the docstrings of th
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,12 +252,33 @@ def _default(cls: type[BaseModel], name: str) -> str:
     return json.dumps(dumped[name])
 
 
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The docstring under each annotated attribute of `cls` and its bases (the schema documents its keys so).
+
+    Read from the source here, not by pydantic's use_attribute_docstrings: that reads and parses schema.py's
+    source at every import, for every model, a large share of what importing the schema costs.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not klass.__module__.startswith("ipvsd."):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for stmt, after in zip(body.body, body.body[1:], strict=False):  # each statement and the next
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def rows(cls: type[BaseModel], base: type[BaseModel] | None) -> list[tuple[str, str, str]]:
     """(key, default, meaning) of the keys `cls` adds to `base`."""
     # A check's `type` is its section's title, not a key to list.
     inherited = set(base.model_fields) | {"type"} if base else set()
-    return [(name, _default(cls, name), " ".join((f.description or "").split()))
-            for name, f in cls.model_fields.items() if name not in inherited]
+    docs = attribute_docs(cls)
+    return [(name, _default(cls, name), " ".join(docs.get(name, "").split()))
+            for name in cls.model_fields if name not in inherited]
 
 
 SYSCTL_TITLE = "`[sysctl]`: the net.ipv4.vs knobs"

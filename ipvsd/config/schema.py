@@ -24,7 +24,8 @@ from ipvsd.config import sysctls
 class _Frozen(BaseModel):
     # Defaults are not validated at each use (validate_default cost a third of validating a large config): they
     # are written in their validated form, which tests/unit/config/test_schema.py checks once per model.
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # The attribute docstrings document the keys (docs/config.md, ipvsd.toml(5)): ipvsd.manpages reads them.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 # --- small value types ---------------------------------------------------------------------------------------
