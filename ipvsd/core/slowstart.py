@@ -1,7 +1,8 @@
 """Slow start, pure: a real that comes back ramps from a quarter of its weight to all of it (HAProxy slowstart).
 
 A real that starts serving gets its full share of new connections at once: a cold server (empty caches, pools
-not filled, a JIT not warm) or a director rejoining an ECMP group behind it is flooded. No IPVS peer ramps;
+not filled, a JIT not warm) is flooded. (A director rejoining an ECMP group gets its share of flows from the
+router at once: that share is the router's to spread, not a real's weight.) No IPVS peer ramps;
 HAProxy's `slowstart` is the model. Time (`now`, wall-clock seconds, as drains) is passed in; what passes
 carry forward is when each ramp started (`ipvsd.core.decide.Memory.ramps`, persisted in the state file: a
 restart mid-ramp goes on with the ramp instead of jumping to the full weight).
