@@ -15,6 +15,9 @@ from ipvsd.checks.base import Kind, ProbeResult, ProbeTarget, register
 from ipvsd.config.schema import ExternalCheck
 
 _TAIL = 512
+# The command sees none of the daemon's environment (a secret or a setting in it is not the check's business,
+# and a check then behaves the same under systemd, a shell or a test): a fixed PATH, run from /.
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 def _kill_group(pid: int) -> None:
@@ -45,7 +48,7 @@ class ExternalProbe:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(target), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True, user=self.spec.user)
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True, user=self.spec.user, env=ENV, cwd="/")
         except OSError as e:
             return ProbeResult.down(Kind.ERROR, f"cannot run {name}: {e.strerror}", loop.time() - start)
         tail = b""

@@ -358,7 +358,8 @@ class ExternalCheck(CheckTarget):
 
     type: Literal["external"]
     command: str
-    """Executable path."""
+    """The executable: an absolute path, or a name found on the fixed PATH the command runs with (its
+    environment is cleared; it runs from /, as the peers' daemons do)."""
     args: tuple[str, ...] = ()
     """Arguments before the target ones."""
     pass_target: bool = True

@@ -157,6 +157,15 @@ async def test_external_hang_is_killed_with_its_group(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
 
 
+async def test_external_runs_with_a_cleared_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IPVSD_TEST_SECRET", "hunter2")
+    cmd = script(tmp_path, 'echo "$(pwd) $(env | grep -v -e ^PWD= -e ^SHLVL= -e ^_= | sort | tr "\\n" " ")"\n')
+    result = await run(ExternalCheck(type="external", command=cmd), 80)
+    assert result.ok, result.reason
+    assert result.reason.endswith("exited 0: / PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), \
+        result.reason
+
+
 async def test_external_missing_command() -> None:
     result = await run(ExternalCheck(type="external", command="/nonexistent/check"), 80)
     assert not result.ok and result.kind is Kind.ERROR and "cannot run" in result.reason
