@@ -210,27 +210,6 @@ _RCVBUF = 1 << 20  # the kernel doubles it: 2 MiB, room for MAX_BATCH_OPS acks a
 _REPLY_TIMEOUT = 10.0
 
 
-def _encode(op: Op) -> tuple[str, int, m.Attrs, frozenset[int]]:
-    """One table op as a request: (ipvsadm notation, command, attributes, errnos that count as done)."""
-    match op:
-        case AddService(key, attrs):
-            return str(op), m.CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], DONE_ON_ADD
-        case EditService(key, attrs):
-            return str(op), m.CMD_SET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_nest(key, attrs))], STRICT
-        case DelService(key):
-            return str(op), m.CMD_DEL_SERVICE, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))], DONE_ON_DELETE
-        case AddDest(service, key, attrs):
-            return str(op), m.CMD_NEW_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                                             ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], DONE_ON_ADD
-        case EditDest(service, key, attrs):
-            return str(op), m.CMD_SET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                                             ("IPVS_CMD_ATTR_DEST", m.dest_nest(key, attrs))], STRICT
-        case DelDest(service, key):
-            return str(op), m.CMD_DEL_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(service)),
-                                             ("IPVS_CMD_ATTR_DEST", m.dest_key_nest(key))], DONE_ON_DELETE
-    raise TypeError(f"not a table op: {op!r}")
-
-
 def _settled(op: Op, err: int, done: frozenset[int]) -> KernelError | None:
     """The errno policy's verdict on a refused op: None when it counts as done, else the error."""
     try:
@@ -356,22 +335,29 @@ class NetlinkKernel:
     # --- services and dests ----------------------------------------------------------------------
 
     async def add_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
-        await self._do(*_encode(AddService(key, attrs)))
+        await self._one(AddService(key, attrs))
 
     async def edit_service(self, key: ServiceKey, attrs: ServiceAttrs) -> None:
-        await self._do(*_encode(EditService(key, attrs)))
+        await self._one(EditService(key, attrs))
 
     async def del_service(self, key: ServiceKey) -> None:
-        await self._do(*_encode(DelService(key)))
+        await self._one(DelService(key))
 
     async def add_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
-        await self._do(*_encode(AddDest(service, key, attrs)))
+        await self._one(AddDest(service, key, attrs))
 
     async def edit_dest(self, service: ServiceKey, key: DestKey, attrs: DestAttrs) -> None:
-        await self._do(*_encode(EditDest(service, key, attrs)))
+        await self._one(EditDest(service, key, attrs))
 
     async def del_dest(self, service: ServiceKey, key: DestKey) -> None:
-        await self._do(*_encode(DelDest(service, key)))
+        await self._one(DelDest(service, key))
+
+    async def _one(self, op: Op) -> None:
+        """One table op: a batch of one, so a table op has one encoding and one errno policy whichever way it
+        goes."""
+        batch = await self.apply_many([op])
+        if batch.error is not None:
+            raise batch.error
 
     async def apply_many(self, ops: Sequence[Op], cuts: Sequence[int] = ()) -> Batch:
         """Carry out table ops in order, many requests per sendmsg (see ipvsd.kernel._batch)."""
