@@ -1,0 +1,148 @@
+"""results.json -> a Markdown table: per scenario what was done, how many times, what was lost, and whether the
+target (nothing lost) was met. Pure functions of the results; `python -m scripts.reliability_lab.report FILE`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+R = dict[str, Any]
+
+
+def _p(values: list[float]) -> str:
+    if not values:
+        return "–"
+    v = sorted(values)
+    return f"p50 {statistics.median(v):.2f} s, max {v[-1]:.2f} s"
+
+
+def rows(res: R) -> list[tuple[str, str, str, bool]]:
+    """(scenario, what was done, what was lost / measured, target met)."""
+    out: list[tuple[str, str, str, bool]] = []
+
+    def broken(name: str) -> bool:
+        r = res.get(name)
+        if r is None:
+            return True
+        if "error" in r or "skipped" in r:
+            out.append((name, "–", str(r.get("error") or r.get("skipped")), False))
+            return True
+        return False
+
+    if not broken("restarts"):
+        rounds = res["restarts"]["rounds"]
+        kills = sum(1 for r in rounds if r["signal"] == "KILL")
+        fails = sum(r["failed"] for r in rounds)
+        reqs = sum(r["requests"] for r in rounds)
+        changes = sum(r["table_changes"] for r in rounds)
+        ops = sum(len(r["ops"]) for r in rounds)
+        breaks = sum(r["long_lived_breaks"] for r in rounds)
+        ready = [r["ready_s"] for r in rounds if r["ready_s"] is not None]
+        ok = bool(rounds) and fails == 0 and changes == 0 and ops == 0 and breaks == 0 and len(ready) == len(rounds)
+        out.append(("1 restarts", f"{kills} × kill -9, {len(rounds) - kills} × SIGTERM, each then a start",
+                    f"failed requests {fails}/{reqs}, long-lived breaks {breaks}, table changes {changes}, kernel "
+                    f"ops {ops}; READY {_p(ready)} ({len(rounds) - len(ready)} never)", ok))
+    if not broken("reloads"):
+        e = res["reloads"]["edits"]
+        valid = [x for x in e if x["valid"]]
+        bad = [x for x in e if not x["valid"]]
+        v_ok = sum(1 for x in valid if x["ok"])
+        b_ok = sum(1 for x in bad if x["ok"])
+        r = res["reloads"]
+        out.append(("2 reloads", f"{len(e)} edits (autoreload and SIGHUP): {len(valid)} valid, {len(bad)} invalid",
+                    f"valid applied with exactly their ops {v_ok}/{len(valid)}; invalid rejected with a located "
+                    f"error and the table kept {b_ok}/{len(bad)}; failed requests {r['failed']}/{r['requests']}, "
+                    f"long-lived breaks {r['long_lived_breaks']}",
+                    v_ok == len(valid) and b_ok == len(bad) and r["failed"] == 0 and r["long_lived_breaks"] == 0))
+    if not broken("handedits"):
+        e = res["handedits"]["edits"]
+        own = [x for x in e if x["owned"]]
+        foreign = [x for x in e if not x["owned"]]
+        fixed = sum(1 for x in own if x["within_resync"])
+        times = [x["restored_s"] for x in own if x["restored_s"] is not None]
+        touched = sum(1 for x in foreign if x["touched"])
+        out.append(("3 hand edits", f"{len(own)} ipvsadm edits of owned entries, {len(foreign)} of a foreign service",
+                    f"owned restored within the resync interval {fixed}/{len(own)} ({_p(times)}); foreign touched "
+                    f"{touched}/{len(foreign)}", fixed == len(own) and touched == 0))
+    if not broken("hostile"):
+        h = res["hostile"]
+        late = [k for k, v in h["servers"].items() if not v["within_budget"]]
+        listed = ", ".join(f"{k} {v['down_s']}" for k, v in h["servers"].items())
+        ok = not late and h["false_down"] == 0 and not h["crashed"] and h["rss_growth_mb"] < 10 and \
+            h["recovered_s"] is not None
+        out.append(("4 hostile reals", f"{len(h['servers'])} servers turn hostile beside 2 healthy, held "
+                    f"{h['hold_s']:.0f} s", f"out after (s): {listed}; late {len(late)}; healthy reals seen out "
+                    f"{h['false_down']}; RSS growth {h['rss_growth_mb']} MB; crashed {h['crashed']}; all back "
+                    f"after {h['recovered_s']} s", ok))
+    if "faults" in res and not broken("faults"):
+        f = res["faults"]
+        out.append(("5 faults", f"{f['tests']} faults injected (fake kernel and real files, natively)",
+                    f"passed {f['passed']}/{f['tests']}", f["passed"] == f["tests"]))
+    if not broken("soak"):
+        s = res["soak"]
+        out.append(("6 soak", f"{s['minutes']} min, {sum(s['events'].values())} events "
+                    f"({', '.join(f'{k} {v}' for k, v in sorted(s['events'].items()))})",
+                    f"invariant violations {s['violations']} in {s['samples']} samples; requests failed "
+                    f"{s['failed']}/{s['requests']} (in flight to a real as it died)", s["violations"] == 0))
+    if "fuzz" in res and not broken("fuzz"):
+        f = res["fuzz"]
+        bad = f.get("bad", {})
+        out.append(("7 fuzzed input", f.get("summary", ""), ", ".join(f"{k} {v}" for k, v in bad.items()),
+                    not any(bad.values())))
+    return out
+
+
+def passed(res: R) -> bool:
+    return all(ok for *_, ok in rows(res))
+
+
+def markdown(res: R) -> str:
+    m = res.get("meta", {})
+    lines = [f"ipvsd reliability run, {m.get('date', '?')}, kernel {m.get('kernel', '?')}, ipvsd as "
+             f"{m.get('user', '?')}; {m.get('settings', '')}; {m.get('elapsed_s', '?')} s in all", "",
+             "| scenario | done | lost / measured | target met |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {'yes' if ok else '**no**'} |" for a, b, c, ok in rows(res)]
+    return "\n".join(lines) + "\n"
+
+
+def faults_of(junit: Path) -> R:
+    """The fault-injection tests' outcome from pytest's JUnit XML: counts, and the names of those that failed."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError) as e:
+        return {"error": f"no fault results ({e})"}
+    cases = list(root.iter("testcase"))
+    bad = [c.get("name", "?") for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    return {"tests": len(cases), "passed": len(cases) - len(bad), "failed": bad}
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="reliability_lab.report")
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--fuzz", type=Path, help="the native fuzz run's JSON")
+    ap.add_argument("--faults", type=Path, help="the fault tests' JUnit XML")
+    ap.add_argument("--check", action="store_true", help="print nothing; exit 1 unless every target is met")
+    args = ap.parse_args(argv)
+    res: R = json.loads(args.results.read_text())
+    if args.fuzz:
+        try:
+            res["fuzz"] = json.loads(args.fuzz.read_text())
+        except (OSError, ValueError) as e:
+            res["fuzz"] = {"error": f"no fuzz results ({e})"}
+    if args.faults:
+        res["faults"] = faults_of(args.faults)
+    if args.check:
+        return 0 if passed(res) else 1
+    print(markdown(res), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
