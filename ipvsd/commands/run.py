@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for w in warnings:
         error("run", w)
+    from ipvsd.shell.kmodules import refused_schedulers
+
+    refused = refused_schedulers(config, warnings)
+    for err in refused:
+        error("run", err)
+    if refused:
+        return 1
 
     from ipvsd.kernel.netlink import NetlinkKernel
     from ipvsd.shell.addresses import AddressWatcher  # after the kernel adapter: pyroute2's lean import

@@ -43,6 +43,7 @@ from ipvsd.shell import bus, fdlimit, gcpolicy, resolver
 from ipvsd.shell.control import ControlServer, socket_path
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.event_log import EventLog
+from ipvsd.shell.kmodules import refused_schedulers, scheduler_available
 from ipvsd.shell.live_view import LiveView
 from ipvsd.shell.maintenance_store import Store, from_dir
 from ipvsd.shell.metrics import Metrics, parse_listen, serve
@@ -142,12 +143,14 @@ class Daemon:
                  wall: Callable[[], float] = time.time, lookup: resolver.Lookup = resolver.getaddrinfo,
                  probe_factory: Callable[[Any], Probe] = make_probe,
                  addresses: AddressFollower | None = None, sysctl_root: Path = SYSCTL_ROOT,
-                 route_factory: Callable[[Announce], RouteTable] = RouteTable.of) -> None:
+                 route_factory: Callable[[Announce], RouteTable] = RouteTable.of,
+                 schedulers: Callable[[str], bool | None] = scheduler_available) -> None:
         self.opts = opts
         self.config = config
         self.kernel_factory = kernel_factory
         self.wall = wall
         self.lookup = lookup
+        self.schedulers = schedulers
         self.probe_factory = probe_factory
         self.notifier = Notifier()
         self.bus = bus.Bus()
@@ -290,6 +293,12 @@ class Daemon:
         except OSError as e:
             log.error("reload (%s) rejected, the running configuration stays: %s", why, e)
             return self._reloaded("error", why, str(e))
+        refused = [str(e) for e in refused_schedulers(config, warnings, self.schedulers)]
+        for err in refused:
+            log.error("reload (%s) rejected, the running configuration stays: %s", why, err)
+        if refused:
+            self.notifier.status(f"config error: {refused[0]}")
+            return self._reloaded("error", why, "; ".join(refused))
         if config == self.config:
             log.info("reload (%s): configuration unchanged", why)
             await self._apply_settings()  # a reload makes the configured sysctls win over a drift

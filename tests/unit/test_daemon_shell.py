@@ -502,3 +502,24 @@ def test_ipvsd_run_on_this_host_without_ipvs_exits_with_one_line(tmp_path: Path)
     assert got.returncode == 1 and len(lines) == 1, got
     assert "the kernel has no IPVS" in lines[0] and "modprobe ip_vs" in lines[0]
     assert not (tmp_path / "control.sock").exists() and not (tmp_path / "state").exists()
+
+
+def test_a_reload_naming_a_scheduler_this_kernel_cannot_load_is_rejected_and_the_table_stays(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sh = Shell(tmp_path)
+    sh.write(["127.0.0.1:1"])
+
+    async def go() -> None:
+        d = await sh.start()
+        d.schedulers = lambda name: False  # the host's module index: no ip_vs_roundrobin
+        await sh.until(sh.has({("127.0.0.1", 1): 1}), "rs1 in")
+        running = d.config
+        sh.path.write_text(sh.path.read_text().replace('scheduler = "rr"', 'scheduler = "roundrobin"'))
+        r = await d.reload("SIGHUP")
+        assert r.outcome == "error" and f"{sh.path}:" in r.error and "no module ip_vs_roundrobin" in r.error
+        assert d.config is running
+        assert await sh.weights() == {("127.0.0.1", 1): 1}
+        assert await sh.stop() == 0
+
+    run(go)
+    no_traceback(caplog)
