@@ -38,8 +38,10 @@ def run(rig: Rig, say: Say) -> Result:
     edits: list[Result] = []
 
     def scheduler(port: int) -> str:
-        out = lab.ipvsadm("-Ln", "-t", f"{VIP}:{port}", check=False).splitlines()
-        return out[3].split()[2] if len(out) > 3 else ""
+        # "TCP  10.2.0.240:80 wlc" (after the title lines, which ipvsadm prints for one service too)
+        line = next((x for x in lab.ipvsadm("-Ln", "-t", f"{VIP}:{port}", check=False).splitlines()
+                     if x.startswith("TCP ")), "")
+        return line.split()[2] if len(line.split()) > 2 else ""
 
     def owned(what: str, *args: str) -> None:
         t_before = time.monotonic()
