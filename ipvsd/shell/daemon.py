@@ -401,6 +401,7 @@ class Daemon:
 
     def collect_maintenance(self) -> frozenset[MaintenanceKey]:
         """Expire drains, read the maintenance_dir, publish what changed; the maintenance set of the next pass."""
+        self.store.flush()  # a save that failed (a full disk) is tried again at each pass
         for e in self.store.expire(self.wall()):
             log.info("maintenance of %s expired", e.key.describe())
             self.bus.publish(bus.MaintenanceChanged("undrain", "expired", e))

@@ -37,7 +37,7 @@ from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Batch, Kernel, apply
 from ipvsd.model import AddDest, DelService, EditDest, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
-from ipvsd.shell import statefile
+from ipvsd.shell import persist, statefile
 from ipvsd.shell.routes import RouteTable
 
 log = logging.getLogger("ipvsd.reconcile")
@@ -106,9 +106,23 @@ class Reconciler:
     routes: RouteReport | None = None  # the routes after the last pass that read them
     route_errors: dict[str, str] = field(default_factory=dict)  # by route ("" for reading): the last error, said once
     refused: str | None = None  # the guard's refusal, said once while it stands
+    writer: persist.Writer = field(init=False)  # the state file's writes (a failure is said once and retried)
+
+    def __post_init__(self) -> None:
+        self.writer = persist.Writer(self.state_path, "ownership, drains, quorum and ramps")
 
     def load_state(self) -> None:
-        self.memory = statefile.load(self.state_path)
+        """Read the state file. One that cannot be decoded (garbage, truncated, wrong types, a directory) is moved
+        aside and the daemon starts without it, as on a first start: nothing is owned, so nothing is deleted,
+        and the services the config names are adopted as they are in the kernel; the next pass writes a good
+        file. Only an error reading the directory itself is left to the caller."""
+        try:
+            self.memory = statefile.load(self.state_path)
+        except statefile.Corrupt as e:
+            aside = statefile.set_aside(self.state_path)
+            log.error("%s; starting without it (ownership of services no longer configured, drain and ramp starts "
+                      "are forgotten)%s", e, f", kept as {aside}" if aside else "")
+            self.writer.pending = True  # write a good one at the first pass, even if nothing changes
 
     async def reconcile(self, config: Config, health: Mapping[RealKey, RealHealth], *,
                         maintenance: frozenset[MaintenanceKey] = frozenset(),
@@ -384,9 +398,11 @@ class Reconciler:
         return op
 
     def _remember(self, memory: decide.Memory) -> None:
+        """Keep `memory` and save it; a save that fails (a full or read-only state directory) never stops the
+        pass: the table is managed from memory and the file written again at the next pass."""
         persisted = replace(memory, previous=self.memory.previous)
-        if persisted != self.memory:
-            statefile.save(self.state_path, persisted)
+        if persisted != self.memory or self.writer.pending:
+            self.writer.write(lambda: statefile.save(self.state_path, persisted))
         self.memory = persisted
 
     async def clean_stop(self) -> list[Op]:

@@ -1,0 +1,207 @@
+"""Faults around ipvsd (issue 19, scenario 5), on the fake kernel and virtual time: the daemon keeps serving the
+table it has, says what is wrong once, and recovers when the fault goes.
+
+Each test drives the real daemon wiring (`tests.unit.test_daemon_shell.Shell`: scripted probes and resolver)
+through healthy -> fault -> fault removed. Faults the host cannot be made to have natively are injected at the
+edge where the kernel would report them: the file-system calls of the state directory (a read-only mount, a
+full disk), the fake kernel's errno hook (netlink errors), the daemon's wall clock (a step), the resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipvsd import config as configmod
+from ipvsd.model import DestAttrs, DestKey, Fwd, ServiceAttrs
+from ipvsd.shell import bus, control, statefile
+from ipvsd.shell.daemon import Daemon, Options
+from tests.unit.test_daemon_shell import VIP, Shell, no_traceback, run
+
+
+@dataclass
+class FaultShell(Shell):
+    """`Shell` with its control socket at hand and a wall clock a test can step (`step`)."""
+
+    offset: float = 0.0  # the wall clock minus the loop's: a test steps it
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + asyncio.get_running_loop().time() + self.offset
+
+    @property
+    def sock(self) -> str:
+        return str(self.tmp / "control.sock")
+
+    async def ask(self, cmd: str, **args: Any) -> dict[str, Any]:
+        return await control.request(self.sock, cmd, **args)
+
+    async def start(self, **kw: Any) -> Daemon:
+        config, _ = configmod.load(str(self.path))
+        self.daemon = Daemon(Options(config_path=str(self.path), watch=False, **kw), config, lambda: self.kernel,
+                             lookup=self.lookup, probe_factory=self.probes, wall=self.wall)
+        self.daemon.bus.subscribe(self.events.append)
+        self.task = asyncio.create_task(self.daemon.run())
+        return self.daemon
+
+
+# --- the state directory: read-only, full ---------------------------------------------------------------------
+
+
+@contextmanager
+def broken_dir(monkeypatch: pytest.MonkeyPatch, where: Path, err: int) -> Iterator[None]:
+    """Make the file system under `where` fail as a read-only mount (EROFS: nothing is created, renamed or
+    removed there) or a full disk (ENOSPC: data does not reach the disk, which fsync reports) would."""
+    real_open, real_replace, real_fsync = os.open, os.replace, os.fsync
+    root = str(where.resolve())
+
+    def under(path: Any) -> bool:
+        return os.path.abspath(os.fsdecode(path)).startswith(root + os.sep)
+
+    def fail(what: Any) -> OSError:
+        return OSError(err, os.strerror(err), os.fsdecode(what))
+
+    def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if err == errno.EROFS and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR) and under(path):
+            raise fail(path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        if err == errno.EROFS and (under(src) or under(dst)):
+            raise fail(dst)
+        real_replace(src, dst, **kw)
+
+    def fsync(fd: int) -> None:
+        if err == errno.ENOSPC and under(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(err, os.strerror(err))
+        real_fsync(fd)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", open_)
+        m.setattr(os, "replace", replace)
+        m.setattr(os, "fsync", fsync)
+        yield
+
+
+def said(caplog: pytest.LogCaptureFixture, *words: str, level: int = logging.WARNING) -> list[str]:
+    """The log lines at `level` or above that contain every one of `words`."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= level and all(w in r.getMessage() for w in words)]
+
+
+def passes(sh: Shell) -> int:
+    return sum(1 for e in sh.events if isinstance(e, bus.PassDone))
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.ENOSPC], ids=["read-only", "full"])
+def test_state_dir_read_only_or_full_keeps_managing_the_table_says_it_once_and_writes_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], settings="drain_timeout = 600")
+    state = tmp_path / "state"
+    text = os.strerror(err)
+
+    async def go() -> None:
+        d = await sh.start(resync=5.0)
+        await sh.until(lambda: d.control is not None, "the control socket")
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 1, ("127.0.0.1", 3): 1}), "the table")
+        assert (state / "state.json").exists()
+        sh.kernel.set_counters(VIP, DestKey.of("127.0.0.1", 2), active_conns=3)  # so its drain lasts
+        with broken_dir(monkeypatch, state, err):
+            # A drain changes both files (maintenance.json and the drain's start in state.json), and a real
+            # going down changes the table: neither may wait for the disk.
+            answer = await sh.ask("drain", real="127.0.0.1:2")
+            assert answer["applied"] is True
+            sh.probes.ok[3] = False
+            await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 0}), "the drain and the real down")
+            n = passes(sh)
+            await sh.until(lambda: passes(sh) >= n + 5, "five more passes", timeout=120)
+            assert d.reconciler is not None and d.reconciler.memory.drains, "the drain is kept in memory"
+            assert not any(isinstance(e, bus.PassFailed) or (isinstance(e, bus.PassDone) and e.error)
+                           for e in sh.events), "no pass failed for the disk"
+            for name in ("state.json", "maintenance.json"):
+                lines = said(caplog, f"cannot write {state / name}: {text}", level=logging.ERROR)
+                assert len(lines) == 1, (name, lines)  # once, not every pass
+            assert not (state / "maintenance.json").exists(), "nothing was written while the fault lasted"
+        # The fault goes: the next pass writes both files, and says so once.
+        await sh.until(lambda: bool(said(caplog, f"{state / 'state.json'} written again", level=logging.INFO)),
+                       "state.json written again", timeout=60)
+        await sh.until(lambda: bool(said(caplog, f"{state / 'maintenance.json'} written again",
+                                         level=logging.INFO)), "maintenance.json written again", timeout=60)
+        saved = statefile.load(state / "state.json")
+        assert VIP in saved.owned and (VIP, DestKey.of("127.0.0.1", 2)) in saved.drains
+        assert "127.0.0.1" in (state / "maintenance.json").read_text()
+        assert await sh.weights() == {("127.0.0.1", 1): 1, ("127.0.0.1", 2): 0}
+        assert await sh.stop() == 0
+
+    run(go)
+    no_traceback(caplog)
+
+
+# --- a corrupt state file at start ----------------------------------------------------------------------------
+
+GOOD = {"version": 1, "owned": [{"af": 2, "protocol": 6, "addr": "10.2.0.240", "port": 80, "fwmark": 0}],
+        "drains": [], "maintenance": [], "quorum": [], "daemons": [], "ramps": []}
+
+
+def _garbage(p: Path) -> None:
+    p.write_bytes(b"\x00\xff\xfe garbage \x89PNG")
+
+
+def _truncated(p: Path) -> None:
+    p.write_text(json.dumps(GOOD)[:57])
+
+
+def _wrong_types(p: Path) -> None:
+    p.write_text(json.dumps({**GOOD, "owned": [{"af": "inet", "addr": 7}], "drains": "none"}))
+
+
+def _a_list(p: Path) -> None:
+    p.write_text(json.dumps([GOOD]))
+
+
+def _a_directory(p: Path) -> None:
+    p.mkdir()
+    (p / "oops").write_text("an operator's mistake")
+
+
+@pytest.mark.parametrize("spoil", [_garbage, _truncated, _wrong_types, _a_list, _a_directory],
+                         ids=["garbage", "truncated", "wrong-types", "a-list", "a-directory"])
+def test_a_corrupt_state_file_at_start_is_set_aside_the_table_adopted_and_a_good_one_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, spoil: Callable[[Path], None]) -> None:
+    caplog.set_level(logging.INFO)
+    sh = Shell(tmp_path)
+    sh.write(["127.0.0.1:1", "127.0.0.1:2"])
+    state = tmp_path / "state"
+    state.mkdir()
+    spoil(state / "state.json")
+
+    async def go() -> None:
+        # What a previous run left in the kernel: the daemon must adopt it, not rebuild it nor wait for checks.
+        await sh.kernel.add_service(VIP, ServiceAttrs(scheduler="rr"))
+        for port in (1, 2):
+            await sh.kernel.add_dest(VIP, DestKey.of("127.0.0.1", port), DestAttrs(fwd=Fwd.MASQ, weight=1))
+        before = await sh.kernel.services()
+        await sh.start(resync=5.0)
+        await sh.until(lambda: passes(sh) >= 3, "three passes", timeout=60)
+        assert await sh.kernel.services() == before, "the table it found is served as it was"
+        saved = statefile.load(state / "state.json")  # a good file again (raises if not)
+        assert saved.owned == {VIP}
+        assert await sh.stop() == 0
+
+    run(go)
+    lines = said(caplog, str(state / "state.json"), "unreadable state file", level=logging.ERROR)
+    assert len(lines) == 1, lines
+    assert f"kept as {state / 'state.json.corrupt'}" in lines[0]
+    assert (state / "state.json.corrupt").exists(), "the bad file is kept for the operator"
+    no_traceback(caplog)
