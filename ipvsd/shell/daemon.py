@@ -624,6 +624,8 @@ class Daemon:
         synced = False
         paced_until = 0.0
         read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
+        failing = 0  # passes failed in a row (by the kernel), for the line that says they work again
+        pass_error: str | None = None  # the last pass failure said (a retry failing alike is not said again)
         while not self.stopping.is_set():
             await self._sleep(paced_until - self.mono())
             if self.stopping.is_set():
@@ -664,8 +666,20 @@ class Daemon:
                 ok = False
                 backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
                 delay = backoff
-                log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
+                # Said when the failure starts or changes; each retry (every 30 s at most) only at debug level.
+                if str(e) != pass_error:
+                    log.error("reconcile failed: %s; retrying in %.1fs, then with backoff up to %gs; the table "
+                              "stays as it is meanwhile", e, delay, BACKOFF_MAX)
+                else:
+                    log.debug("reconcile failed again: %s; retrying in %.1fs", e, delay)
+                pass_error = str(e)
                 self.bus.publish(bus.PassFailed(number, self.mono() - t0, str(e)))
+            if ok:
+                if failing:
+                    log.info("reconcile works again after %d failed passes", failing)
+                failing, pass_error = 0, None
+            else:
+                failing += 1
             self.passes.finished(number)
             # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
             # so passes never take more than half of the loop however fast triggers come.

@@ -106,6 +106,7 @@ class Reconciler:
     routes: RouteReport | None = None  # the routes after the last pass that read them
     route_errors: dict[str, str] = field(default_factory=dict)  # by route ("" for reading): the last error, said once
     refused: str | None = None  # the guard's refusal, said once while it stands
+    op_error: str | None = None  # the failed op of the last pass, as said (a retry failing alike is not said)
     writer: persist.Writer = field(init=False)  # the state file's writes (a failure is said once and retried)
 
     def __post_init__(self) -> None:
@@ -271,16 +272,25 @@ class Reconciler:
         for op in applied:
             log.info("ipvsadm %s%s", op, "   (drift repair)" if op in drift else _ramp_note(op, d.ramps, now))
         if batch.failed is not None:
-            log.error("ipvsadm %s failed: %s", batch.failed, batch.error)
+            # A failure the kernel keeps returning is retried with backoff: said when it starts or changes, not
+            # at every retry (the metrics and the kernel-error events count each attempt).
+            text = f"ipvsadm {batch.failed} failed: {batch.error}"
+            if text != self.op_error:
+                log.error("%s; retried with backoff, the rest of the table stays as it is", text)
+            else:
+                log.debug("%s (again)", text)
             # The kernel carries out a whole batch: what followed the failure in it is said as done.
             for op in batch.later:
                 log.warning("ipvsadm %s   (in the failed op's batch: carried out all the same)", op)
             for e in batch.later_errors:
-                log.error("ipvsadm %s failed too (in the same batch): %s", e.op, e)
+                log.log(logging.ERROR if text != self.op_error else logging.DEBUG,
+                        "ipvsadm %s failed too (in the same batch): %s", e.op, e)
+            self.op_error = text
             self.mirror = None  # the kernel is not what we think: read it next time
             return Outcome(applied=tuple(applied), drift=tuple(o for o in applied if o in drift), error=batch.error,
                            failed=batch.failed, later=batch.later, duration=self.mono() - t0, built=d.built,
                            read=read, observed=tuple(observed))
+        self.op_error = None
         self.memory = decide.applied(self.memory, d)
         self.mirror = mirror.patched(observed, applied) if applied else observed
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,

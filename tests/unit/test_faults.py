@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import json
 import logging
 import os
@@ -204,4 +205,52 @@ def test_a_corrupt_state_file_at_start_is_set_aside_the_table_adopted_and_a_good
     assert len(lines) == 1, lines
     assert f"kept as {state / 'state.json.corrupt'}" in lines[0]
     assert (state / "state.json.corrupt").exists(), "the bad file is kept for the operator"
+    no_traceback(caplog)
+
+
+# --- netlink errors -------------------------------------------------------------------------------------------
+
+WRITES = ("-a ", "-e ", "-d ", "-A ", "-E ", "-D ")
+
+
+@pytest.mark.parametrize(("err", "ops"), [
+    (errno.EPERM, WRITES), (errno.ENOMEM, WRITES), (errno.EBUSY, WRITES),  # the kernel refuses every change
+    (errno.EINTR, ("-L",)), (errno.ETIMEDOUT, ("-L",)), (errno.EIO, ("-L",)),  # the table cannot be read
+], ids=["EPERM", "ENOMEM", "EBUSY", "EINTR-dump", "ETIMEDOUT-dump", "EIO-dump"])
+def test_netlink_errors_keep_the_table_are_said_once_retried_with_backoff_and_recover(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, err: int, ops: tuple[str, ...]) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+    sh.probes.ok[3] = False
+    text = os.strerror(err)
+    tried: list[float] = []
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        d = await sh.start(resync=5.0)
+        healthy = {("127.0.0.1", 1): 1, ("127.0.0.1", 2): 1}
+        await sh.until(sh.has(healthy), "the healthy table")
+        n = passes(sh)
+        d.bus.subscribe(lambda e: tried.append(loop.time()) if isinstance(e, bus.PassFailed)
+                        or (isinstance(e, bus.PassDone) and e.error) else None)
+        sh.kernel.fail = lambda op: err if op.startswith(ops) else None
+        if ops is not WRITES:  # passes between resyncs work from the mirror: the dump fails at the resync
+            await sh.until(lambda: bool(tried), "the resync's dump failing")
+        sh.probes.ok[2], sh.probes.ok[3] = False, True  # the table should change: 2 out, 3 in
+        await sh.until(lambda: len(tried) >= 6, "six failed passes", timeout=120)
+        assert await sh.weights() == healthy, "the table is served as it was"
+        gaps = [b - a for a, b in itertools.pairwise(tried)]
+        assert gaps[:4] == pytest.approx([0.5, 1.0, 2.0, 4.0], abs=0.01), gaps  # the backoff doubles
+        lines = said(caplog, text, level=logging.ERROR)
+        assert len(lines) == 1, lines  # once, not at every retry
+        assert ("ipvsadm -" if ops is WRITES else "reconcile failed") in lines[0]
+        sh.kernel.fail = None  # the fault goes: the next retry goes through
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 3): 1}), "the table the checks ask for",
+                       timeout=60)
+        assert passes(sh) > n
+        assert await sh.stop() == 0
+
+    run(go)
+    assert len(said(caplog, "works again after", level=logging.INFO)) == 1
     no_traceback(caplog)
