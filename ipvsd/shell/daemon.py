@@ -174,6 +174,7 @@ class Daemon:
         self.watcher: asyncio.Task[None] | None = None
         self.control: ControlServer | None = None  # the control socket, once listening
         self.http: asyncio.Server | None = None  # the metrics endpoint, once listening
+        self.socket_error: str | None = None  # why the control socket cannot be made again, as said
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = resolver.DaemonThreads()  # name lookups: a stop never waits for a resolver timeout
         self.failed_names: frozenset[str] = frozenset()  # names the running configuration could not resolve
@@ -687,12 +688,30 @@ class Daemon:
             paced_until = self.mono() + min(spent, PACE_MAX)
             if backoff:  # after a failure, no trigger brings the next attempt forward
                 paced_until = max(paced_until, self.mono() + backoff)
+            await self._keep_socket()
             if not self.ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
                 self.notifier.ready(self.summary())
                 self.ready = True
             elif self.ready:
                 self.notifier.status(self.summary())
             await self._wait(delay)
+
+    async def _keep_socket(self) -> None:
+        """After each pass (so within resync_interval, or at once after SIGHUP): make the control socket again
+        if its file or directory was removed, so `ipvsd status` and `systemctl reload` work again without a
+        restart. Said once when it is made again, once per distinct error while it cannot be."""
+        if self.control is None:
+            return
+        try:
+            if await self.control.ensure():
+                log.warning("control socket %s had been removed; listening there again", self.control.path)
+            self.socket_error = None
+        except (OSError, IpvsdError) as e:
+            text = str(e) if isinstance(e, IpvsdError) else (e.strerror or str(e))
+            if text != self.socket_error:
+                log.error("control socket %s was removed and cannot be made again: %s; tried again after each "
+                          "pass", self.control.path, text)
+            self.socket_error = text
 
     async def _sleep(self, delay: float) -> None:
         """Sleep `delay` seconds unless stopping."""

@@ -71,6 +71,7 @@ def save(path: str | os.PathLike[str], state: Memory) -> None:
     """Write `state` to `path` atomically: a temp file in the same directory, fsync, rename, fsync the dir."""
     target = Path(path)
     data = json.dumps(_encode(state), indent=1, sort_keys=True).encode()
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the state directory may have been removed
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

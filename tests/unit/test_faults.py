@@ -15,6 +15,8 @@ import itertools
 import json
 import logging
 import os
+import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,4 +255,68 @@ def test_netlink_errors_keep_the_table_are_said_once_retried_with_backoff_and_re
 
     run(go)
     assert len(said(caplog, "works again after", level=logging.INFO)) == 1
+    no_traceback(caplog)
+
+
+# --- the control socket's directory removed -------------------------------------------------------------------
+
+
+def test_the_control_sockets_directory_removed_is_made_again_after_the_next_pass(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1"])
+    run_dir = tmp_path / "run" / "ipvsd"  # as /run/ipvsd, which tmpfiles or an operator may remove
+    sock = str(run_dir / "control.sock")
+
+    async def go() -> None:
+        d = await sh.start(resync=5.0, socket=sock)
+        await sh.until(lambda: d.control is not None, "the control socket")
+        await sh.until(sh.has({("127.0.0.1", 1): 1}), "the table")
+        assert (await control.request(sock, "status"))["services"]
+        reader, writer = await asyncio.open_unix_connection(sock)  # a client connected before the fault
+        shutil.rmtree(tmp_path / "run")
+        with pytest.raises(control.ControlError, match="no such socket"):
+            await control.request(sock, "status")
+        n = passes(sh)
+        await sh.until(lambda: passes(sh) > n, "the next pass (the resync)", timeout=10)
+        answer = await control.request(sock, "status")  # back, with no restart
+        assert answer["services"][0]["reals"][0]["state"] == "up"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        await sh.until(lambda: passes(sh) > n + 3, "three more passes", timeout=30)
+        assert await sh.weights() == {("127.0.0.1", 1): 1}
+        writer.write(b'{"cmd": "status"}\n')  # ... is still served on its connection
+        assert json.loads(await reader.readline())["ok"] is True
+        writer.close()
+        assert await sh.stop() == 0
+        assert not os.path.exists(sock), "a clean stop removes the socket it made again"
+
+    run(go)
+    lines = said(caplog, sock, "removed")
+    assert lines == [f"control socket {sock} had been removed; listening there again"], lines
+    no_traceback(caplog)
+
+
+def test_a_control_socket_that_cannot_be_made_again_is_said_once_and_made_when_it_can(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1"])
+    sock = str(tmp_path / "run" / "control.sock")
+
+    async def go() -> None:
+        d = await sh.start(resync=5.0, socket=sock)
+        await sh.until(lambda: d.control is not None, "the control socket")
+        shutil.rmtree(tmp_path / "run")
+        (tmp_path / "run").write_text("a file where the directory was")  # mkdir fails: ENOTDIR/EEXIST
+        n = passes(sh)
+        await sh.until(lambda: passes(sh) > n + 3, "three passes", timeout=60)
+        (tmp_path / "run").unlink()
+        await sh.until(lambda: os.path.exists(sock), "the socket made again", timeout=10)
+        assert (await control.request(sock, "status"))["services"]
+        assert await sh.stop() == 0
+
+    run(go)
+    assert len(said(caplog, sock, "cannot be made again", level=logging.ERROR)) == 1
+    assert len(said(caplog, sock, "listening there again")) == 1
     no_traceback(caplog)
