@@ -361,6 +361,8 @@ class Daemon:
                 continue
             if config is not self.config:
                 continue  # a reload came in between (it resolved for itself)
+            for name in sorted(self.failed_names - prepared.failed):  # the end of an outage, said as its start was
+                log.info("%s resolves again (to %s)", name, prepared.resolved.get(name, "nothing"))
             self.failed_names = prepared.failed
             if prepared.resolved == self.resolved:
                 continue

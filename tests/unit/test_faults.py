@@ -320,3 +320,39 @@ def test_a_control_socket_that_cannot_be_made_again_is_said_once_and_made_when_i
     assert len(said(caplog, sock, "cannot be made again", level=logging.ERROR)) == 1
     assert len(said(caplog, sock, "listening there again")) == 1
     no_traceback(caplog)
+
+
+# --- a real's name that stops resolving -----------------------------------------------------------------------
+
+
+def test_a_real_whose_name_stops_resolving_keeps_its_address_said_once_and_recovers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["rs1.example:1", "127.0.0.1:2"])  # docs/operations.md: "a name that stops resolving keeps its
+    sh.names["rs1.example"] = "127.0.0.1"       # last address"; ldirectord and keepalived resolve at load only
+    table = {("127.0.0.1", 1): 1, ("127.0.0.1", 2): 1}
+
+    async def go() -> None:
+        await sh.start(resync=5.0)
+        await sh.until(sh.has(table), "the table")
+        del sh.names["rs1.example"]  # NXDOMAIN from now on: the resolver's answer, not the real's health
+        await sh.until(lambda: bool(said(caplog, "cannot resolve rs1.example")), "the re-resolution", timeout=90)
+        n = passes(sh)
+        await sh.until(lambda: passes(sh) >= n + 40, "four more dns_ttl rounds", timeout=300)
+        assert await sh.weights() == table, "the real keeps its last address in the table"
+        assert sh.reals()["127.0.0.1:1"][0] == "up"
+        lines = said(caplog, "rs1.example")
+        assert lines == ["cannot resolve rs1.example ([Errno -2] Name or service not known); keeping its last "
+                         "address 127.0.0.1"], lines  # once, not every dns_ttl
+        sh.names["rs1.example"] = "127.0.0.1"
+        await sh.until(lambda: bool(said(caplog, "rs1.example resolves again", level=logging.INFO)),
+                       "the name resolving again", timeout=90)
+        sh.names["rs1.example"] = "127.0.0.3"  # and a new address is followed as before
+        await sh.until(sh.has({("127.0.0.3", 1): 1, ("127.0.0.1", 2): 1}), "the new address", timeout=90)
+        assert await sh.stop() == 0
+
+    run(go)
+    assert said(caplog, "rs1.example resolves again", level=logging.INFO) == ["rs1.example resolves again (to "
+                                                                             "127.0.0.1)"]
+    no_traceback(caplog)
