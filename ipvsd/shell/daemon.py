@@ -40,6 +40,7 @@ from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_o
 from ipvsd.errors import ConfigError, IpvsdError, IpvsMissing
 from ipvsd.kernel import Kernel
 from ipvsd.shell import bus, fdlimit, gcpolicy, resolver
+from ipvsd.shell.clock import StepWatch
 from ipvsd.shell.control import ControlServer, socket_path
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.event_log import EventLog
@@ -183,6 +184,10 @@ class Daemon:
         self.roles: dict[str, roles.VipRole] | None = None  # None: not assessed yet
         self.sysctls = Sysctls(sysctl_root)
         self.route_factory = route_factory
+        # Wall-clock steps, seen before each pass, against the monotonic clock of the same world as `wall`: the
+        # system's for the system's wall clock (also under a test's virtual loop), else the loop's (a test's wall
+        # clock is virtual time plus an offset it may step).
+        self.clock = StepWatch(wall, time.monotonic if wall is time.time else self.mono)
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -634,6 +639,7 @@ class Daemon:
             if self.stopping.is_set():
                 break
             self.dirty.clear()
+            self._follow_clock()
             resync = self._resync()
             delay = resync
             t0 = self.mono()
@@ -697,6 +703,17 @@ class Daemon:
             elif self.ready:
                 self.notifier.status(self.summary())
             await self._wait(delay)
+
+    def _follow_clock(self) -> None:
+        """Before each pass: when the wall clock stepped, move the starts of what is under way by the step."""
+        assert self.reconciler is not None
+        jump = self.clock.step()
+        if not jump:
+            return
+        log.warning("the wall clock stepped %s by %.0fs; drains, slow starts and graces under way keep their "
+                    "length", "forward" if jump > 0 else "back", abs(jump))
+        self.reconciler.shift(jump)
+        self.store.shift(jump)
 
     async def _keep_socket(self) -> None:
         """After each pass (so within resync_interval, or at once after SIGHUP): make the control socket again

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,13 @@ class Store:
         if gone:
             self.save()
         return gone
+
+    def shift(self, jump: float) -> None:
+        """The wall clock stepped by `jump` seconds: move each entry's start with it (`director_delay` counts from
+        there), not its `until`, an absolute time the operator gave."""
+        if self.entries:
+            self.entries = {k: replace(e, since=e.since + jump) for k, e in self.entries.items()}
+            self.save()
 
     def expire(self, now: float) -> list[MaintenanceInfo]:
         """Drop the entries whose `until` has passed; return them."""

@@ -407,6 +407,14 @@ class Reconciler:
         log.info("IPVS connection timeouts: %s   (ipvsadm %s)", ", ".join(changes), op)
         return op
 
+    def shift(self, jump: float) -> None:
+        """The wall clock stepped by `jump` seconds: move the starts of the drains, ramps and graces under way
+        with it, so each lasts what it was meant to (`ipvsd.shell.clock`)."""
+        m = self.memory
+        self._remember(replace(m, drains={k: t + jump for k, t in m.drains.items()},
+                               ramps={k: t + jump for k, t in m.ramps.items()},
+                               lost_at={k: t + jump for k, t in m.lost_at.items()}))
+
     def _remember(self, memory: decide.Memory) -> None:
         """Keep `memory` and save it; a save that fails (a full or read-only state directory) never stops the
         pass: the table is managed from memory and the file written again at the next pass."""

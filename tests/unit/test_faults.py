@@ -28,6 +28,7 @@ import pytest
 from ipvsd import config as configmod
 from ipvsd.model import DestAttrs, DestKey, Fwd, ServiceAttrs
 from ipvsd.shell import bus, control, statefile
+from ipvsd.shell.clock import StepWatch
 from ipvsd.shell.daemon import Daemon, Options
 from tests.unit.test_daemon_shell import VIP, Shell, no_traceback, run
 
@@ -356,3 +357,109 @@ def test_a_real_whose_name_stops_resolving_keeps_its_address_said_once_and_recov
     assert said(caplog, "rs1.example resolves again", level=logging.INFO) == ["rs1.example resolves again (to "
                                                                              "127.0.0.1)"]
     no_traceback(caplog)
+
+
+# --- the wall clock stepped forward and back ------------------------------------------------------------------
+
+
+async def changes(sh: Shell, port: int, until: Callable[[int | None], bool], timeout: float) -> list[
+        tuple[float, int | None]]:
+    """Sample the weight of real `port` every 0.25 s (virtual) until `until(weight)`; return (time, weight) at
+    each change, time from the call."""
+    loop = asyncio.get_running_loop()
+    t0, seen = loop.time(), [(0.0, (await sh.weights()).get(("127.0.0.1", port)))]
+    while not until(seen[-1][1]):
+        assert loop.time() - t0 < timeout, seen
+        await asyncio.sleep(0.25)
+        w = (await sh.weights()).get(("127.0.0.1", port))
+        if w != seen[-1][1]:
+            seen.append((loop.time() - t0, w))
+    return seen
+
+
+@pytest.mark.parametrize("jump", [3600.0, -3600.0], ids=["forward", "back"])
+def test_a_clock_step_neither_cuts_nor_stretches_a_slow_start(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                               jump: float) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1", "127.0.0.1:2"])
+    sh.path.write_text(sh.path.read_text().replace('scheduler = "rr"', 'scheduler = "rr"\nslow_start = 40.0')
+                       .replace("port = 2\n", "port = 2\nweight = 100\n"))
+
+    async def go() -> None:
+        await sh.start(resync=5.0)
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 100}), "the table")
+        sh.probes.ok[2] = False
+        await sh.until(sh.has({("127.0.0.1", 1): 1}), "real 2 down")
+        sh.probes.ok[2] = True  # back up: ramps 25, 50, 75, 100 over 40 s, a step every 10 s
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 25}), "the ramp's first step")
+        await asyncio.sleep(5.0)
+        sh.offset += jump  # mid-step; the resync pass (at most 5 s away) sees it
+        seen = await changes(sh, 2, lambda w: w == 100, timeout=60)
+        # From 5 s into the ramp: 50 at 10 s, 75 at 20 s, 100 at 30 s (a pass runs at each step), as without a
+        # step; before the fix +1 h gave 100 at the next pass, -1 h kept 25 for an hour.
+        assert [w for _, w in seen] == [25, 50, 75, 100], seen
+        assert [round(t) for t, _ in seen[1:]] == [5, 15, 25], seen
+        assert await sh.stop() == 0
+
+    run(go)
+    lines = said(caplog, "wall clock stepped")
+    assert lines == [f"the wall clock stepped {'forward' if jump > 0 else 'back'} by 3600s; drains, slow starts "
+                     "and graces under way keep their length"], lines
+    no_traceback(caplog)
+
+
+@pytest.mark.parametrize("jump", [3600.0, -3600.0], ids=["forward", "back"])
+def test_a_clock_step_neither_cuts_nor_stretches_a_drain(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch, jump: float) -> None:
+    caplog.set_level(logging.INFO)
+    sh = FaultShell(tmp_path)
+    sh.write(["127.0.0.1:1", "127.0.0.1:2"], settings="drain_timeout = 600")
+    state = tmp_path / "state"
+
+    async def go() -> None:
+        d = await sh.start(resync=5.0)
+        await sh.until(lambda: d.control is not None, "the control socket")
+        await sh.until(sh.has({("127.0.0.1", 1): 1, ("127.0.0.1", 2): 1}), "the table")
+        sh.kernel.set_counters(VIP, DestKey.of("127.0.0.1", 2), active_conns=3)  # connections that never end
+        loop = asyncio.get_running_loop()
+        await sh.ask("drain", real="127.0.0.1:2", until=sh.wall() + 7200)  # an absolute time: not moved
+        t0 = loop.time()
+        since = statefile.load(state / "state.json").drains[(VIP, DestKey.of("127.0.0.1", 2))]
+        await asyncio.sleep(100.0)
+        assert await sh.weights() == {("127.0.0.1", 1): 1, ("127.0.0.1", 2): 0}
+        sh.offset += jump
+        seen = await changes(sh, 2, lambda w: w is None, timeout=1200)
+        # Deleted once drain_timeout (600 s) has passed, at the resync after it; before the fix +1 h deleted at
+        # the next pass (100 s in), -1 h after 4200 s.
+        gone = seen[-1][0] + 100.0
+        assert 600.0 <= gone <= 606.0, seen
+        assert loop.time() - t0 == pytest.approx(gone, abs=0.3)
+        saved = statefile.load(state / "state.json")  # the moved start is what a restart would read
+        assert (VIP, DestKey.of("127.0.0.1", 2)) not in saved.drains
+        entry = json.loads((state / "maintenance.json").read_text())["maintenance"][0]
+        assert entry["until"] == pytest.approx(1_700_000_000.0 + t0 + 7200.0, abs=1.0)  # not moved
+        assert entry["since"] == pytest.approx(since + jump, abs=1.0)  # moved
+        assert await sh.stop() == 0
+
+    run(go)
+    assert len(said(caplog, "wall clock stepped")) == 1
+    no_traceback(caplog)
+
+
+def test_the_step_watch_tells_a_step_from_time_passing_and_slewing() -> None:
+    wall, mono = [1000.0], [5.0]
+    watch = StepWatch(lambda: wall[0], lambda: mono[0])
+    assert watch.step() == 0.0  # the first reading
+    wall[0] += 30.0
+    mono[0] += 30.0
+    assert watch.step() == 0.0  # time passing
+    wall[0] += 30.5
+    mono[0] += 30.0
+    assert watch.step() == 0.0  # NTP slewing (well under the tolerance between passes)
+    wall[0] -= 3600.0
+    mono[0] += 1.0
+    assert watch.step() == pytest.approx(-3601.0)
+    wall[0] += 1.0
+    mono[0] += 1.0
+    assert watch.step() == 0.0  # said once: the next reading starts from the stepped clock
