@@ -1,0 +1,1 @@
+"""The reliability suite (scripts/reliability): scenarios that attack ipvsd on a real kernel, and their report."""
