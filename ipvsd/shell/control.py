@@ -83,6 +83,24 @@ class ControlServer:
         self._ino = path.stat().st_ino
         self._server = await asyncio.start_unix_server(self._client, sock=sock, limit=LIMIT)
 
+    async def ensure(self) -> bool:
+        """Listen at `path` again when the socket there is no longer ours (its file or its whole directory was
+        removed: tmpfiles cleaning /run, an operator's rm -r); True when it was made again. Raises as `start`
+        does (the directory cannot be made, another daemon listens there now); the old socket stays open."""
+        if self._server is None:
+            return False
+        try:
+            st = os.lstat(self.path)
+            if stat.S_ISSOCK(st.st_mode) and st.st_ino == self._ino:
+                return False
+        except OSError:
+            pass  # gone, or its directory is
+        old = self._server
+        await self.start()
+        # Stop accepting on the unreachable socket; clients already connected (an events stream) keep theirs.
+        old.close()
+        return True
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -139,6 +157,10 @@ class ControlServer:
                     answer = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
                 await _send(writer, {"ok": True, **answer} if "ok" not in answer else answer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        except asyncio.CancelledError:
+            # `close` cancels the clients still connected (an `ipvsd events` at a stop): end as a hang-up does.
+            # Python 3.11's stream callback asks a cancelled task for its exception and logs a traceback.
             pass
         finally:
             self._clients.discard(task)

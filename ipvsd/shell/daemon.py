@@ -40,6 +40,7 @@ from ipvsd.core.probes import ProbeKey, ProbePlan, RealHealth, RealKey, health_o
 from ipvsd.errors import ConfigError, IpvsdError, IpvsMissing
 from ipvsd.kernel import Kernel
 from ipvsd.shell import bus, fdlimit, gcpolicy, resolver
+from ipvsd.shell.clock import StepWatch
 from ipvsd.shell.control import ControlServer, socket_path
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.event_log import EventLog
@@ -177,6 +178,7 @@ class Daemon:
         self.watcher: asyncio.Task[None] | None = None
         self.control: ControlServer | None = None  # the control socket, once listening
         self.http: asyncio.Server | None = None  # the metrics endpoint, once listening
+        self.socket_error: str | None = None  # why the control socket cannot be made again, as said
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = resolver.DaemonThreads()  # name lookups: a stop never waits for a resolver timeout
         self.failed_names: frozenset[str] = frozenset()  # names the running configuration could not resolve
@@ -185,6 +187,10 @@ class Daemon:
         self.roles: dict[str, roles.VipRole] | None = None  # None: not assessed yet
         self.sysctls = Sysctls(sysctl_root)
         self.route_factory = route_factory
+        # Wall-clock steps, seen before each pass, against the monotonic clock of the same world as `wall`: the
+        # system's for the system's wall clock (also under a test's virtual loop), else the loop's (a test's wall
+        # clock is virtual time plus an offset it may step).
+        self.clock = StepWatch(wall, time.monotonic if wall is time.time else self.mono)
 
     def mono(self) -> float:
         """The daemon's clock: the event loop's (a test's virtual-time loop drives it)."""
@@ -369,6 +375,8 @@ class Daemon:
                 continue
             if config is not self.config:
                 continue  # a reload came in between (it resolved for itself)
+            for name in sorted(self.failed_names - prepared.failed):  # the end of an outage, said as its start was
+                log.info("%s resolves again (to %s)", name, prepared.resolved.get(name, "nothing"))
             self.failed_names = prepared.failed
             if prepared.resolved == self.resolved:
                 continue
@@ -410,6 +418,7 @@ class Daemon:
 
     def collect_maintenance(self) -> frozenset[MaintenanceKey]:
         """Expire drains, read the maintenance_dir, publish what changed; the maintenance set of the next pass."""
+        self.store.flush()  # a save that failed (a full disk) is tried again at each pass
         for e in self.store.expire(self.wall()):
             log.info("maintenance of %s expired", e.key.describe())
             self.bus.publish(bus.MaintenanceChanged("undrain", "expired", e))
@@ -632,11 +641,14 @@ class Daemon:
         synced = False
         paced_until = 0.0
         read_due = 0.0  # when the next pass reads the kernel; passes before it plan against the mirror
+        failing = 0  # passes failed in a row (by the kernel), for the line that says they work again
+        pass_error: str | None = None  # the last pass failure said (a retry failing alike is not said again)
         while not self.stopping.is_set():
             await self._sleep(paced_until - self.mono())
             if self.stopping.is_set():
                 break
             self.dirty.clear()
+            self._follow_clock()
             resync = self._resync()
             delay = resync
             t0 = self.mono()
@@ -672,8 +684,20 @@ class Daemon:
                 ok = False
                 backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
                 delay = backoff
-                log.error("reconcile failed: %s; retrying in %.1fs", e, delay)
+                # Said when the failure starts or changes; each retry (every 30 s at most) only at debug level.
+                if str(e) != pass_error:
+                    log.error("reconcile failed: %s; retrying in %.1fs, then with backoff up to %gs; the table "
+                              "stays as it is meanwhile", e, delay, BACKOFF_MAX)
+                else:
+                    log.debug("reconcile failed again: %s; retrying in %.1fs", e, delay)
+                pass_error = str(e)
                 self.bus.publish(bus.PassFailed(number, self.mono() - t0, str(e)))
+            if ok:
+                if failing:
+                    log.info("reconcile works again after %d failed passes", failing)
+                failing, pass_error = 0, None
+            else:
+                failing += 1
             self.passes.finished(number)
             # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
             # so passes never take more than half of the loop however fast triggers come.
@@ -681,12 +705,41 @@ class Daemon:
             paced_until = self.mono() + min(spent, PACE_MAX)
             if backoff:  # after a failure, no trigger brings the next attempt forward
                 paced_until = max(paced_until, self.mono() + backoff)
+            await self._keep_socket()
             if not self.ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
                 self.notifier.ready(self.summary())
                 self.ready = True
             elif self.ready:
                 self.notifier.status(self.summary())
             await self._wait(delay)
+
+    def _follow_clock(self) -> None:
+        """Before each pass: when the wall clock stepped, move the starts of what is under way by the step."""
+        assert self.reconciler is not None
+        jump = self.clock.step()
+        if not jump:
+            return
+        log.warning("the wall clock stepped %s by %.0fs; drains, slow starts and graces under way keep their "
+                    "length", "forward" if jump > 0 else "back", abs(jump))
+        self.reconciler.shift(jump)
+        self.store.shift(jump)
+
+    async def _keep_socket(self) -> None:
+        """After each pass (so within resync_interval, or at once after SIGHUP): make the control socket again
+        if its file or directory was removed, so `ipvsd status` and `systemctl reload` work again without a
+        restart. Said once when it is made again, once per distinct error while it cannot be."""
+        if self.control is None:
+            return
+        try:
+            if await self.control.ensure():
+                log.warning("control socket %s had been removed; listening there again", self.control.path)
+            self.socket_error = None
+        except (OSError, IpvsdError) as e:
+            text = str(e) if isinstance(e, IpvsdError) else (e.strerror or str(e))
+            if text != self.socket_error:
+                log.error("control socket %s was removed and cannot be made again: %s; tried again after each "
+                          "pass", self.control.path, text)
+            self.socket_error = text
 
     async def _sleep(self, delay: float) -> None:
         """Sleep `delay` seconds unless stopping."""

@@ -13,12 +13,14 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ipvsd.core.maintenance import DIRECTOR, MaintenanceInfo, MaintenanceKey, key_of, parse_real
 from ipvsd.errors import IpvsdError
 from ipvsd.model import ServiceKey
+from ipvsd.shell.persist import Writer
 
 log = logging.getLogger("ipvsd.maintenance")
 
@@ -51,11 +53,13 @@ def from_dir(path: str | os.PathLike[str],
 
 
 class Store:
-    """The `ipvsd drain` entries, saved to `path` on every change."""
+    """The `ipvsd drain` entries, saved to `path` on every change. A save that fails (a full or read-only state
+    directory) is said once and leaves the entries in force in memory; `flush` tries again (each pass)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[MaintenanceKey, MaintenanceInfo] = {}
+        self.writer = Writer(path, "the drains")
 
     def load(self) -> None:
         try:
@@ -81,11 +85,27 @@ class Store:
             self.save()
         return gone
 
+    def shift(self, jump: float) -> None:
+        """The wall clock stepped by `jump` seconds: move each entry's start with it (`director_delay` counts from
+        there), not its `until`, an absolute time the operator gave."""
+        if self.entries:
+            self.entries = {k: replace(e, since=e.since + jump) for k, e in self.entries.items()}
+            self.save()
+
     def expire(self, now: float) -> list[MaintenanceInfo]:
         """Drop the entries whose `until` has passed; return them."""
         return self.remove(lambda k: (u := self.entries[k].until) is not None and u <= now)
 
-    def save(self) -> None:
+    def flush(self) -> None:
+        """Write the entries again if a save failed since the last one that worked."""
+        if self.writer.pending:
+            self.save()
+
+    def save(self) -> bool:
+        """Write the entries; False when that failed (said once, tried again at the next `flush`)."""
+        return self.writer.write(self._save)
+
+    def _save(self) -> None:
         data = json.dumps({"version": 1, "maintenance": [_encode(e) for e in sorted(
             self.entries.values(), key=lambda e: (e.key.addr, e.key.port, str(e.key.service)))]}, indent=1)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -37,7 +37,7 @@ from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Batch, Kernel, apply
 from ipvsd.model import AddDest, DelService, EditDest, Op, Service, SetTimeouts, StartDaemon, StopDaemon, SyncDaemon
-from ipvsd.shell import statefile
+from ipvsd.shell import persist, statefile
 from ipvsd.shell.routes import RouteTable
 
 log = logging.getLogger("ipvsd.reconcile")
@@ -106,9 +106,24 @@ class Reconciler:
     routes: RouteReport | None = None  # the routes after the last pass that read them
     route_errors: dict[str, str] = field(default_factory=dict)  # by route ("" for reading): the last error, said once
     refused: str | None = None  # the guard's refusal, said once while it stands
+    op_error: str | None = None  # the failed op of the last pass, as said (a retry failing alike is not said)
+    writer: persist.Writer = field(init=False)  # the state file's writes (a failure is said once and retried)
+
+    def __post_init__(self) -> None:
+        self.writer = persist.Writer(self.state_path, "ownership, drains, quorum and ramps")
 
     def load_state(self) -> None:
-        self.memory = statefile.load(self.state_path)
+        """Read the state file. One that cannot be decoded (garbage, truncated, wrong types, a directory) is moved
+        aside and the daemon starts without it, as on a first start: nothing is owned, so nothing is deleted,
+        and the services the config names are adopted as they are in the kernel; the next pass writes a good
+        file. Only an error reading the directory itself is left to the caller."""
+        try:
+            self.memory = statefile.load(self.state_path)
+        except statefile.Corrupt as e:
+            aside = statefile.set_aside(self.state_path)
+            log.error("%s; starting without it (ownership of services no longer configured, drain and ramp starts "
+                      "are forgotten)%s", e, f", kept as {aside}" if aside else "")
+            self.writer.pending = True  # write a good one at the first pass, even if nothing changes
 
     async def reconcile(self, config: Config, health: Mapping[RealKey, RealHealth], *,
                         maintenance: frozenset[MaintenanceKey] = frozenset(),
@@ -257,16 +272,25 @@ class Reconciler:
         for op in applied:
             log.info("ipvsadm %s%s", op, "   (drift repair)" if op in drift else _ramp_note(op, d.ramps, now))
         if batch.failed is not None:
-            log.error("ipvsadm %s failed: %s", batch.failed, batch.error)
+            # A failure the kernel keeps returning is retried with backoff: said when it starts or changes, not
+            # at every retry (the metrics and the kernel-error events count each attempt).
+            text = f"ipvsadm {batch.failed} failed: {batch.error}"
+            if text != self.op_error:
+                log.error("%s; retried with backoff, the rest of the table stays as it is", text)
+            else:
+                log.debug("%s (again)", text)
             # The kernel carries out a whole batch: what followed the failure in it is said as done.
             for op in batch.later:
                 log.warning("ipvsadm %s   (in the failed op's batch: carried out all the same)", op)
             for e in batch.later_errors:
-                log.error("ipvsadm %s failed too (in the same batch): %s", e.op, e)
+                log.log(logging.ERROR if text != self.op_error else logging.DEBUG,
+                        "ipvsadm %s failed too (in the same batch): %s", e.op, e)
+            self.op_error = text
             self.mirror = None  # the kernel is not what we think: read it next time
             return Outcome(applied=tuple(applied), drift=tuple(o for o in applied if o in drift), error=batch.error,
                            failed=batch.failed, later=batch.later, duration=self.mono() - t0, built=d.built,
                            read=read, observed=tuple(observed))
+        self.op_error = None
         self.memory = decide.applied(self.memory, d)
         self.mirror = mirror.patched(observed, applied) if applied else observed
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,
@@ -383,10 +407,20 @@ class Reconciler:
         log.info("IPVS connection timeouts: %s   (ipvsadm %s)", ", ".join(changes), op)
         return op
 
+    def shift(self, jump: float) -> None:
+        """The wall clock stepped by `jump` seconds: move the starts of the drains, ramps and graces under way
+        with it, so each lasts what it was meant to (`ipvsd.shell.clock`)."""
+        m = self.memory
+        self._remember(replace(m, drains={k: t + jump for k, t in m.drains.items()},
+                               ramps={k: t + jump for k, t in m.ramps.items()},
+                               lost_at={k: t + jump for k, t in m.lost_at.items()}))
+
     def _remember(self, memory: decide.Memory) -> None:
+        """Keep `memory` and save it; a save that fails (a full or read-only state directory) never stops the
+        pass: the table is managed from memory and the file written again at the next pass."""
         persisted = replace(memory, previous=self.memory.previous)
-        if persisted != self.memory:
-            statefile.save(self.state_path, persisted)
+        if persisted != self.memory or self.writer.pending:
+            self.writer.write(lambda: statefile.save(self.state_path, persisted))
         self.memory = persisted
 
     async def clean_stop(self) -> list[Op]:

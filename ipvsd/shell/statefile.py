@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -29,24 +30,48 @@ VERSION = 1
 _T = TypeVar("_T")
 
 
+class Corrupt(IpvsdError):
+    """The state file is there but is no state: garbage, truncated, wrong types, or not a file at all."""
+
+
 def load(path: str | os.PathLike[str]) -> Memory:
-    """Return the state stored at `path`, or an empty state when there is no file."""
+    """Return the state stored at `path`, or an empty state when there is no file; `Corrupt` when what is there
+    cannot be decoded, `IpvsdError` when it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         return Memory()
+    except IsADirectoryError as e:
+        raise Corrupt(f"{path}: unreadable state file: {e.strerror}") from e
     except OSError as e:
         raise IpvsdError(f"{path}: cannot read state: {e.strerror}") from e
     try:
-        return _decode(json.loads(text))
-    except (ValueError, TypeError, KeyError) as e:
-        raise IpvsdError(f"{path}: unreadable state file: {e}") from e
+        return _decode(json.loads(raw.decode("utf-8")))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise Corrupt(f"{path}: unreadable state file: {e or type(e).__name__}") from e
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path | None:
+    """Move a corrupt state file out of the way, to `NAME.corrupt` beside it (replacing an older one), for the
+    operator to look at; None when it cannot be moved (the next save then fails, and says so)."""
+    target = Path(path)
+    aside = target.with_name(target.name + ".corrupt")
+    try:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink(missing_ok=True)
+        os.replace(target, aside)
+    except OSError:
+        return None
+    return aside
 
 
 def save(path: str | os.PathLike[str], state: Memory) -> None:
     """Write `state` to `path` atomically: a temp file in the same directory, fsync, rename, fsync the dir."""
     target = Path(path)
     data = json.dumps(_encode(state), indent=1, sort_keys=True).encode()
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the state directory may have been removed
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
