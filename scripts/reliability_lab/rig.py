@@ -92,7 +92,6 @@ def main_toml(work: Path) -> str:
         'include = ["conf.d/*.toml"]',
         "[settings]",
         'metrics_listen = ""',
-        f'control_socket = "{work}/run/control.sock"',
         f"resync_interval = {RESYNC}",
         "clean_stop = false",  # a stop or a crash leaves the table serving: restarts must be hitless
         "watch_config = true",
@@ -267,7 +266,7 @@ class Rig:
         """One request on the control socket, from this process (a client start costs seconds in the lab)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(str(self.work / "run" / "control.sock"))
+            s.connect(str(self.work / "state" / "control.sock"))  # `--state-dir` puts it there
             s.sendall((json.dumps({"cmd": cmd, **args}) + "\n").encode())
             buf = b""
             while not buf.endswith(b"\n"):
