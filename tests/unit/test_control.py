@@ -413,3 +413,23 @@ async def test_bad_requests_get_an_answer_and_the_socket_keeps_serving(tmp_path:
         writer.close()
     finally:
         await server.close()
+
+
+async def test_closing_with_an_events_client_connected_logs_no_error(tmp_path: Path) -> None:
+    # Found by the fuzz (scripts/reliability_lab/fuzz.py): Python 3.11's stream server asks a cancelled client
+    # task for its exception, and asyncio logged "Exception in callback ... CancelledError" at every stop that
+    # had an `ipvsd events` client connected.
+    from ipvsd.shell.event_log import EventLog
+
+    path = str(tmp_path / "c.sock")
+    server = control.ControlServer(path, {}, EventLog().subscribe)
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    await server.start()
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(b'{"cmd": "events"}\n')
+    assert json.loads(await asyncio.wait_for(reader.readline(), 10)) == {"ok": True}
+    await server.close()
+    await asyncio.sleep(0.01)  # the stream server's done-callback runs after the task ends
+    writer.close()
+    assert errors == []
