@@ -822,11 +822,13 @@ class LvsTimeouts(_Frozen):
     """UDP timeout (s)."""
 
 
-_IFNAME = re.compile(r"[^/\s:]{1,15}")  # Linux IFNAMSIZ is 16 with the NUL; '/', ':' and blanks are refused
+_IFNAME = re.compile(r"[^/\s:\0]+")  # the kernel's dev_valid_name: no '/', ':' or blanks (and a C string: no NUL)
 
 
 def _ifname(value: Any) -> str:
-    if not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", ".."):
+    # Linux IFNAMSIZ is 16 bytes with the terminating NUL: 15 bytes of UTF-8, not 15 characters
+    if (not isinstance(value, str) or not _IFNAME.fullmatch(value) or value in (".", "..")
+            or len(value.encode("utf-8", "surrogatepass")) > 15):
         raise ValueError(f"{value!r} is not a network interface name (1-15 bytes, no '/', ':' or blanks)")
     return value
 

@@ -136,3 +136,18 @@ def test_a_repeated_instance_name_is_no_traceback() -> None:
             "vrrp_instance VI_1 {\n  virtual_router_id 9\n  lvs_sync_daemon_interface eth2\n}\n")
     config, _ = ka.parse(text, "ka.conf")
     assert config.sync == Sync(interface="eth2", syncid=8, owner="external")
+
+
+@pytest.mark.parametrize(("section", "name"), [
+    # found by the fuzz (scripts/reliability_lab/fuzz.py): a NUL passed, and `ipvsd check` then died in
+    # socket.if_nametoindex with a traceback; a 15-character name of 30 bytes passed the "1-15 bytes" rule
+    ("sync", "a\\u0000b"), ("sync", "é" * 15), ("announce", "lo\\u0000"), ("announce", "ü" * 8),
+])
+def test_an_interface_name_the_kernel_cannot_hold_is_refused(tmp_path: Path, section: str, name: str) -> None:
+    f = tmp_path / "ipvsd.toml"
+    keys = 'interface = "{}"\nsyncid = 1' if section == "sync" else 'device = "{}"\ntable = 100'
+    f.write_text(f"[{section}]\n{keys.format(name)}\n\n[[services]]\naddress = \"10.0.0.1\"\nport = 80\n")
+    with pytest.raises(ConfigError) as e:
+        load(str(f))
+    err = e.value.errors[0] if isinstance(e.value, ConfigErrors) else e.value
+    assert err.line == 2 and "not a network interface name" in err.message, str(err)
