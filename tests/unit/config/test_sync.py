@@ -139,7 +139,7 @@ def test_a_repeated_instance_name_is_no_traceback() -> None:
 
 
 @pytest.mark.parametrize(("section", "name"), [
-    # found by the fuzz (scripts/reliability_lab/fuzz.py): a NUL passed, and `ipvsd check` then died in
+    # found wiring `ipvsd check`'s host checks into the fuzz (issue 19): a NUL passed, and `ipvsd check` died in
     # socket.if_nametoindex with a traceback; a 15-character name of 30 bytes passed the "1-15 bytes" rule
     ("sync", "a\\u0000b"), ("sync", "é" * 15), ("announce", "lo\\u0000"), ("announce", "ü" * 8),
 ])
