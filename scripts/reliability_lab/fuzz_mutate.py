@@ -57,6 +57,9 @@ def corpus() -> list[Sample]:
     """The real samples (etc/) and every fixture configuration, each with the format `ipvsd check` sniffs."""
     paths = [ROOT / "etc" / "ipvsd.toml", ROOT / "etc" / "ldirectord.cf", ROOT / "etc" / "keepalived.conf"]
     paths += sorted((ROOT / "etc" / "conf.d").glob("*.toml"))
+    # the HA pair's, the scale-out director's and seed 000's: the samples with [sync], [announce] and [sysctl]
+    paths += sorted(p for d in ("ha", "scaleout", "seed000") for p in (ROOT / "etc" / d).glob("*")
+                    if p.name == "ipvsd.toml" or p.name.startswith("keepalived"))
     paths += sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.suffix in (".cf", ".conf", ".toml"))
     out = []
     for p in paths:
@@ -126,6 +129,8 @@ VALUES: tuple[str, ...] = (
     "1.0e1000", "0x7fffffff", "0o777", "0b1", "true", "false", "[]", "[[]]", "[1, 2]", '["a", 1]', "{}",
     "{ a = 1 }", "1979-05-27T07:32:00Z", "07:32:00", "1979-05-27",
 )
+# The same edge cases written raw, for the formats without quoting (ldirectord, keepalived).
+RAW_VALUES: tuple[str, ...] = ("a\0b", "lo\0", "\0", "é" * 8, "\u202e", "a\x7fb", "\x1b[2J", "\ufeff", "x" * 5000)
 
 
 def _m_replace_value(rng: random.Random, text: str, donors: list[Sample]) -> str:
@@ -139,8 +144,12 @@ def _m_replace_value(rng: random.Random, text: str, donors: list[Sample]) -> str
     value = rng.choice(VALUES)
     if "=" in line:
         key, _, _ = line.partition("=")
-        lines[i] = f"{key}= {value}" if key.endswith(" ") else f"{key}={value.strip(chr(34))}"
+        if key.endswith(" "):  # TOML
+            lines[i] = f"{key}= {value}"
+        else:
+            lines[i] = f"{key}={rng.choice((value.strip(chr(34)), rng.choice(RAW_VALUES)))}"
     else:
+        value = rng.choice((value, rng.choice(RAW_VALUES)))
         words = line.split()
         if len(words) > 1:  # keepalived: keep the keyword, replace one argument
             j = rng.randrange(1, len(words))
