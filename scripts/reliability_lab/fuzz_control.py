@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 HANG_S = 5.0
+BURST, BURST_EVERY = 16, 50  # every 50th request is a burst of 16 at once
 EXAMPLES_PER_CLASS = 5
 BAD = ("hang", "bad_answer", "dropped", "internal_error", "unhandled", "dead_after")
 OUTCOMES = ("answered", *BAD)
@@ -251,22 +252,30 @@ async def _fuzz(n: int, seed: int, deadline: float, examples_dir: Path | None) -
                 if task.done():
                     raise RuntimeError(f"the daemon ended before listening: {task}")
                 await asyncio.sleep(0.01)
-            for i in range(n):
-                if time.monotonic() > deadline:
-                    break
-                rng = random.Random(f"{seed}:control:{i}")
-                data = payload(rng)
+            i = 0
+            while i < n and time.monotonic() < deadline:
+                # One request at a time, and now and then a burst of them at once: concurrent drains and
+                # reloads share the daemon's passes.
+                batch = list(range(i, min(n, i + (BURST if i % BURST_EVERY == BURST_EVERY - 1 else 1))))
+                datas = [payload(random.Random(f"{seed}:control:{j}")) for j in batch]
                 before = len(caught.seen) + len(loop_errors)
-                outcome, detail = await exchange(sock, data)
+                results = await asyncio.gather(*(exchange(sock, d) for d in datas))
                 await asyncio.sleep(0)  # let the server's side of the connection finish before counting its errors
                 if len(caught.seen) + len(loop_errors) > before:
                     attributed = len(caught.seen) + len(loop_errors)
-                    if outcome == "answered":
-                        outcome, detail = "unhandled", "; ".join((caught.seen + loop_errors)[before:])[:2000]
-                counts[outcome] += 1
-                done += 1
-                if outcome != "answered":
-                    _keep(examples, outcome, i, data, detail, examples_dir)
+                    news = "; ".join((caught.seen + loop_errors)[before:])[:2000]
+                    answered = [k for k, (o, _) in enumerate(results) if o == "answered"]
+                    if answered:  # one of the batch's requests did it: which one, a replay of each tells
+                        results[answered[0]] = ("unhandled", news)
+                    else:
+                        counts["unhandled"] += 1
+                        _keep(examples, "unhandled", batch[0], datas[0], news, examples_dir)
+                for j, data, (outcome, detail) in zip(batch, datas, results, strict=True):
+                    counts[outcome] += 1
+                    if outcome != "answered":
+                        _keep(examples, outcome, j, data, detail, examples_dir)
+                done += len(batch)
+                i += len(batch)
             try:
                 status = await asyncio.wait_for(exchange(sock, b'{"cmd": "status"}\n'), HANG_S)
             except (OSError, TimeoutError) as e:
