@@ -19,6 +19,7 @@ from ipvsd.errors import ConfigError
 MAX_INCLUDE_DEPTH = 8
 MAX_BLOCK_DEPTH = 32
 """keepalived itself nests four deep (virtual_server, real_server, checker, url); deeper is a broken file."""
+_STACK_LIMIT = MAX_BLOCK_DEPTH + 2  # the top level, the blocks allowed, and the first one too deep (reported)
 
 # A comment to the end of the line, a brace, a quoted string (perhaps unterminated), or a word. Whitespace is
 # what finditer skips; `#`/`!` start a comment only at the start of a word, as in keepalived.
@@ -47,6 +48,9 @@ class _Parser:
         self.root: list[Node] = []
         # open blocks: (the node opening it or None at top level, its children, kept in the tree)
         self.stack: list[tuple[Node | None, list[Node], bool]] = [(None, self.root, True)]
+        # Blocks opened inside the first one too deep: only counted, their content dropped. A stack entry each
+        # made a file of braces cost memory and time in proportion (minutes and gigabytes at the size cap).
+        self.sunk = 0
 
     def err(self, message: str, path: str, line: int, key: str | None = None) -> None:
         self.errors.add(ConfigError(message, path=path, line=line, key=key))
@@ -63,8 +67,11 @@ class _Parser:
             s = line.strip()
             if not s:
                 continue
-            if s == "}" and len(stack) > 1:
-                stack.pop()
+            if s == "}" and (self.sunk or len(stack) > 1):
+                if self.sunk:
+                    self.sunk -= 1
+                else:
+                    stack.pop()
                 continue
             opens = s[-1] == "{"
             if opens:
@@ -72,6 +79,9 @@ class _Parser:
             if not special(s):
                 plain = s.split()
                 if plain and plain[0] != "include":
+                    if self.sunk or (opens and len(stack) >= _STACK_LIMIT):
+                        self.sunk += opens
+                        continue
                     node = Node(plain[0], plain[1:], path, no)
                     top = stack[-1]
                     top[1].append(node)
@@ -100,7 +110,7 @@ class _Parser:
                     words.append((t, False))
             if not words:
                 continue
-            if words[0] == ("include", False):
+            if words[0] == ("include", False) and not self.sunk:
                 self.include(words, path, no, depth, seen)
             else:
                 self.line(words, path, no)
@@ -108,6 +118,10 @@ class _Parser:
     def line(self, words: list[tuple[str, bool | None]], path: str, no: int) -> None:
         current: list[str] = []
         for text, quoted in words:
+            if self.sunk:  # inside a dropped block: only its braces count
+                if quoted is None:
+                    self.sunk += 1 if text == "{" else -1
+                continue
             if quoted is not None:
                 current.append(text)
                 continue
@@ -116,6 +130,9 @@ class _Parser:
                 nodes.append(Node(current[0], current[1:], path, no))
                 current = []
             if text == "{":
+                if len(self.stack) >= _STACK_LIMIT:  # the nesting error was reported where it crossed the limit
+                    self.sunk += 1
+                    continue
                 if not nodes or nodes[-1].children is not None:
                     self.err("a block needs a keyword before '{'", path, no)
                     self.stack.append((None, [], False))

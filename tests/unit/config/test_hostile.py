@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ipvsd.cli import main
-from ipvsd.config import ConfigErrors, _ranges, _report, _source, keepalived, ldirectord, load
+from ipvsd.config import ConfigErrors, _lexer, _ranges, _report, _source, keepalived, ldirectord, load
 from ipvsd.errors import ConfigError
 
 VS = "virtual_server 10.0.0.1 80 {\n  lvs_sched rr\n  real_server 10.0.1.1 80 {\n  }\n}\n"
@@ -48,6 +48,31 @@ def test_deeply_nested_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     f.write_text(text)
     err = one_error(capsys, ["check", "-c", str(f)])
     assert f"{f}:" in err and "nested too deeply" in err
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("x = " + "{" * 1_000_000 + "\n", 1),  # braces with no keyword: each opened an anonymous block, at any depth
+    ("a {\n" * 200_000, 33),  # the fast path's blocks, one a line
+    ("a { b {\n" * 100_000, 17),
+])
+def test_keepalived_nesting_past_the_limit_costs_no_memory(text: str, line: int) -> None:
+    # found by the fuzz (scripts/reliability_lab/fuzz.py): 1 MB of '{' took over 5 s and a stack entry each, so a
+    # file at the 64 MiB cap would take minutes and gigabytes; past the limit, blocks are only counted
+    errors = _report.Collector()
+    parser = _lexer._Parser(errors)
+    parser.feed_text(text, "ka.conf", 0, ())
+    assert len(parser.stack) <= _lexer.MAX_BLOCK_DEPTH + 2
+    parser.finish()
+    assert errors.errors[0].line == line and errors.errors[0].message.startswith(("a block needs a keyword",
+                                                                                "blocks nested deeper than"))
+
+
+def test_blocks_closed_past_the_nesting_limit_return_to_the_right_level() -> None:
+    deep = "a {\n" * 40 + "x { y } { }\n" + "}\n" * 40
+    errors = _report.Collector()
+    nodes = _lexer.read_text(deep + "after 1\n", "ka.conf", errors)
+    assert [n.keyword for n in nodes] == ["a", "after"], "the closing braces found their way back to the top"
+    assert [(e.line, e.message) for e in errors.errors] == [(33, "blocks nested deeper than 32")]
 
 
 def test_deeply_nested_keepalived_blocks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
