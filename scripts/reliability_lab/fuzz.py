@@ -130,13 +130,13 @@ class ConfigFuzz:
     examples_dir: Path | None
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     examples: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
-    slowest: dict[str, float] = field(default_factory=dict)
+    slowest: dict[str, tuple[float, int]] = field(default_factory=dict)  # (seconds, case) of the slowest case
     mutations: Counter[str] = field(default_factory=Counter)
 
     def record(self, fmt: Format, index: int, data: bytes, steps: list[str], outcome: str, detail: str,
                seconds: float) -> None:
         self.counts.setdefault(fmt, Counter())[outcome] += 1
-        self.slowest[fmt] = max(self.slowest.get(fmt, 0.0), seconds)
+        self.slowest[fmt] = max(self.slowest.get(fmt, (0.0, -1)), (seconds, index))
         self.mutations.update(steps)
         if outcome not in BAD:
             return
@@ -166,25 +166,31 @@ def _spawn(ctx: Any, base: str, n: int) -> _Slot:
     return _Slot(proc, parent, workdir)
 
 
+def _case(samples: list[Sample], fmt: Format, i: int, seed: int) -> Case:
+    """Case `i` of a format: it depends only on the seed, the format and i (the same seed gives the same inputs)."""
+    rng = random.Random(f"{seed}:{fmt}:{i}")
+    text, steps = fuzz_mutate.mutate(rng, rng.choice([s for s in samples if s.format == fmt]), samples)
+    data = text.encode("utf-8", "surrogatepass")
+    if rng.random() < 0.05:  # raw bytes too: not every file on a disk is UTF-8
+        pos = rng.randrange(len(data) + 1)
+        data = data[:pos] + rng.randbytes(rng.randint(1, 8)) + data[pos:]
+        steps = [*steps, "raw_bytes"]
+    return fmt, i, data, steps
+
+
 def _cases(n_per_format: int, seed: int) -> list[Case]:
-    """Every case, formats interleaved so that a deadline cuts each format alike. Case (fmt, i) depends only on
-    the seed, the format and i: the same seed gives the same inputs."""
+    """Every case, formats interleaved so that a deadline cuts each format alike."""
     samples = fuzz_mutate.corpus()
-    by_format: dict[Format, list[Sample]] = {}
-    for s in samples:
-        by_format.setdefault(s.format, []).append(s)
-    out: list[Case] = []
-    for i in range(n_per_format):
-        for fmt in CASE_NAME:
-            rng = random.Random(f"{seed}:{fmt}:{i}")
-            text, steps = fuzz_mutate.mutate(rng, rng.choice(by_format[fmt]), samples)
-            data = text.encode("utf-8", "surrogatepass")
-            if rng.random() < 0.05:  # raw bytes too: not every file on a disk is UTF-8
-                pos = rng.randrange(len(data) + 1)
-                data = data[:pos] + rng.randbytes(rng.randint(1, 8)) + data[pos:]
-                steps = [*steps, "raw_bytes"]
-            out.append((fmt, i, data, steps))
-    return out
+    return [_case(samples, fmt, i, seed) for i in range(n_per_format) for fmt in CASE_NAME]
+
+
+def replay(fmt: Format, index: int, seed: int, directory: Path) -> Path:
+    """Write case `index` of `fmt` (as a run with `seed` made it) into `directory`, under the name it is loaded by;
+    `ipvsd check -c` on it shows what the run saw (an include resolves only next to copies of INCLUDE_DIRS)."""
+    _, _, data, _ = _case(fuzz_mutate.corpus(), fmt, index, seed)
+    path = directory / CASE_NAME[fmt]
+    path.write_bytes(data)
+    return path
 
 
 def fuzz_configs(n_per_format: int, seed: int, deadline: float, examples_dir: Path | None,
@@ -240,7 +246,8 @@ def fuzz_configs(n_per_format: int, seed: int, deadline: float, examples_dir: Pa
     return {
         "per_format": {fmt: {o: result.counts.get(fmt, Counter())[o] for o in OUTCOMES}
                        | {"cases": sum(result.counts.get(fmt, Counter()).values()),
-                          "slowest_s": round(result.slowest.get(fmt, 0.0), 3)} for fmt in CASE_NAME},
+                          "slowest_s": round(result.slowest.get(fmt, (0.0, -1))[0], 3),
+                          "slowest_case": result.slowest.get(fmt, (0.0, -1))[1]} for fmt in CASE_NAME},
         "examples": result.examples, "mutations": dict(result.mutations), "not_run": len(todo),
         "seconds": round(time.monotonic() - start, 1),
     }
@@ -279,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=1800.0, help="seconds for the whole run (default 1800)")
     p.add_argument("--workers", type=int, default=0, help="processes loading configurations (default: CPUs)")
     p.add_argument("--out", metavar="FILE.json", help="write the figures here, and bad inputs to FILE.cases/")
+    p.add_argument("--replay", metavar="FORMAT:CASE", help="only write that case (of --seed) to the current "
+                   "directory, to reproduce it")
     args = p.parse_args(argv)
+    if args.replay:
+        fmt, _, index = args.replay.partition(":")
+        if fmt not in CASE_NAME or not index.isdigit():
+            p.error(f"--replay {args.replay!r}: expected FORMAT:CASE, FORMAT one of {', '.join(CASE_NAME)}")
+        print(replay(fmt, int(index), args.seed, Path.cwd()))
+        return 0
     out = Path(args.out) if args.out else None
     examples = out.with_suffix(".cases") if out else None
     if examples is not None:
