@@ -78,9 +78,12 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
                     f"{h['false_down']}; RSS growth {h['rss_growth_mb']} MB; crashed {h['crashed']}; all back "
                     f"after {h['recovered_s']} s", ok))
     if "faults" in res and not broken("faults"):
-        f = res["faults"]
-        out.append(("5 faults", f"{f['tests']} faults injected (fake kernel and real files, natively)",
-                    f"passed {f['passed']}/{f['tests']}", f["passed"] == f["tests"]))
+        f = {k: v for k, v in res["faults"].items() if isinstance(v, dict)}
+        tests = sum(v["passed"] + v["failed"] for v in f.values())
+        out.append(("5 faults", f"{len(f)} faults ({', '.join(k.replace('_', ' ') for k in f)}) in {tests} tests, "
+                    "natively on the fake kernel", "; ".join(f"{k.replace('_', ' ')}: {v['passed']} passed, "
+                                                               f"{v['failed']} failed" for k, v in f.items()),
+                    all(v["ok"] for v in f.values()) and res["faults"].get("exit_status") == 0))
     if not broken("soak"):
         s = res["soak"]
         out.append(("6 soak", f"{s['minutes']} min, {sum(s['events'].values())} events "
@@ -89,9 +92,15 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
                     f"{s['failed']}/{s['requests']} (in flight to a real as it died)", s["violations"] == 0))
     if "fuzz" in res and not broken("fuzz"):
         f = res["fuzz"]
-        bad = f.get("bad", {})
-        out.append(("7 fuzzed input", f.get("summary", ""), ", ".join(f"{k} {v}" for k, v in bad.items()),
-                    not any(bad.values())))
+        fmts = f["configs"]["per_format"]
+        c = f["control"]
+        done = ", ".join(f"{v['cases']:,} {k}" for k, v in fmts.items())
+        lost = "; ".join(f"{k}: tracebacks {v['traceback']}, hangs {v['hang']}, unlocated {v['unlocated']} "
+                         f"(accepted {v['accepted']:,}, located errors {v['located']:,})" for k, v in fmts.items())
+        lost += (f"; control: {c['answered']}/{c['requests']} answered, hangs {c['hang']}, internal errors "
+                 f"{c['internal_error']}, unhandled {c['unhandled']}, alive after {not c['dead_after']}")
+        out.append(("7 fuzzed input", f"mutated configurations ({done}) and {c['requests']:,} control requests, "
+                    f"natively, {f['seconds']:.0f} s", lost, f["bad"] == 0 and bool(f["complete"])))
     return out
 
 
@@ -108,26 +117,13 @@ def markdown(res: R) -> str:
     return "\n".join(lines) + "\n"
 
 
-def faults_of(junit: Path) -> R:
-    """The fault-injection tests' outcome from pytest's JUnit XML: counts, and the names of those that failed."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(junit).getroot()
-    except (OSError, ET.ParseError) as e:
-        return {"error": f"no fault results ({e})"}
-    cases = list(root.iter("testcase"))
-    bad = [c.get("name", "?") for c in cases if c.find("failure") is not None or c.find("error") is not None]
-    return {"tests": len(cases), "passed": len(cases) - len(bad), "failed": bad}
-
-
 def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="reliability_lab.report")
     ap.add_argument("results", type=Path)
     ap.add_argument("--fuzz", type=Path, help="the native fuzz run's JSON")
-    ap.add_argument("--faults", type=Path, help="the fault tests' JUnit XML")
+    ap.add_argument("--faults", type=Path, help="the fault tests' JSON (scripts/reliability_lab/faults.py)")
     ap.add_argument("--check", action="store_true", help="print nothing; exit 1 unless every target is met")
     args = ap.parse_args(argv)
     res: R = json.loads(args.results.read_text())
@@ -137,7 +133,10 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             res["fuzz"] = {"error": f"no fuzz results ({e})"}
     if args.faults:
-        res["faults"] = faults_of(args.faults)
+        try:
+            res["faults"] = json.loads(args.faults.read_text())
+        except (OSError, ValueError) as e:
+            res["faults"] = {"error": f"no fault results ({e})"}
     if args.check:
         return 0 if passed(res) else 1
     print(markdown(res), end="")
