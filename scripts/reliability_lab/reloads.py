@@ -108,12 +108,14 @@ def invalid_edits(rig: Rig, rng: random.Random) -> Edit:
     return Edit(kind, False, apply, restore=restore)
 
 
-def outcome(rig: Rig, offset: int, timeout: float) -> re.Match[str] | None:
+def outcome(rig: Rig, offset: int, timeout: float, *, rejected: bool = False) -> re.Match[str] | None:
+    """The first reload outcome the log shows after `offset` (only a rejection, with `rejected`): a reload the
+    watcher started for the edit before may still end after it, "unchanged"."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        m = OUTCOME.search(rig.log_since(offset))
-        if m:
-            return m
+        for m in OUTCOME.finditer(rig.log_since(offset)):
+            if not rejected or m.group("err"):
+                return m
         time.sleep(0.1)
     return None
 
@@ -149,7 +151,7 @@ def run(rig: Rig, say: Say, *, edits: int, rng: random.Random, deadline: float) 
                 row.update(applied_s=None if done is None else round(done - t0, 2), ops=ops,
                            ok=done is not None and len(ops) == e.ops and rig.table() == after)
             else:
-                m = outcome(rig, offset, 60)
+                m = outcome(rig, offset, 30, rejected=True)
                 err = (m.group("err") or "") if m else ""
                 time.sleep(1.0)
                 kept = rig.changes(t0, time.monotonic()) == 0 and rig.table() == before

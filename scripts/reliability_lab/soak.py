@@ -68,7 +68,8 @@ def run(rig: Rig, say: Say, *, minutes: float, rng: random.Random) -> Result:
                     lab.real(n).stop()
                     down.add(dest[n])
                 elif what == "recover":
-                    n = next(k for k in names if dest[k] == rng.choice(sorted(down)))
+                    gone = rng.choice(sorted(down))
+                    n = next(k for k in names if dest[k] == gone)
                     lab.real(n).start()
                     down.discard(dest[n])
                 elif what == "drain":
@@ -76,7 +77,8 @@ def run(rig: Rig, say: Say, *, minutes: float, rng: random.Random) -> Result:
                     rig.control("drain", real=dest[n], reason="soak")
                     drained.add(dest[n])
                 elif what == "undrain":
-                    n = next(k for k in names if dest[k] == rng.choice(sorted(drained)))
+                    back = rng.choice(sorted(drained))
+                    n = next(k for k in names if dest[k] == back)
                     rig.control("undrain", real=dest[n])
                     drained.discard(dest[n])
                 else:
