@@ -105,7 +105,9 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
 
 
 def passed(res: R) -> bool:
-    return all(ok for *_, ok in rows(res))
+    """Every scenario that ran met its target (and at least one ran)."""
+    got = rows(res)
+    return bool(got) and all(ok for *_, ok in got)
 
 
 def markdown(res: R) -> str:
