@@ -38,6 +38,19 @@ def has(*caps: int) -> bool:
     return all(mask >> cap & 1 for cap in caps)
 
 
+_NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID", CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE",
+          CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW"}
+
+
+def names() -> str:
+    """The effective capabilities, named: `CAP_NET_ADMIN, CAP_NET_RAW`; `no capability`; `38 capabilities`."""
+    mask = effective()
+    found = [_NAMES.get(bit, f"capability {bit}") for bit in range(64) if mask >> bit & 1]
+    if len(found) > len(_NAMES):  # root's set, or close to it: a count says enough
+        return f"{len(found)} capabilities"
+    return ", ".join(found) or "no capability"
+
+
 def whoami() -> str:
     """The effective user, as an error names it: `uid 998 (ipvsd)`, or `uid 4242` when it has no name."""
     uid = os.geteuid()

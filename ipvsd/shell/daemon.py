@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -459,8 +460,12 @@ class Daemon:
             log.error("%s", e)
             return 1
         except (OSError, IpvsdError) as e:
-            log.error("cannot talk to the kernel's IPVS: %s", e)
+            missing = getattr(e, "errno", None) == errno.EPERM and not privileges.has(privileges.CAP_NET_ADMIN)
+            log.error("cannot talk to the kernel's IPVS: %s%s", e, f" (IPVS needs CAP_NET_ADMIN, which ipvsd running "
+                      f"as {privileges.whoami()} lacks: {privileges.UNIT_HINT})" if missing else "")
             return 1
+        if os.geteuid() != 0:  # the unit's way: say who, and with what, once
+            log.info("running as %s with %s", privileges.whoami(), privileges.names())
         loop = asyncio.get_running_loop()
         self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force, wall=self.wall, mono=self.mono,
                                      route_factory=self.route_factory)

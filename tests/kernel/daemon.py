@@ -17,13 +17,20 @@ from tests.kernel.lab import Lab, wait_until
 
 @dataclass
 class Ipvsd:
-    """One `ipvsd run` process in namespace `lab.lb`; its stderr goes to `log_path`."""
+    """One `ipvsd run` process in namespace `lab.lb`; its stderr goes to `log_path`.
+
+    `runner` goes before the interpreter inside the namespace (`setpriv ...`: ipvsd as another user, with only
+    some capabilities); `python` and `env` are the interpreter and environment that user can run ipvsd with.
+    """
 
     lab: Lab
     config: Path
     state_dir: Path
     resync: float = 2.0
     extra: tuple[str, ...] = ()
+    runner: tuple[str, ...] = ()
+    python: str = sys.executable
+    env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
@@ -37,9 +44,9 @@ class Ipvsd:
             log.write(f"--- start {self.starts}\n")
             log.flush()
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.lab.lb, sys.executable, "-m", "ipvsd", "run", "-c", str(self.config),
-                 "--state-dir", str(self.state_dir), "--resync", str(self.resync), *self.extra],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                ["ip", "netns", "exec", self.lab.lb, *self.runner, self.python, "-m", "ipvsd", "run", "-c",
+                 str(self.config), "--state-dir", str(self.state_dir), "--resync", str(self.resync), *self.extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -63,11 +70,15 @@ class Ipvsd:
             return re.search(pattern, self.log(run), re.M)
         return wait_until(found, timeout=timeout, what=f"ipvsd to log {pattern!r}")  # type: ignore[return-value]
 
-    def control(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run an `ipvsd` client command against this daemon's control socket (in its state directory)."""
+    def control(self, *args: str, runner: tuple[str, ...] | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run an `ipvsd` client command against this daemon's control socket (in its state directory); as root,
+        or through `runner` (`setpriv ...`) with the daemon's interpreter and environment."""
+        argv = [sys.executable] if runner is None else [*runner, self.python]
         try:
-            return subprocess.run([sys.executable, "-m", "ipvsd", *args, "--state-dir", str(self.state_dir)],
-                                  capture_output=True, text=True, timeout=120, check=True)
+            return subprocess.run([*argv, "-m", "ipvsd", *args, "--state-dir", str(self.state_dir)],
+                                  capture_output=True, text=True, timeout=120, check=check,
+                                  env=None if runner is None else self.env)
         except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as e:
             raise AssertionError(f"ipvsd {' '.join(args)}: {e}\n--- its output: {e.stdout!r} {e.stderr!r}\n"
                                  f"--- the daemon's log:\n{self.log()[-6000:]}") from None

@@ -7,6 +7,7 @@ tests/kernel/test_least_privilege.py; here each refusal is met for real, by a ch
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -14,7 +15,7 @@ import pwd
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ from ipvsd.checks.base import ProbeTarget
 from ipvsd.checks.external import user_problem
 from ipvsd.cli import main
 from ipvsd.config.schema import ExternalCheck
-from ipvsd.errors import ConfigError
+from ipvsd.errors import ConfigError, KernelError
+from ipvsd.kernel import Info, Kernel
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.shell import daemon as daemonmod
 from ipvsd.shell.metrics import parse_listen
@@ -129,7 +131,8 @@ async def test_an_external_check_runs_as_its_user_with_that_users_group_only() -
     assert result.ok and result.reason.endswith(f": {nobody.pw_uid} {nobody.pw_gid} {nobody.pw_gid}"), result.reason
 
 
-def test_the_daemon_refuses_a_check_user_it_cannot_become_at_start_and_reload(shared: Path) -> None:
+def start_as_nobody(shared: Path, config_text: str, kernel: Callable[[], Kernel] = FakeKernel) -> list[str]:
+    """Start the daemon as nobody over `kernel` with this configuration; its exit code and what it logged."""
     if os.geteuid() != 0:
         pytest.skip("needs root to drop to nobody")
     state = shared / "state"
@@ -137,7 +140,7 @@ def test_the_daemon_refuses_a_check_user_it_cannot_become_at_start_and_reload(sh
     nobody = pwd.getpwnam("nobody")
     os.chown(state, nobody.pw_uid, nobody.pw_gid)  # the daemon's user owns its state directory
     cfg = shared / "ipvsd.toml"
-    cfg.write_text(native(USER_CHECK))
+    cfg.write_text(config_text)
     config, _ = configmod.load(str(cfg))
 
     def start() -> str:
@@ -145,22 +148,41 @@ def test_the_daemon_refuses_a_check_user_it_cannot_become_at_start_and_reload(sh
         handler = logging.Handler()
         handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
         logging.getLogger("ipvsd").addHandler(handler)
+        logging.getLogger("ipvsd").setLevel(logging.INFO)
         opts = daemonmod.Options(config_path=str(cfg), state_dir=str(state), watch=False, socket=str(state / "s"))
-        rc = asyncio.run(daemonmod.Daemon(opts, config, FakeKernel).run())
+        rc = asyncio.run(daemonmod.Daemon(opts, config, kernel).run())
         return f"{rc}\n" + "\n".join(lines)
 
-    rc, *logged = as_nobody(start).split("\n")
+    return as_nobody(start).split("\n")
+
+
+def test_the_daemon_refuses_a_check_user_it_cannot_become_at_start_and_reload(shared: Path) -> None:
+    rc, *logged = start_as_nobody(shared, native(USER_CHECK))
     assert rc == "1", logged
-    assert logged[-1] == (f"cannot start with this configuration: {cfg}: external check user = 'root': running a "
-                          "command as another user needs CAP_SETUID and CAP_SETGID, and ipvsd runs as "
+    assert logged[0] == f"running as {NOBODY} with no capability", logged
+    assert logged[-1] == (f"cannot start with this configuration: {shared}/ipvsd.toml: external check user = 'root': "
+                          "running a command as another user needs CAP_SETUID and CAP_SETGID, and ipvsd runs as "
                           f"{NOBODY} without them (drop `user`, or add both to CapabilityBoundingSet= and "
                           "AmbientCapabilities= in the systemd unit)"), logged
     # a reload prepares the same way: it is refused whole, and the running configuration stays
+    config, _ = configmod.load(str(shared / "ipvsd.toml"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(privileges, "effective", lambda: 0)
         mp.setattr(os, "geteuid", lambda: 4242)
         with pytest.raises(ConfigError, match="needs CAP_SETUID and CAP_SETGID, and ipvsd runs as uid 4242"):
-            daemonmod.prepare(config, {}, path=str(cfg))
+            daemonmod.prepare(config, {}, path="ipvsd.toml")
+
+
+def test_a_daemon_without_net_admin_says_ipvs_needs_it(shared: Path) -> None:
+    class Refusing(FakeKernel):
+        async def info(self) -> Info:
+            raise KernelError("--version", errno.EPERM)  # what the kernel answers a caller without CAP_NET_ADMIN
+
+    rc, *logged = start_as_nobody(shared, native(), Refusing)
+    assert rc == "1", logged
+    assert logged == ["cannot talk to the kernel's IPVS: ipvs --version: Operation not permitted (EPERM) (IPVS needs "
+                      f"CAP_NET_ADMIN, which ipvsd running as {NOBODY} lacks: add it to CapabilityBoundingSet= and "
+                      "AmbientCapabilities= in the systemd unit)"], logged
 
 
 def test_ipvsd_check_warns_of_a_check_user_and_refuses_one_that_does_not_exist(
