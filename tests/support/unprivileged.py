@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 from collections.abc import Callable
 
 import pytest
 
 
-def as_nobody(fn: Callable[[], str]) -> str:
-    """Return what `fn` returns when called as nobody (uid, gid and groups dropped: no capability is left).
+def as_nobody(fn: Callable[[], str], *, bound: int = 60) -> str:
+    """Return what `fn` returns when called as nobody (uid, gid and groups dropped: no capability is left);
+    the child is killed after `bound` seconds (a daemon that should have refused to start, say).
 
     Forked, not executed: nothing is imported as nobody, so it works wherever the checkout and the interpreter
     are (a /root or mktemp -d checkout that nobody cannot read). An exception becomes `raised: Type: text`.
@@ -27,6 +29,7 @@ def as_nobody(fn: Callable[[], str]) -> str:
             os.setgroups([])
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)  # from root to another uid: the kernel clears every capability
+            signal.alarm(bound)
             try:
                 out = fn()
             except Exception as e:
@@ -42,5 +45,7 @@ def as_nobody(fn: Callable[[], str]) -> str:
         chunks.append(chunk)
     os.close(r)
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed before it could answer"
+    code = os.waitstatus_to_exitcode(status)
+    assert code != -signal.SIGALRM, f"the call as nobody did not return within {bound}s"
+    assert code == 0, "the child failed before it could answer"
     return b"".join(chunks).decode()

@@ -126,7 +126,12 @@ async def test_an_external_check_runs_as_its_user_with_that_users_group_only() -
     nobody = pwd.getpwnam("nobody")
     check = ExternalCheck(type="external", command="/bin/sh", args=("-c", 'echo "$(id -u) $(id -g) $(id -G)"'),
                           pass_target=False, user="nobody")
-    result = await make_probe(check).probe(ProbeTarget("127.0.0.1", 80), timeout=5)
+    groups = os.getgroups()
+    os.setgroups([0, 4])  # the daemon's supplementary groups (root, adm): the check must not inherit them
+    try:
+        result = await make_probe(check).probe(ProbeTarget("127.0.0.1", 80), timeout=5)
+    finally:
+        os.setgroups(groups)
     # root's group and supplementary groups are not passed on to the check
     assert result.ok and result.reason.endswith(f": {nobody.pw_uid} {nobody.pw_gid} {nobody.pw_gid}"), result.reason
 
@@ -153,7 +158,7 @@ def start_as_nobody(shared: Path, config_text: str, kernel: Callable[[], Kernel]
         rc = asyncio.run(daemonmod.Daemon(opts, config, kernel).run())
         return f"{rc}\n" + "\n".join(lines)
 
-    return as_nobody(start).split("\n")
+    return as_nobody(start, bound=20).split("\n")
 
 
 def test_the_daemon_refuses_a_check_user_it_cannot_become_at_start_and_reload(shared: Path) -> None:
