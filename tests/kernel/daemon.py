@@ -1,8 +1,15 @@
-"""Run `ipvsd run` as a real process in the director's namespace, read what it logs; a keep-alive request helper."""
+"""Run `ipvsd run` as a real process in the director's namespace, read what it logs; a keep-alive request helper.
+
+With IPVSD_TEST_AS_USER=UID in the environment, every daemon of the kernel tests runs as that uid with only
+CAP_NET_ADMIN and CAP_NET_RAW, as etc/ipvsd.service runs it (issue 19: every scenario passes that way); its
+configuration's directory is made readable and its state directory its own, as the install and the unit do.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import signal
 import socket
@@ -12,7 +19,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.kernel.lab import Lab, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+NET = "-all,+net_admin,+net_raw"  # the unit's CapabilityBoundingSet= and AmbientCapabilities=
+IMPORTS = "import ipvsd.commands.run, ipvsd.kernel.netlink, ipvsd.shell.daemon, pyroute2, watchfiles"
+AS_USER = os.environ.get("IPVSD_TEST_AS_USER")
+
+
+def setpriv(uid: int, caps: str = NET, gid: int | None = None) -> tuple[str, ...]:
+    """Run as `uid` (group `gid`, by default the uid's number; no others) with exactly `caps` (ambient: they
+    survive the exec)."""
+    return ("setpriv", f"--reuid={uid}", f"--regid={uid if gid is None else gid}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}")
+
+
+@functools.cache
+def interpreter(uid: int, gid: int) -> tuple[str, dict[str, str] | None]:
+    """An interpreter and environment with which `uid` can import ipvsd from this checkout; else skip.
+
+    The checkout's own .venv first; when its interpreter or the checkout is out of the uid's reach (pyenv under
+    a mode-0700 /root, say), the system's python of the same version with the checkout and the venv's
+    site-packages on PYTHONPATH."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    same = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    tried = []
+    for python, env in ((sys.executable, None),
+                        (same, {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site])})):
+        p = subprocess.run([*setpriv(uid, gid=gid), python, "-c", IMPORTS], capture_output=True, text=True,
+                           env=env, timeout=300)
+        if p.returncode == 0:
+            print(f"uid {uid} runs ipvsd with {python}{' and the checkout on PYTHONPATH' if env else ''}")
+            return python, env
+        said = p.stderr.strip().splitlines()
+        tried.append(f"{python}: {said[-1] if said else f'exit {p.returncode}'}")
+    pytest.skip(f"uid {uid} cannot run ipvsd from {ROOT} ({'; '.join(tried)}): the checkout and its .venv must be "
+                "readable by other users for this test")
+
+
+def hand_over(config: Path, state_dir: Path, uid: int, gid: int) -> None:
+    """Let `uid` read `config` and watch its directory, and own `state_dir` (pytest's directories are 0700)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for path in [state_dir, *state_dir.rglob("*")]:
+        os.chown(path, uid, gid)
+    cdir = config.resolve().parent
+    cdir.chmod(cdir.stat().st_mode | 0o005)
+    for d in {*cdir.parents, *state_dir.resolve().parents}:
+        if not d.stat().st_mode & 0o001:
+            d.chmod(d.stat().st_mode | 0o001)  # traversal only: nothing else of pytest's is listed
 
 
 @dataclass
@@ -31,15 +87,22 @@ class Ipvsd:
     runner: tuple[str, ...] = ()
     python: str = sys.executable
     env: dict[str, str] | None = None
+    owner: tuple[int, int] | None = None  # (uid, gid) the config and state directory are handed over to
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
 
     def __post_init__(self) -> None:
         self.log_path = self.state_dir.parent / "ipvsd.log"
+        if AS_USER is not None and not self.runner:
+            uid = int(AS_USER)
+            self.runner, self.owner = setpriv(uid), (uid, uid)
+            self.python, self.env = interpreter(uid, uid)
 
     def start(self) -> Ipvsd:
         self.starts += 1
+        if self.owner is not None:
+            hand_over(self.config, self.state_dir, *self.owner)
         with self.log_path.open("a") as log:
             log.write(f"--- start {self.starts}\n")
             log.flush()

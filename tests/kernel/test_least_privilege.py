@@ -6,22 +6,17 @@ SO_MARK (CAP_NET_ADMIN), a raw ICMP socket (CAP_NET_RAW) and a spawned command w
 out, a reload asked by that user applies, the sysctls are set and the master sync daemon runs; the control
 socket serves root and that user and refuses another uid, with or without CAP_DAC_OVERRIDE (SO_PEERCRED).
 
-In the lab, the daemon's user is a system user `ipvsd` made by useradd, as the install does (the guest's /etc is
-a throw-away overlay on the host's read-only root); on a host with IPVS, where the test must not add users, it
-is a uid without a passwd entry. The other uid never has one. The user must be able to read the checkout: a
-checkout or an interpreter under a mode-0700 directory (pyenv in /root) is run with the system's python of the
-same version and the checkout on PYTHONPATH; when even that cannot be read, the test skips and says why.
+The uids have no passwd entry: useradd cannot write the lab guest's /etc/shadow, and on a host with IPVS the
+test must not add users. The uid must be able to read the checkout: a checkout or an interpreter under a
+mode-0700 directory (pyenv in /root) is run with the system's python of the same version and the checkout on
+PYTHONPATH; when even that cannot be read, the test skips and says why (tests.kernel.daemon.interpreter).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,14 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.daemon import Ipvsd
+from tests.kernel.daemon import Ipvsd, interpreter, setpriv
 from tests.kernel.lab import Lab, http_get, run_in, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-NAME, NUMERIC, OTHER = "ipvsd", 4242, 4243
+UID, OTHER = 4242, 4243
 RS1, RS2 = "10.2.1.242:80", "10.2.1.243:80"
-NET = "-all,+net_admin,+net_raw"  # the unit's CapabilityBoundingSet= and AmbientCapabilities=
-IMPORTS = "import ipvsd.commands.run, ipvsd.kernel.netlink, ipvsd.shell.daemon, pyroute2, watchfiles"
 
 CONFIG = """
 [settings]
@@ -87,46 +79,6 @@ weight = {w2}
 """
 
 
-def daemon_user() -> tuple[int, int]:
-    """(uid, gid) of the daemon's user: `ipvsd` made by useradd in the lab, else a numeric uid."""
-    if os.environ.get("IPVSD_IN_LAB") == "1":
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(NAME)
-            return pw.pw_uid, pw.pw_gid
-        made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                               "--shell", "/usr/sbin/nologin", NAME], capture_output=True, text=True, timeout=60)
-        if made.returncode == 0:
-            pw = pwd.getpwnam(NAME)
-            return pw.pw_uid, pw.pw_gid
-        print(f"useradd {NAME} failed ({made.stderr.strip()}): uid {NUMERIC} instead")
-    return NUMERIC, NUMERIC
-
-
-def setpriv(uid: int, caps: str = NET, gid: int | None = None) -> tuple[str, ...]:
-    """Run as `uid` (group `gid`, by default the uid's number; no others) with exactly `caps` (ambient: they
-    survive the exec)."""
-    return ("setpriv", f"--reuid={uid}", f"--regid={uid if gid is None else gid}", "--clear-groups",
-            f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}")
-
-
-def interpreter(uid: int, gid: int) -> tuple[str, dict[str, str] | None]:
-    """An interpreter and environment with which `uid` can import ipvsd from this checkout; else skip."""
-    site = [p for p in sys.path if p.endswith("site-packages")]
-    same = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    tried = []
-    for python, env in ((sys.executable, None),
-                        (same, {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site])})):
-        p = subprocess.run([*setpriv(uid, gid=gid), python, "-c", IMPORTS], capture_output=True, text=True, env=env,
-                           timeout=300)
-        if p.returncode == 0:
-            print(f"uid {uid} runs ipvsd with {python}{' and the checkout on PYTHONPATH' if env else ''}")
-            return python, env
-        said = p.stderr.strip().splitlines()
-        tried.append(f"{python}: {said[-1] if said else f'exit {p.returncode}'}")
-    pytest.skip(f"uid {uid} cannot run ipvsd from {ROOT} ({'; '.join(tried)}): the checkout and its .venv must be "
-                "readable by other users for this test")
-
-
 @pytest.fixture
 def shared() -> Iterator[Path]:
     """A directory other uids can reach (pytest's tmp_path is under a mode-0700 directory)."""
@@ -153,7 +105,7 @@ def daemons(lab: Lab) -> list[str]:
 
 
 def test_ipvsd_runs_as_an_unprivileged_user_with_net_admin_and_net_raw(lab: Lab, shared: Path) -> None:
-    uid, gid = daemon_user()
+    uid = gid = UID
     python, env = interpreter(uid, gid)
     cfg = shared / "ipvsd.toml"  # root's, mode 0644, as /etc/ipvsd/ipvsd.toml
     cfg.write_text(CONFIG.format(w2=1))

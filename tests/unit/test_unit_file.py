@@ -72,7 +72,7 @@ def test_the_install_steps_create_the_units_user() -> None:
 
 
 def test_the_lab_runs_ipvsd_with_the_units_capabilities() -> None:
-    from tests.kernel.test_least_privilege import NET
+    from tests.kernel.daemon import NET
 
     assert {f"CAP_{c[1:].upper()}" for c in NET.split(",") if c.startswith("+")} == CAPS
 
