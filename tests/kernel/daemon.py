@@ -117,6 +117,11 @@ class Ipvsd:
         self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=60)
         self.proc = None
+        if self.owner is not None and sig != signal.SIGKILL:  # the daemon said whom it ran as, and with what
+            said = re.findall(r"running as (uid \d+.*)$", self.log(self.starts), re.M)
+            print(f"ipvsd start {self.starts}: running as {said[0] if said else '?'}")
+            assert said and said[0].startswith(f"uid {self.owner[0]}") \
+                and said[0].endswith("with CAP_NET_ADMIN, CAP_NET_RAW"), said
         return rc
 
     def log(self, run: int | None = None) -> str:

@@ -3,8 +3,9 @@
 What etc/ipvsd.service does with User=ipvsd and AmbientCapabilities=, done with setpriv inside the director's
 namespace: the table is programmed (with a scheduler module the kernel loads on demand), checks that need
 SO_MARK (CAP_NET_ADMIN), a raw ICMP socket (CAP_NET_RAW) and a spawned command work, a killed real is taken
-out, a reload asked by that user applies, the sysctls are set and the master sync daemon runs; the control
-socket serves root and that user and refuses another uid, with or without CAP_DAC_OVERRIDE (SO_PEERCRED).
+out, a reload asked by that user applies, the sysctls are set, the master sync daemon runs, and the VIP's
+route of [announce] is kept in its table and withdrawn at the stop; the control socket serves root and that user
+and refuses another uid, with or without CAP_DAC_OVERRIDE (SO_PEERCRED).
 
 The uids have no passwd entry: useradd cannot write the lab guest's /etc/shadow, and on a host with IPVS the
 test must not add users. The uid must be able to read the checkout: a checkout or an interpreter under a
@@ -14,7 +15,6 @@ PYTHONPATH; when even that cannot be read, the test skips and says why (tests.ke
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile
@@ -26,6 +26,7 @@ import pytest
 
 from tests.kernel.daemon import Ipvsd, interpreter, setpriv
 from tests.kernel.lab import Lab, http_get, run_in, wait_until
+from tests.netns import sh
 
 UID, OTHER = 4242, 4243
 RS1, RS2 = "10.2.1.242:80", "10.2.1.243:80"
@@ -43,6 +44,9 @@ daemons = "master"
 
 [sysctl]
 expire_nodest_conn = 1
+
+[announce]
+table = 100  # the VIP's route in a table of ipvsd's own, over rtnetlink: CAP_NET_ADMIN
 
 [check_defaults]
 interval = 1
@@ -104,16 +108,19 @@ def daemons(lab: Lab) -> list[str]:
             for line in lab.ipvsadm("-L", "--daemon").splitlines() if line.strip()]
 
 
+def routes(lab: Lab) -> str:
+    return sh("ip", "-n", lab.lb, "route", "show", "table", "100").stdout.strip()
+
+
 def test_ipvsd_runs_as_an_unprivileged_user_with_net_admin_and_net_raw(lab: Lab, shared: Path) -> None:
     uid = gid = UID
     python, env = interpreter(uid, gid)
     cfg = shared / "ipvsd.toml"  # root's, mode 0644, as /etc/ipvsd/ipvsd.toml
     cfg.write_text(CONFIG.format(w2=1))
-    state = shared / "state"  # the daemon's user owns it, as the unit's StateDirectory= makes it
+    state = shared / "state"  # the daemon's user owns it (hand_over), as the unit's StateDirectory= makes it
     state.mkdir(mode=0o700)
-    os.chown(state, uid, gid)
     user = setpriv(uid, gid=gid)  # the unit: User=, Group=, AmbientCapabilities=
-    d = Ipvsd(lab, cfg, state, runner=user, python=python, env=env).start()
+    d = Ipvsd(lab, cfg, state, runner=user, python=python, env=env, owner=(uid, gid)).start()
     try:
         wait_until(lambda: lab.weights() == {RS1: 1, RS2: 1}, timeout=120, what="rs1 and rs2 in the table")
         d.wait_log("table reconciled with every check's result", timeout=30)
@@ -131,6 +138,7 @@ def test_ipvsd_runs_as_an_unprivileged_user_with_net_admin_and_net_raw(lab: Lab,
         d.wait_log(r"net\.ipv4\.vs\.expire_nodest_conn: 0 -> 1", timeout=10)
         wait_until(lambda: daemons(lab) == ["master sync daemon (mcast=int, syncid=9"], timeout=30,
                    what="the master sync daemon")
+        wait_until(lambda: routes(lab).startswith("10.2.0.240 dev lo "), timeout=10, what="the VIP's route")
         status, body = http_get(lab.lb, "127.0.0.1", 9597, "/metrics", timeout=30)
         assert status == 200 and "ipvsd_" in body, body[:500]
         with pytest.raises(ConnectionRefusedError):
@@ -167,3 +175,4 @@ def test_ipvsd_runs_as_an_unprivileged_user_with_net_admin_and_net_raw(lab: Lab,
         rc = d.stop() if d.proc is not None else 0
         print(f"--- the daemon's log:\n{d.log()[-3000:]}")
     assert rc == 0
+    assert routes(lab) == "", routes(lab)  # withdrawn at the stop (on_stop = "withdraw")
