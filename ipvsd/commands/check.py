@@ -9,7 +9,7 @@ from typing import Literal
 from ipvsd import model
 from ipvsd.commands import DEFAULT_CONFIG, error
 from ipvsd.config import FORMATS, ConfigErrors, ConfigWarning, Format, load, place, sniff
-from ipvsd.config.schema import Check, CheckTiming, Config, HttpCheck, RealServer, Sync, VirtualService
+from ipvsd.config.schema import Check, CheckTiming, Config, ExternalCheck, HttpCheck, RealServer, Sync, VirtualService
 from ipvsd.config.sysctls import proc_text
 from ipvsd.errors import ConfigError
 
@@ -158,6 +158,8 @@ def _sync_lines(sync: Sync | None) -> list[str]:
 
 # --- what this host must have -----------------------------------------------------------------------------------
 
+Problem = tuple[Literal["error", "warning"], tuple[str | int, ...], str]  # (level, where in the config, message)
+
 _RT_SCOPE_UNIVERSE = 0
 _IFA_F_SECONDARY = 0x01
 
@@ -171,7 +173,7 @@ def _ipv4_addresses(index: int) -> list[tuple[str, int, int]]:
                 for a in ipr.get_addr(family=socket.AF_INET) if a["index"] == index]
 
 
-def host_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
+def host_problems(config: Config) -> list[Problem]:
     """What keeps this host (this network namespace) from running `config`: (level, key, message).
 
     The kernel's master sync daemon binds the first primary global-scope IPv4 address of its interface
@@ -179,11 +181,36 @@ def host_problems(config: Config) -> list[tuple[Literal["error", "warning"], tup
     interface's, and with none at all it refuses to start. The backup only joins the group on the interface.
 
     With [announce], the routing table must be ipvsd's alone (no other protocol's routes) and the device must
-    exist."""
-    return _announce_problems(config) + _sync_problems(config)
+    exist. An external check's `user` must exist here."""
+    return _announce_problems(config) + _sync_problems(config) + _user_problems(config)
 
 
-def _announce_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
+def _user_problems(config: Config) -> list[Problem]:
+    """An external check's `user` must exist; switching to it takes capabilities the shipped unit withholds."""
+    from ipvsd.checks.external import user_problem
+
+    first: dict[str, tuple[str | int, ...]] = {}  # each user once, located where it is first named
+    for i, vs in enumerate(config.services):
+        lists: list[tuple[tuple[str | int, ...], tuple[Check, ...]]] = [(("services", i, "checks"), vs.checks)]
+        lists += [(("services", i, "reals", k, "checks"), r.checks) for k, r in enumerate(vs.reals) if r.checks]
+        for at, checks in lists:
+            for j, c in enumerate(checks):
+                if isinstance(c, ExternalCheck) and c.user:
+                    first.setdefault(c.user, (*at, j, "user"))
+    out: list[Problem] = []
+    for user, loc in sorted(first.items()):
+        problem = user_problem(user, privileged=False)
+        if problem is not None:
+            out.append(("error", loc, problem))
+        else:
+            out.append(("warning", loc, f"external check user = {user!r}: ipvsd needs CAP_SETUID and CAP_SETGID "
+                        "to run it as that user, which etc/ipvsd.service does not grant (ipvsd runs as its own "
+                        "user with CAP_NET_ADMIN and CAP_NET_RAW only); without them the daemon refuses this "
+                        "configuration"))
+    return out
+
+
+def _announce_problems(config: Config) -> list[Problem]:
     if config.announce is None:
         return []
     from ipvsd.shell.routes import RouteTable
@@ -199,7 +226,7 @@ def _announce_problems(config: Config) -> list[tuple[Literal["error", "warning"]
     return [("error", tuple(key.split(".")), message)]
 
 
-def _sync_problems(config: Config) -> list[tuple[Literal["error", "warning"], tuple[str, ...], str]]:
+def _sync_problems(config: Config) -> list[Problem]:
     sync = config.sync
     if sync is None or sync.owner != "ipvsd":
         return []

@@ -6,6 +6,7 @@ import os
 import stat
 
 from ipvsd.errors import ConfigError
+from ipvsd.privileges import unreadable
 
 MAX_FILE_BYTES = 64 << 20
 """Largest config file (or included file) read; real configs are far below, /dev/zero is not."""
@@ -20,6 +21,11 @@ def _check_regular(path: str, st: os.stat_result, key: str | None) -> None:
                           path=path, key=key)
 
 
+def _hint(e: OSError, path: str) -> str:
+    # ipvsd runs as its own user under the shipped unit: a config left mode 0600 root says how to fix it
+    return unreadable(path) if isinstance(e, PermissionError) else ""
+
+
 def read_bytes(path: str, key: str | None = None, head: int | None = None) -> bytes:
     """The regular file at `path` (a FIFO, device or directory is refused before it could block or stream for
     ever), or only its first `head` bytes."""
@@ -31,7 +37,7 @@ def read_bytes(path: str, key: str | None = None, head: int | None = None) -> by
         # O_NONBLOCK: if the path was swapped for a FIFO after the stat, open must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path=path, key=key) from None
+        raise ConfigError(f"cannot read: {e.strerror}{_hint(e, path)}", path=path, key=key) from None
     try:
         _check_regular(path, os.fstat(fd), key)
         chunks: list[bytes] = []

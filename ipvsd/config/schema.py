@@ -367,7 +367,8 @@ class ExternalCheck(CheckTarget):
     dynamic_weight: bool = False
     """keepalived misc_dynamic: exit 2-255 sets the weight to status-2."""
     user: str | None = None
-    """Run as this user (keepalived MISC_CHECK user)."""
+    """Run as this user, with its group and no other groups (keepalived MISC_CHECK user). Needs CAP_SETUID and
+    CAP_SETGID, which the shipped systemd unit does not grant: without them the daemon refuses the configuration."""
 
 
 class StaticCheck(CheckTarget):

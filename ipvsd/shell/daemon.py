@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ipvsd import config as configmod
-from ipvsd.checks import make_probe
+from ipvsd import privileges
+from ipvsd.checks import external, make_probe
 from ipvsd.checks.base import Probe, ProbeResult
 from ipvsd.config.schema import Announce, Config, Settings
 from ipvsd.core import maintenance as maint
@@ -107,6 +110,9 @@ def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup
         if conflict is not None:
             key, _, message = conflict.partition(": ")
             raise ConfigError(message, path=path, key=key)
+    for user in sorted(external.users_of(config)):  # refused whole now rather than failing at every check
+        if (problem := external.user_problem(user)) is not None:
+            raise ConfigError(problem, path=path)
     found = resolver.resolve(resolver.names_of(config), previous, lookup, quiet)
     resolved = found.addresses
 
@@ -472,8 +478,12 @@ class Daemon:
             log.error("%s", e)
             return 1
         except (OSError, IpvsdError) as e:
-            log.error("cannot talk to the kernel's IPVS: %s", e)
+            missing = getattr(e, "errno", None) == errno.EPERM and not privileges.has(privileges.CAP_NET_ADMIN)
+            log.error("cannot talk to the kernel's IPVS: %s%s", e, f" (IPVS needs CAP_NET_ADMIN, which ipvsd running "
+                      f"as {privileges.whoami()} lacks: {privileges.UNIT_HINT})" if missing else "")
             return 1
+        if os.geteuid() != 0:  # the unit's way: say who, and with what, once
+            log.info("running as %s with %s", privileges.whoami(), privileges.names())
         loop = asyncio.get_running_loop()
         self.reconciler = Reconciler(kernel, self.state_path, force=self.opts.force, wall=self.wall, mono=self.mono,
                                      route_factory=self.route_factory)
@@ -482,7 +492,7 @@ class Daemon:
             self.reconciler.load_state()
             self.store.load()
         except (OSError, IpvsdError) as e:
-            log.error("%s", e)
+            log.error("%s%s", e, _dir_hint(e, "the state directory"))
             return 1
         if self.store.entries:
             log.info("in maintenance: %s", ", ".join(k.describe() for k in sorted(self.store.entries)))
@@ -611,7 +621,7 @@ class Daemon:
             closers.append(server.close)
             log.info("control socket %s", path)
         except (OSError, IpvsdError) as e:
-            log.error("control socket %s not available: %s", path, e)
+            log.error("control socket %s not available: %s%s", path, e, _dir_hint(e, "the socket's directory"))
         listen = opts.metrics_listen
         try:
             where = parse_listen(settings.metrics_listen if listen is None else listen)
@@ -622,7 +632,8 @@ class Daemon:
             try:
                 http = await serve(self.metrics, *where, before_scrape=self.view.refresh_kernel)
             except OSError as e:
-                log.error("metrics endpoint %s not available: %s", _hostport(*where), e.strerror or e)
+                log.error("metrics endpoint %s not available: %s%s", _hostport(*where), e.strerror or e,
+                          _bind_hint(e, where[1]))
             else:
                 self.http = http
                 log.info("metrics on http://%s/metrics", _hostport(*where))
@@ -839,6 +850,22 @@ class Daemon:
             log.warning("undrain %s", e.key.describe())
             self.bus.publish(bus.MaintenanceChanged("undrain", "ipvsd undrain", e))
         return gone, await self.next_pass()
+
+
+def _bind_hint(e: OSError, port: int) -> str:
+    """Why a bind was refused, when the cause is a privileged port and the capability is missing."""
+    if isinstance(e, PermissionError) and port < 1024 and not privileges.has(privileges.CAP_NET_BIND_SERVICE):
+        return (f" (a port below 1024 needs CAP_NET_BIND_SERVICE, which ipvsd running as {privileges.whoami()} "
+                f"lacks: listen on a port from 1024 up, as the default 9597, or {privileges.UNIT_HINT})")
+    return ""
+
+
+def _dir_hint(e: Exception, what: str) -> str:
+    """Who must be able to write `what`, when a non-root ipvsd was refused."""
+    if isinstance(e, PermissionError) and os.geteuid() != 0:
+        return (f" (ipvsd runs as {privileges.whoami()}, which must own {what}: the unit's StateDirectory= and "
+                "RuntimeDirectory= give it /var/lib/ipvsd and /run/ipvsd)")
+    return ""
 
 
 def _hostport(host: str, port: int) -> str:

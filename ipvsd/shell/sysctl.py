@@ -128,6 +128,9 @@ def _why(e: OSError) -> str:
         return "the kernel has no such setting (too old, or its module is not loaded)"
     if e.errno == errno.EROFS:
         return "/proc/sys is read-only here (a sandbox: see ReadWritePaths= in the systemd unit)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        # the kernel lets a process write its network namespace's net.* sysctls with CAP_NET_ADMIN there
+        return "permission denied (writing net.ipv4.vs.* needs CAP_NET_ADMIN in ipvsd's network namespace)"
     if e.errno == errno.EINVAL:
         return "the kernel refused the value (EINVAL: out of range or malformed)"
     return f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, e.errno)})"

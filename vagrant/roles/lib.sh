@@ -105,6 +105,9 @@ alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 # logging to $RUN/ipvsd.log; an ipvsd already running reloads instead.
 start_ipvsd() {
     if ((SYSTEMD)); then
+        # the unit's User=ipvsd, made as the README's install does
+        id -u ipvsd >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/ipvsd --no-create-home \
+            --shell /usr/sbin/nologin ipvsd
         install -m 0644 "$SRC/etc/ipvsd.service" /etc/systemd/system/ipvsd.service
         systemctl daemon-reload
         systemctl enable -q ipvsd

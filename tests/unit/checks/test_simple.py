@@ -166,6 +166,14 @@ async def test_external_runs_with_a_cleared_environment(tmp_path: Path, monkeypa
         result.reason
 
 
+async def test_external_runs_without_a_shell() -> None:
+    # each argument reaches the command as written: no expansion, no word splitting, no second command
+    check = ExternalCheck(type="external", command="/bin/echo", args=("$HOME; echo pwned", "`id`", "a  b|cat"),
+                          pass_target=False)
+    result = await run(check, 80)
+    assert result.ok and result.reason == "echo exited 0: $HOME; echo pwned `id` a  b|cat", result.reason
+
+
 async def test_external_missing_command() -> None:
     result = await run(ExternalCheck(type="external", command="/nonexistent/check"), 80)
     assert not result.ok and result.kind is Kind.ERROR and "cannot run" in result.reason
