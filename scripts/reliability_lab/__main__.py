@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from scripts.bench_lab.peers import ROOT
-from scripts.reliability_lab import handedits, hostile, reloads, report, restarts, soak
+from scripts.reliability_lab import faults_lab, handedits, hostile, reloads, report, restarts, soak
 from scripts.reliability_lab.rig import Rig, base_layout
 from tests.kernel.lab import Lab
 
-SCENARIOS = ("handedits", "hostile", "reloads", "restarts", "soak")
+SCENARIOS = ("handedits", "hostile", "faults", "reloads", "restarts", "soak")
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ def main() -> int:
         plan = replace(plan, kills=args.kills, terms=max(1, args.kills // 5))
     if args.edits is not None:
         plan = replace(plan, edits=args.edits)
-    wanted = [s for s in SCENARIOS if s in args.scenarios] if args.scenarios else [
-        "handedits", "hostile", "reloads", "restarts", "soak"]
+    wanted = [s for s in SCENARIOS if s in args.scenarios] if args.scenarios else list(SCENARIOS)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     os.chmod(args.work, 0o755)
@@ -146,6 +145,8 @@ def run_one(name: str, rig: Rig, say: Any, plan: Plan, rng: random.Random, deadl
         return handedits.run(rig, say)
     if name == "hostile":
         return hostile.run(rig, say, hold=plan.hostile_hold)
+    if name == "faults":
+        return faults_lab.run(rig, say)
     return soak.run(rig, say, minutes=plan.soak_minutes, rng=rng)
 
 

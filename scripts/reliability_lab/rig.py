@@ -86,7 +86,7 @@ class Layout:
         return Layout(tuple(s for s in self.services if s.name != name))
 
 
-def main_toml(work: Path) -> str:
+def main_toml() -> str:
     return "\n".join([
         "# ipvsd under the reliability suite (scripts/reliability)",
         'include = ["conf.d/*.toml"]',
@@ -96,6 +96,7 @@ def main_toml(work: Path) -> str:
         "clean_stop = false",  # a stop or a crash leaves the table serving: restarts must be hitless
         "watch_config = true",
         "drain_timeout = 0",
+        "dns_ttl = 2",  # a name that stops resolving (the faults scenario) is seen within seconds
         "",
         "[settings.limits]",
         # The blast-radius guard has tests of its own; here it would refuse a 2-real service losing one real.
@@ -193,7 +194,7 @@ class Rig:
 
     def write(self, layout: Layout) -> None:
         """Write the whole configuration for `layout` (drop-ins no longer in it are deleted)."""
-        write_atomic(self.conf, main_toml(self.work))
+        write_atomic(self.conf, main_toml())
         for s in layout.services:
             if not self.dropin(s.name).exists() or self.dropin(s.name).read_text() != s.toml():
                 write_atomic(self.dropin(s.name), s.toml())
