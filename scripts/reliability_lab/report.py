@@ -34,7 +34,9 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
 
     if not broken("restarts"):
         rounds = res["restarts"]["rounds"]
-        kills = sum(1 for r in rounds if r["signal"] == "KILL")
+        kills = sum({"KILL": 1, "TERM": 0}.get(r["signal"], 2) for r in rounds)
+        early = sum(1 for r in rounds if r.get("killed_in_start_up_at_s") is not None)
+        terms = sum(1 for r in rounds if r["signal"] == "TERM")
         fails = sum(r["failed"] for r in rounds)
         reqs = sum(r["requests"] for r in rounds)
         changes = sum(r["table_changes"] for r in rounds)
@@ -42,7 +44,8 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
         breaks = sum(r["long_lived_breaks"] for r in rounds)
         ready = [r["ready_s"] for r in rounds if r["ready_s"] is not None]
         ok = bool(rounds) and fails == 0 and changes == 0 and ops == 0 and breaks == 0 and len(ready) == len(rounds)
-        out.append(("1 restarts", f"{kills} × kill -9, {len(rounds) - kills} × SIGTERM, each then a start",
+        out.append(("1 restarts", f"{kills} × kill -9 ({early} of them during a start-up, before READY), {terms} × "
+                    "SIGTERM, each then a start",
                     f"failed requests {fails}/{reqs}, long-lived breaks {breaks}, table changes {changes}, kernel "
                     f"ops {ops}; READY {_p(ready)} ({len(rounds) - len(ready)} never)", ok))
     if not broken("reloads"):
