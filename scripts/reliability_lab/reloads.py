@@ -68,7 +68,24 @@ def valid_edits(rig: Rig, rng: random.Random) -> Edit:
         choices.append(("a new drop-in extra.toml (a service, two reals)", lay.with_service(
             Service("extra", 82, (Real(rs1), Real(lab.real("rs2").addr)))), 3))
     kind, new, ops = rng.choice(choices)
+    if kind.startswith("weight") and rng.random() < 0.5:
+        return Edit(f"{kind}, written in place in two halves 0.3 s apart", True, lambda r: in_halves(r, new), ops)
     return Edit(kind, True, lambda r: r.write(new), ops)
+
+
+def in_halves(rig: Rig, new: Layout) -> None:
+    """What an editor that writes in place does, slowly: the watcher sees the first part (it waits 50 ms for
+    quiet), which must be rejected, and then the whole file. The cut is inside a quoted address, so the first
+    part is not TOML; a first part that happened to be a valid configuration on its own would be applied, as by
+    keepalived or ldirectord (write a file and rename it, as `rig.write` does, to be safe from that)."""
+    text = new.service("web").toml()
+    cut = text.rindex('address = "') + len('address = "10.2')
+    with rig.dropin("web").open("w") as f:
+        f.write(text[:cut])
+        f.flush()
+        time.sleep(0.3)
+        f.write(text[cut:])
+    rig.layout = new
 
 
 def invalid_edits(rig: Rig, rng: random.Random) -> Edit:
