@@ -40,6 +40,8 @@ http {{
     client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
     uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
     keepalive_timeout 600;  # long-lived connections must outlive a daemon restart under TCG
+    keepalive_requests 1000000;  # nginx closes a connection after 1000 requests by default: a client
+                                 # asking once a second would see it "break" after 17 minutes
     server {{
         listen {port} backlog=4096;
         root {d}/www;
