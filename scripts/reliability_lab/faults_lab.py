@@ -51,7 +51,11 @@ def _wait(cond: Callable[[], bool], timeout: float) -> float | None:
 def run(rig: Rig, say: Say) -> Result:
     lab = rig.lab
     state = rig.work / "state"
-    rs2 = lab.real("rs2")
+    # The real the faults make die and come back serves a side service (VIP:84), not the one the traffic uses:
+    # requests in flight to a real as it dies would fail whatever ipvsd does.
+    rs3 = lab.real("rs3")
+    rs3.start()
+    rig.write(rig.layout.with_service(Service("side", 84, (Real(rs3.addr),))))
     base = expected(rig.layout, set(), set())
     faults: list[Result] = []
 
@@ -72,14 +76,24 @@ def run(rig: Rig, say: Say) -> Result:
         say(f"fault {name}: {'ok' if r['ok'] else 'NOT OK'} {r}")
 
     def follow_reals(offset: int) -> bool:
-        """While the fault lasts the daemon must still manage the table: rs2 out when it dies, back after."""
+        """While the fault lasts the daemon must still manage the table: rs3 out when it dies, back after."""
         t = time.monotonic()
-        rs2.stop()
-        gone = rig.settle(expected(rig.layout, {f"{rs2.addr}:80"}, set()), since=t, timeout=15)
+        rs3.stop()
+        gone = rig.settle(expected(rig.layout, {f"{rs3.addr}:80"}, set()), since=t, timeout=15)
         t = time.monotonic()
-        rs2.start()
+        rs3.start()
         back = rig.settle(expected(rig.layout, set(), set()), since=t, timeout=15)
         return gone is not None and back is not None
+
+    def follow_edits() -> bool:
+        """...and a service added and removed again: what ipvsd owns changes, so its state file must be written
+        (which the fault refuses)."""
+        layout = rig.layout
+        rig.write(layout.with_service(Service("extra", 82, (Real(lab.real("rs1").addr),))))
+        added = rig.settle(expected(rig.layout, set(), set()), since=time.monotonic(), timeout=15)
+        rig.write(layout)
+        removed = rig.settle(expected(rig.layout, set(), set()), since=time.monotonic(), timeout=15)
+        return added is not None and removed is not None
 
     def restart(prepare: Callable[[], None] = lambda: None) -> float | None:
         rig.kill(signal.SIGTERM)
@@ -95,7 +109,7 @@ def run(rig: Rig, say: Say) -> Result:
         t0, off = time.monotonic(), rig.log_size()
         sh("mount", "--bind", str(state), str(state))
         sh("mount", "-o", "remount,ro,bind", str(state))
-        managed = follow_reals(off)
+        managed = follow_edits() and follow_reals(off) and follow_edits()
         sh("umount", str(state))
         back = _wait(lambda: said(off, r"state\.json written again") > 0, 30)
         record("state directory read-only", t0, off, once=r"kept in memory only", recovered=back,
@@ -126,7 +140,7 @@ def run(rig: Rig, say: Say) -> Result:
             while True:
                 filler.write(b"\0" * 4096)
                 filler.flush()
-        managed = follow_reals(off)
+        managed = follow_edits() and follow_reals(off) and follow_edits()
         (state / "filler").unlink()
         back = _wait(lambda: said(off, r"state\.json written again") > 0, 30)
         record("state directory full", t0, off, once=r"kept in memory only", recovered=back,
