@@ -198,6 +198,10 @@ def run(rig: Rig, say: Say) -> Result:
         hosts.write_text(HOSTS.read_text() + f"{rs4.addr} rs4.lab\n")
         sh("mount", "--bind", str(hosts), str(HOSTS))
         try:
+            # `ip netns exec` gives the daemon a copy of the mount table when it starts: start it again to give
+            # it this /etc/hosts (the same file, written in place from here on, so it sees every change)
+            if restart() is None:
+                return {"faults": faults, "error": "no READY after binding /etc/hosts"}
             named = rig.layout.with_service(Service("named", 83, (Real("rs4.lab"),)))
             rig.write(named)
             want: Table = {**base, f"TCP {VIP}:83": {f"{rs4.addr}:80": 1}}
