@@ -105,12 +105,15 @@ def run(rig: Rig, say: Say) -> Result:
         if rig.settle(base, since=time.monotonic(), timeout=30) is None:
             return {"error": f"the table never became the expected one: {rig.table()}"}
 
-        # 1. read-only state directory: real EROFS, for root as for the daemon's own user
+        # 1. read-only state directory: real EROFS, for root as for the daemon's own user. `ip netns exec` gave the
+        # daemon its own copy of the mount table: the read-only bind mount is made in there.
         t0, off = time.monotonic(), rig.log_size()
-        sh("mount", "--bind", str(state), str(state))
-        sh("mount", "-o", "remount,ro,bind", str(state))
+        assert rig.proc is not None
+        inside = ("nsenter", "-t", str(rig.proc.pid), "-m", "--")
+        sh(*inside, "mount", "--bind", str(state), str(state))
+        sh(*inside, "mount", "-o", "remount,ro,bind", str(state))
         managed = follow_edits() and follow_reals(off) and follow_edits()
-        sh("umount", str(state))
+        sh(*inside, "umount", str(state))
         back = _wait(lambda: said(off, r"state\.json written again") > 0, 30)
         record("state directory read-only", t0, off, once=r"kept in memory only", recovered=back,
                table_ok=managed and rig.table() == base)
