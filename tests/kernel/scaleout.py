@@ -64,9 +64,6 @@ DIRECTORS = re.findall(r"^protocol bgp \w+ from director \{ neighbor (\S+) as \d
                        (SAMPLES / "bird-router.conf").read_text(), re.M)
 HOLD_TIME = float(re.findall(r"^\s*hold time (\d+);", (SAMPLES / "bird-router.conf").read_text(), re.M)[0])
 PREFIX = 24  # the two networks' prefix length
-# nginx as the lab's, plus keep-alive connections that take any number of requests (nginx closes one after 1000
-# by default: a long-lived flow probed for minutes would end by itself)
-SCALEOUT_NGINX_CONF = NGINX_CONF.replace("keepalive_timeout 600;", "keepalive_timeout 600; keepalive_requests 1000000;")
 _PORTS = itertools.count(20000)  # below the ephemeral range (32768-60999): never a kernel-chosen port
 
 
@@ -453,7 +450,7 @@ class ScaleOut:
         for r in self.reals:
             (r.dir / "www").mkdir(parents=True, exist_ok=True)
             (r.dir / "tmp").mkdir(exist_ok=True)
-            (r.dir / "nginx.conf").write_text(SCALEOUT_NGINX_CONF.format(d=r.dir, port=r.port))
+            (r.dir / "nginx.conf").write_text(NGINX_CONF.format(d=r.dir, port=r.port))
             r.set_page(f"{r.name.removeprefix('so-')}\n")
             r.start()
         # BIRD first: its sessions are up long before ipvsd (a Python start under the emulated CPU) announces
