@@ -19,6 +19,7 @@ from pathlib import Path
 from scripts.bench_lab import report
 from scripts.bench_lab.peers import DAEMONS, ROOT
 from scripts.bench_lab.scenarios import QUICK, SCENARIOS, Bench, Plan, run_all
+from tests.kernel import installed
 from tests.kernel.lab import Lab
 
 
@@ -57,6 +58,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, help="detection repetitions (default 10; quick 3)")
     ap.add_argument("--sizes", help="scale scenario's N values, e.g. 100,500,1000")
     ap.add_argument("--daemons", help="comma-separated subset of ipvsd,ldirectord,keepalived (development only)")
+    ap.add_argument("--installed", type=Path, metavar="ARCHIVE",
+                    help="run ipvsd from this archive unpacked on the VM's tmpfs (tests/kernel/installed.py)")
     args = ap.parse_args()
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -75,9 +78,11 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.installed:
+        installed.use(args.installed)
     lab = Lab(root=args.work / "lab", n=4).up()
     b = Bench(lab, args.work, plan, deadline=time.monotonic() + args.budget)
-    results: dict[str, object] = {"meta": meta(plan, args.quick)}
+    results: dict[str, object] = {"meta": {**meta(plan, args.quick), "daemon_files": installed.describe()}}
     t0 = time.monotonic()
 
     def save() -> None:

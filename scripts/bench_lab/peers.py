@@ -13,11 +13,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.kernel import installed
 from tests.kernel.lab import RECEIVE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,7 +178,7 @@ class Daemon:
     def argv(self) -> list[str]:
         d, c = self.workdir, str(self.conf)
         if self.kind == "ipvsd":
-            return [sys.executable, "-m", "ipvsd", "run", "-c", c, "--state-dir", str(d / "state")]
+            return [*installed.daemon_python(), "-m", "ipvsd", "run", "-c", c, "--state-dir", str(d / "state")]
         if self.kind == "ldirectord":
             return ["/usr/sbin/ldirectord", c, "start"]
         return ["keepalived", "-n", "-C", "-l", "-D", "-G", "-f", c, "-p", f"{d}/ka.pid", "-c", f"{d}/ka-chk.pid",

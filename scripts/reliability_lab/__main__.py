@@ -20,6 +20,7 @@ from typing import Any
 from scripts.bench_lab.peers import ROOT
 from scripts.reliability_lab import faults_lab, handedits, hostile, reloads, report, restarts, soak
 from scripts.reliability_lab.rig import Rig, base_layout
+from tests.kernel import installed
 from tests.kernel.lab import Lab
 
 SCENARIOS = ("handedits", "hostile", "faults", "reloads", "restarts", "soak")
@@ -60,6 +61,8 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=5400.0, help="seconds before remaining work is skipped")
     ap.add_argument("--work", type=Path, default=Path("/tmp/reliability"))
     ap.add_argument("--seed", type=int, default=19)
+    ap.add_argument("--installed", type=Path, metavar="ARCHIVE",
+                    help="run ipvsd from this archive unpacked on the VM's tmpfs (tests/kernel/installed.py)")
     args = ap.parse_args()
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -81,6 +84,8 @@ def main() -> int:
     lab = Lab(root=args.work / "lab", n=4).up()
     for r in lab.reals:
         os.chmod(r.dir, 0o755)
+    if args.installed:
+        installed.use(args.installed)
     rig = Rig(lab, args.work / "ipvsd", base_layout(lab))
     if args.user is not None:
         rig.prefix = unprivileged(args.user, rig.work)
@@ -90,6 +95,7 @@ def main() -> int:
         "user": f"uid {args.user}, CAP_NET_ADMIN + CAP_NET_RAW only" if args.user is not None else "root",
         "settings": "interval 1 s, timeout 1 s, rise 1, fall 1, on_failure remove, resync 2 s, watch_config on, "
                     "clean_stop off",
+        "daemon_files": installed.describe(),
     }}
     t_all = time.monotonic()
 

@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any
 from scripts.bench_lab.peers import ROOT, rss_kib, tree
 from scripts.bench_lab.poll import Table, Watcher
 from scripts.bench_lab.traffic import Traffic
+from tests.kernel import installed
 from tests.kernel.daemon import keepalive_request
 from tests.kernel.lab import RECEIVE, Lab
 from tests.netns import join_netns, sh
@@ -226,7 +226,7 @@ class Rig:
             env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONDONTWRITEBYTECODE": "1"}
             t0 = time.monotonic()
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.lab.lb, *self.prefix, sys.executable, "-m", "ipvsd", "run",
+                ["ip", "netns", "exec", self.lab.lb, *self.prefix, *installed.daemon_python(), "-m", "ipvsd", "run",
                  "-c", str(self.conf), "--state-dir", str(self.work / "state")],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         return t0

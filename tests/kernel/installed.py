@@ -1,0 +1,170 @@
+"""The daemon under test installed on the lab VM's own disk, as a real host has it, instead of read over 9p.
+
+The lab VM sees the host's root filesystem and the checkout through 9p without a cache: every `stat`, `open`
+and `read` of a module is a round trip to QEMU. A start of `ipvsd run` there spends most of its time on those
+(`import ipvsd.shell.daemon`: 11 s over 9p, 3.4 s from the VM's tmpfs; `python -c pass`: 1.6 s against
+0.17 s). A real director reads its Python and its packages from a local disk. So the benchmark and the
+reliability harness copy what `ipvsd run` imports (the interpreter, its standard library, the runtime
+dependencies and the package) into the VM's tmpfs once per boot, as one archive, and start the daemon from
+there; the harness itself, nginx and the peers stay where they are.
+
+    python -m tests.kernel.installed pack ARCHIVE      (host) write the archive
+    installed.install(ARCHIVE) -> python               (guest) unpack it under DEST, return the interpreter
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+DEST = Path("/run/ipvsd-installed")
+# Parts of the standard library a daemon never imports: tests, GUI, the packaging tools, build files.
+_STDLIB_SKIP = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+                "unittest", "pydoc_data", "distutils"}
+_PYC = re.compile(r"\.cpython-\d+\.pyc$")
+
+
+def _requirements(name: str, seen: set[str]) -> None:
+    """Add NAME and the distributions it requires (their markers evaluated for this interpreter)."""
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in seen:
+        return
+    try:
+        reqs = md.requires(name) or []
+    except md.PackageNotFoundError:  # a dependency for another platform, not installed here
+        return
+    seen.add(key)
+    for req in reqs:
+        if "extra ==" in req:
+            continue
+        dep = re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0]
+        marker = req.split(";", 1)[1].strip() if ";" in req else ""
+        if marker and not _marker_holds(marker):
+            continue
+        _requirements(dep, seen)
+
+
+def _marker_holds(marker: str) -> bool:
+    """The markers the runtime dependencies use: python_version and sys_platform comparisons."""
+    env = {"python_version": f"{sys.version_info[0]}.{sys.version_info[1]}", "sys_platform": sys.platform,
+           "platform_python_implementation": "CPython", "implementation_name": "cpython"}
+    for name, value in env.items():
+        marker = marker.replace(name, repr(value))
+    try:
+        return bool(eval(marker, {"__builtins__": {}}))
+    except Exception:
+        return True
+
+
+def _wanted(path: str) -> bool:
+    """Sources and this interpreter's byte code; not optimised byte code, not tests."""
+    if path.endswith(".pyc"):
+        return bool(_PYC.search(path))
+    return not path.endswith((".pyi", ".c", ".h"))
+
+
+def _members() -> Iterator[tuple[Path, str]]:
+    """(source file, name in the archive) for everything `ipvsd run` needs."""
+    exe = Path(os.path.realpath(sys.executable))
+    yield exe, "py/bin/python3"
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
+    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and (libdir / ldlib).exists():
+        soname = sysconfig.get_config_var("INSTSONAME") or ldlib
+        yield libdir / soname, f"py/lib/{soname}"
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for top, dirs, files in os.walk(stdlib):
+        rel = Path(top).relative_to(stdlib)
+        if rel == Path("."):
+            dirs[:] = [d for d in dirs if d not in _STDLIB_SKIP and not d.startswith("config-")]
+        for f in files:
+            if _wanted(f):
+                yield Path(top) / f, f"py/lib/python3.{sys.version_info[1]}/{rel / f}"
+    site = f"venv/lib/python3.{sys.version_info[1]}/site-packages"
+    names: set[str] = set()
+    _requirements("ipvsd", names)
+    names.discard("ipvsd")
+    for dist in md.distributions():
+        key = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if key not in names:
+            continue
+        for entry in dist.files or []:
+            src = Path(str(dist.locate_file(entry)))
+            if src.is_file() and _wanted(str(entry)) and not str(entry).startswith(".."):
+                yield src, f"{site}/{entry}"
+    pkg = Path(__file__).resolve().parents[2] / "ipvsd"
+    for top, _dirs, files in os.walk(pkg):
+        for f in files:
+            if _wanted(f):
+                yield Path(top) / f, f"{site}/ipvsd/{Path(top).relative_to(pkg) / f}"
+
+
+def pack(archive: Path) -> int:
+    """Write the archive (uncompressed: the VM's emulated CPU would spend longer inflating it); its size."""
+    tmp = archive.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for src, name in _members():
+            tar.add(src, arcname=name, recursive=False)
+    tmp.replace(archive)
+    return archive.stat().st_size
+
+
+def install(archive: Path, dest: Path = DEST) -> list[str]:
+    """Unpack the archive under DEST (world-readable: the daemon may run as another user); the command prefix
+    that runs the installed interpreter."""
+    dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(dest), "--no-same-owner"], check=True)
+    venv_bin = dest / "venv/bin"
+    venv_bin.mkdir(mode=0o755, exist_ok=True)
+    (dest / "venv/pyvenv.cfg").write_text(f"home = {dest / 'py/bin'}\ninclude-system-site-packages = false\n")
+    python = venv_bin / "python3"
+    if not python.exists():
+        python.symlink_to(dest / "py/bin/python3")
+    # The interpreter's RUNPATH names the host's library directory; LD_LIBRARY_PATH comes before RUNPATH.
+    # -P: the harness starts the daemon in the checkout, whose ipvsd must not come first on sys.path.
+    return ["env", f"LD_LIBRARY_PATH={dest / 'py/lib'}", str(python), "-P"]
+
+
+_prefix: list[str] = []
+_took: list[float] = []
+
+
+def use(archive: Path) -> None:
+    """Install the archive; from now on daemon_python() runs the installed interpreter."""
+    t0 = time.monotonic()
+    _prefix[:] = install(archive)
+    _took[:] = [time.monotonic() - t0]
+
+
+def describe() -> str:
+    """Where the daemon's interpreter and modules are read from, for a results file's meta."""
+    if not _prefix:
+        return "the checkout and the host's Python, over the VM's shared filesystem (9p)"
+    return f"installed on the VM's tmpfs (tests/kernel/installed.py; unpacked in {_took[0]:.1f} s)"
+
+
+def daemon_python() -> list[str]:
+    """The command that runs the daemon's Python: the installed one after use(), else this interpreter."""
+    return list(_prefix) if _prefix else [sys.executable]
+
+
+def main(argv: list[str]) -> int:
+    """`pack ARCHIVE`: print the archive's size."""
+    if len(argv) != 2 or argv[0] != "pack":
+        print("usage: python -m tests.kernel.installed pack ARCHIVE", file=sys.stderr)
+        return 2
+    size = pack(Path(argv[1]))
+    print(f"installed: {argv[1]}: {size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
