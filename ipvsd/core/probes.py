@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from ipvsd.checks.base import ProbeTarget
 from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
 from ipvsd.core.health import HealthState, Policy, Start
-from ipvsd.model import DestKey, ServiceKey
+from ipvsd.model import CANONICAL_V4, DestKey, ServiceKey
 
 _TIMING_FIELDS = frozenset(CheckTiming.model_fields)
 RealKey = tuple[ServiceKey, DestKey]
@@ -101,6 +101,8 @@ def target_of(service: VirtualService, real: RealServer, check: Check, *, real_a
 
 def literal(name: str) -> str | None:
     """The resolver that knows no names: an IP literal is itself, anything else does not resolve."""
+    if CANONICAL_V4.fullmatch(name):  # the common case, called for every real at every pass
+        return name
     try:
         ipaddress.ip_address(name)
     except ValueError:

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,7 +70,9 @@ def set_aside(path: str | os.PathLike[str]) -> Path | None:
 def save(path: str | os.PathLike[str], state: Memory) -> None:
     """Write `state` to `path` atomically: a temp file in the same directory, fsync, rename, fsync the dir."""
     target = Path(path)
-    data = json.dumps(_encode(state), indent=1, sort_keys=True).encode()
+    # No indent: json's C encoder only runs without one, and at 10,000 reals the Python one cost a start 50 ms
+    # natively (a second in the lab). One line still reads with `jq .`.
+    data = json.dumps(_encode(state), sort_keys=True, separators=(",", ":")).encode()
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the state directory may have been removed
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -92,17 +94,22 @@ def save(path: str | os.PathLike[str], state: Memory) -> None:
 # --- JSON shape ----------------------------------------------------------------------------------------------
 
 
+def _flat(key: Any) -> dict[str, Any]:
+    """A flat dataclass (a key of the model) as a dict; dataclasses.asdict, without its deep copy."""
+    return {f.name: getattr(key, f.name) for f in fields(key)}
+
+
 def _encode(state: Memory) -> dict[str, Any]:
     return {
         "version": VERSION,
-        "owned": [asdict(k) for k in sorted(state.owned)],
-        "drains": [{"service": asdict(s), "dest": asdict(d), "since": t}
+        "owned": [_flat(k) for k in sorted(state.owned)],
+        "drains": [{"service": _flat(s), "dest": _flat(d), "since": t}
                    for (s, d), t in sorted(state.drains.items())],
-        "maintenance": [{"addr": m.addr, "port": m.port, "service": None if m.service is None else asdict(m.service)}
+        "maintenance": [{"addr": m.addr, "port": m.port, "service": None if m.service is None else _flat(m.service)}
                         for m in sorted(state.maintenance, key=_maintenance_order)],
-        "quorum": [{"service": asdict(s), "has": has} for s, has in sorted(state.quorum.items())],
-        "daemons": [{**asdict(o.daemon), "adopted": o.adopted} for _, o in sorted(state.daemons.items())],
-        "ramps": [{"service": asdict(s), "dest": asdict(d), "since": t} for (s, d), t in sorted(state.ramps.items())],
+        "quorum": [{"service": _flat(s), "has": has} for s, has in sorted(state.quorum.items())],
+        "daemons": [{**_flat(o.daemon), "adopted": o.adopted} for _, o in sorted(state.daemons.items())],
+        "ramps": [{"service": _flat(s), "dest": _flat(d), "since": t} for (s, d), t in sorted(state.ramps.items())],
     }
 
 
