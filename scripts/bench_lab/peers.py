@@ -53,13 +53,15 @@ class Settings:
     keep_on_stop: bool = False
     """Leave the table in place when stopped (ldirectord cleanstop=no, keepalived -I, ipvsd clean_stop=false)."""
     comment: str = ""
+    autoreload: bool = False
+    """ipvsd: reload when the file changes (`watch_config`); the peers are sent SIGHUP either way."""
 
 
 def ipvsd_conf(virtuals: list[Virtual], s: Settings, workdir: Path) -> str:
     lines = [f"# {s.comment}", "[settings]", 'metrics_listen = ""', f'control_socket = "{workdir}/ipvsd.sock"',
              f'state_dir = "{workdir}/state"', f"clean_stop = {str(not s.keep_on_stop).lower()}",
-             "watch_config = false", "drain_timeout = 0", "", "[settings.limits]", "max_delete_fraction = 1.0",
-             "check_concurrency = 1024", "",
+             f"watch_config = {str(s.autoreload).lower()}", "drain_timeout = 0", "", "[settings.limits]",
+             "max_delete_fraction = 1.0", "check_concurrency = 1024", "",
              "[check_defaults]", f"interval = {s.interval}", f"timeout = {s.timeout}", "rise = 1", "fall = 1",
              "alpha = true"]
     for v in virtuals:

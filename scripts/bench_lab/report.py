@@ -180,6 +180,47 @@ def programming_table(res: R) -> list[str]:
     return out
 
 
+def edit_table(res: R) -> list[str]:
+    r0: R = next((r for r in res.values() if r.get("services")), {})
+    out = [f"### 6. One real taken out of a {r0.get('services', '?')}-service, {r0.get('reals', '?')}-real "
+           "configuration and put back (file renamed into place → table changed)", "",
+           "| daemon | how | edits | ms p50 / max | ops per edit |", "|---|---|---:|---:|---|"]
+    for k, r in res.items():
+        if _why(r):
+            out.append(f"| {k} | | | {_why(r)} | |")
+            continue
+        times = r.get("ms", [])
+        st = summary(times)
+        got = [t for t in times if t is not None]
+        ops = r.get("ops")
+        out.append(f"| {k} | {'autoreload' if k == 'ipvsd' else 'SIGHUP'} | {len(times)} | "
+                   f"{_num(st.get('median'))} / {_num(max(got) if got else None)} | "
+                   f"{', '.join(map(str, ops)) if ops is not None else '–'} |")
+    return out
+
+
+def perf_targets(results: R) -> list[tuple[str, str, bool | None]]:
+    """Issue 18's targets that one run measures: start-up, programming, an edit in a big configuration."""
+    rows: list[tuple[str, str, bool | None]] = []
+    det = results.get("detection", {})
+    mine, ka = det.get("ipvsd", {}).get("startup_ms"), det.get("keepalived", {}).get("startup_ms")
+    if mine is not None and ka is not None:
+        rows.append(("start → seed reals programmed ≤ 2 × keepalived", f"{_num(mine)} vs {_num(ka)} ms "
+                     f"({_ratio(mine, ka)} ×)", mine <= 2 * ka))
+    prog = results.get("programming", {})
+    mine, ref = prog.get("ipvsd", {}).get("complete_s"), prog.get("ipvsadm-restore", {}).get("complete_s")
+    if mine is not None and ref is not None:
+        rows.append(("programming 1,000 × 10 ≤ 1.0 × ipvsadm-restore", f"{_num(mine, 1)} vs {_num(ref, 1)} s "
+                     f"({_ratio(mine, ref)} ×)", mine <= ref))
+    ed = results.get("edit", {}).get("ipvsd", {})
+    if ed.get("ms"):
+        p50 = summary(ed["ms"]).get("median")
+        ops = ed.get("ops", [])
+        rows.append(("one real edited in 10,000: 1 op, p50 ≤ 100 ms", f"p50 {_num(p50)} ms; ops {ops}",
+                     p50 is not None and p50 <= 100 and all(o == 1 for o in ops)))
+    return rows
+
+
 def targets(results: R) -> list[str]:
     """The issue's targets, each evaluated on this run's numbers."""
     rows: list[tuple[str, str, bool | None]] = []
@@ -221,7 +262,8 @@ def targets(results: R) -> list[str]:
         if "phases" in r:
             failed = sum(_failed(p.get("requests", {})) for p in r["phases"].values())
             rows.append((f"{scen} disruption: 0 failed requests", f"{failed} failed", failed == 0))
-    out = ["### Targets (issue 8)", "", "| target | measured | met |", "|---|---|---|"]
+    rows += perf_targets(results)
+    out = ["### Targets (issues 8 and 18)", "", "| target | measured | met |", "|---|---|---|"]
     for label, measured, ok in rows:
         out.append(f"| {label} | {measured} | {'yes' if ok else 'no' if ok is False else '–'} |")
     return out
@@ -233,9 +275,11 @@ def markdown(results: R) -> str:
            f"Kernel {m.get('kernel')}, {m.get('cpus')} vCPUs (emulated: compare ratios, not absolute times); "
            f"ipvsd {m.get('ipvsd')}, ldirectord {m.get('ldirectord')}, keepalived {m.get('keepalived')}, "
            f"nginx {m.get('nginx')}; {'quick mode; ' if m.get('quick') else ''}run took {m.get('elapsed_s')} s.",
-           f"All daemons: {m.get('settings')}.", ""]
+           f"All daemons: {m.get('settings')}.",
+           f"ipvsd's interpreter and modules: {m.get('daemon_files', 'the checkout, over the VM shared filesystem')}.",
+           ""]
     parts = (("detection", detection_table), ("scale", scale_table), ("reload", reload_table),
-             ("restart", restart_table), ("programming", programming_table))
+             ("restart", restart_table), ("programming", programming_table), ("edit", edit_table))
     for key, fn in parts:
         if key in results:
             out += [*fn(results[key]), ""]

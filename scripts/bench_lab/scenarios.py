@@ -1,4 +1,4 @@
-"""The five scenarios, each run for every daemon on the same lab, bounded in count and time.
+"""The six scenarios, each run for every daemon on the same lab, bounded in count and time.
 
 Every function returns plain data (lists of seconds, counts) for report.py; a scenario that cannot finish
 for one daemon records why ("error"/"skipped") and the run goes on. Times are time.monotonic() taken in this
@@ -11,17 +11,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from scripts.bench_lab import many as manymod
-from scripts.bench_lab.peers import DAEMONS, Daemon, Virtual, cpu_seconds, rss_kib
+from scripts.bench_lab.peers import DAEMONS, RENDER, Daemon, Virtual, cpu_seconds, rss_kib
 from scripts.bench_lab.poll import Table, Watcher, counts
 from scripts.bench_lab.traffic import Traffic
 from tests.kernel.lab import RECEIVE, Lab, RealHost
@@ -44,6 +45,7 @@ class Plan:
     prog_services: int = 1000
     prog_reals: int = 10
     prog_cap: float = 150.0
+    edits: int = 6
     traffic_rate: float = 25.0
     hold: float = 3.0
     restart_down: float = 2.0
@@ -52,7 +54,7 @@ class Plan:
 
 
 QUICK = Plan(reps=3, scale_ns=(50,), scale_window=5.0, install_cap=45.0, prog_services=100, prog_cap=60.0,
-             hold=2.0, restart_settle=8.0)
+             hold=2.0, restart_settle=8.0, edits=2)
 
 
 @dataclass
@@ -448,7 +450,61 @@ def programming(b: Bench, kind: str) -> Result:
     return run_daemon(b, d, body)
 
 
-SCENARIOS = ("detection", "scale", "reload", "restart", "programming")
+SCENARIOS = ("detection", "scale", "reload", "restart", "programming", "edit")
+
+
+# --- 6. one real edited in a big configuration -----------------------------------------------------------------
+
+_OP = re.compile(r"\bipvsadm -[AEDaed] ")  # an op ipvsd logs as it applies it
+
+
+def edit(b: Bench, kind: str) -> Result:
+    """The programming scenario's 1,000 × 10 table; then one real taken out of the file and put back, in turn,
+    `edits` times: file renamed into place -> the kernel's table changed, and (ipvsd) the ops the reload made.
+    ipvsd reloads by itself (`watch_config`); keepalived is sent SIGHUP right after the rename."""
+    s, n = b.plan.prog_services, b.plan.prog_reals
+    full = _prog_virtuals(s, n)
+    total = s * n
+    d = b.daemon(kind, "edit")
+    d.write(full, autoreload=kind == "ipvsd")
+
+    def reals_are(count: int) -> Callable[[Table], bool]:
+        return lambda t: t.get("count", {}).get("svc") == s and t.get("count", {}).get("rs") == count
+
+    def body() -> Result:
+        times: list[float | None] = []
+        ops: list[int] = []
+        with Watcher(b.lab.lb, 0.02, digest=counts) as w:
+            t0 = d.start()
+            if w.wait_for(reals_are(total), since=t0, timeout=b.plan.prog_cap) is None:
+                return {"error": f"the table was not complete after {b.plan.prog_cap:g} s"}
+            time.sleep(3.0)  # the start's own work done (ipvsd: the state file, the first resync)
+            for i in range(b.plan.edits):
+                k = (i // 2 * 97) % s  # a different service every other edit
+                out = i % 2 == 0
+                virtuals = [replace(v, reals=v.reals[:-1]) if j == k and out else v for j, v in enumerate(full)]
+                tmp = d.workdir.parent / f"{kind}.edit"  # written beside the watched directory, renamed in
+                tmp.write_text(RENDER[kind](virtuals, d.settings, d.workdir))
+                offset = d.log.stat().st_size
+                t1 = time.monotonic()
+                tmp.rename(d.conf)
+                if kind != "ipvsd":
+                    d.reload()
+                done = w.wait_for(reals_are(total - 1 if out else total), since=t1, timeout=120)
+                times.append(ms(t1, done))
+                time.sleep(2.0)  # what else the reload does lands in the log before it is read
+                if kind == "ipvsd":
+                    with d.log.open() as f:
+                        f.seek(offset)
+                        ops.append(len(_OP.findall(f.read())))
+                b.say(f"{kind} edit {i + 1}/{b.plan.edits} ({'real out' if out else 'real back'}): "
+                      f"{times[-1]} ms{f', {ops[-1]} ops' if ops else ''}")
+        out_: Result = {"services": s, "reals": total, "ms": times, "sampling_ms": 20}
+        if kind == "ipvsd":
+            out_["ops"] = ops
+        return out_
+
+    return run_daemon(b, d, body)
 
 
 def run_all(b: Bench, wanted: tuple[str, ...], results: Result, save: Callable[[], None]) -> Result:
@@ -498,5 +554,13 @@ def run_all(b: Bench, wanted: tuple[str, ...], results: Result, save: Callable[[
         for k in b.plan.daemons:
             ok = budget(b.plan.prog_cap + 30, f"programming {k}")
             results["programming"][k] = programming(b, k) if ok else {"skipped": "time budget"}
+            save()
+    if "edit" in wanted:
+        results["edit"] = {}
+        for k in b.plan.daemons:
+            if k == "ldirectord":  # it does not program the 10,000 reals within the cap (the programming scenario)
+                continue
+            ok = budget(b.plan.prog_cap + b.plan.edits * 30, f"edit {k}")
+            results["edit"][k] = edit(b, k) if ok else {"skipped": "time budget"}
             save()
     return results
