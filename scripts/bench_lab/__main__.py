@@ -82,7 +82,8 @@ def main() -> int:
         installed.use(args.installed)
     lab = Lab(root=args.work / "lab", n=4).up()
     b = Bench(lab, args.work, plan, deadline=time.monotonic() + args.budget)
-    results: dict[str, object] = {"meta": {**meta(plan, args.quick), "daemon_files": installed.describe()}}
+    results: dict[str, object] = {"meta": {**meta(plan, args.quick), "daemon_files": installed.describe(),
+                                           "start_costs_s": installed.start_costs()}}
     t0 = time.monotonic()
 
     def save() -> None:

@@ -269,6 +269,15 @@ def targets(results: R) -> list[str]:
     return out
 
 
+def _start_costs(costs: R) -> list[str]:
+    """One line: the interpreter's start and `ipvsd run`'s imports, from each place, in this VM."""
+    if not costs:
+        return []
+    parts = [f"{where}: `python -c pass` {c.get('python')} s, `ipvsd run`'s imports {c.get('imports')} s"
+             for where, c in costs.items()]
+    return [f"Start costs in this VM (one run each; installed = the VM's tmpfs, shared = 9p): {'; '.join(parts)}."]
+
+
 def markdown(results: R) -> str:
     m = results.get("meta", {})
     out = [f"## ipvsd vs ldirectord vs keepalived — {m.get('date', '?')}", "",
@@ -277,7 +286,7 @@ def markdown(results: R) -> str:
            f"nginx {m.get('nginx')}; {'quick mode; ' if m.get('quick') else ''}run took {m.get('elapsed_s')} s.",
            f"All daemons: {m.get('settings')}.",
            f"ipvsd's interpreter and modules: {m.get('daemon_files', 'the checkout, over the VM shared filesystem')}.",
-           ""]
+           *_start_costs(m.get("start_costs_s", {})), ""]
     parts = (("detection", detection_table), ("scale", scale_table), ("reload", reload_table),
              ("restart", restart_table), ("programming", programming_table), ("edit", edit_table))
     for key, fn in parts:

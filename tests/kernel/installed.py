@@ -156,6 +156,21 @@ def daemon_python() -> list[str]:
     return list(_prefix) if _prefix else [sys.executable]
 
 
+def start_costs() -> dict[str, dict[str, float]]:
+    """Seconds (wall, one run each) for the interpreter alone and for every import of `ipvsd run`, from the
+    installed copy and from the checkout over 9p: where a start spends its time, in the run's own results."""
+    out: dict[str, dict[str, float]] = {}
+    for where, prefix in (("installed", daemon_python()), ("shared", [sys.executable])):
+        if where == "installed" and not _prefix:
+            continue
+        out[where] = {}
+        for what, code in (("python", "pass"), ("imports", "import ipvsd.shell.daemon, ipvsd.commands.run")):
+            t0 = time.monotonic()
+            subprocess.run([*prefix, "-c", code], check=True, cwd="/", timeout=120)
+            out[where][what] = round(time.monotonic() - t0, 2)
+    return out
+
+
 def main(argv: list[str]) -> int:
     """`pack ARCHIVE`: print the archive's size."""
     if len(argv) != 2 or argv[0] != "pack":
