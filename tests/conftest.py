@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs IPVS and root: run scripts/test, which boots the lab VM")
     for item in kernel_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory other uids can reach, owned by root (pytest's tmp_path is under a mode-0700 directory)."""
+    d = Path(tempfile.mkdtemp(prefix="ipvsd-shared-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -92,6 +92,7 @@ def main() -> int:
     results: dict[str, Any] = {"meta": {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel": platform.release(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "quick": args.quick, "plan": asdict(plan), "seed": args.seed,
+        "scenarios": wanted,
         "user": f"uid {args.user}, CAP_NET_ADMIN + CAP_NET_RAW only" if args.user is not None else "root",
         "settings": "interval 1 s, timeout 1 s, rise 1, fall 1, on_failure remove, resync 2 s, watch_config on, "
                     "clean_stop off",

@@ -179,7 +179,7 @@ def run(rig: Rig, say: Say) -> Result:
         t0, off = time.monotonic(), rig.log_size()
         sock = state / "control.sock"
         sock.unlink()
-        back = _wait(lambda: sock.exists() and bool(rig.control("status")), 30)
+        back = _wait(lambda: sock.exists() and rig.control("status").get("ok") is True, 30)
         record("control socket removed", t0, off, once=r"had been removed; listening there again", recovered=back,
                table_ok=rig.table() == base)
 

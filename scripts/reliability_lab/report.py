@@ -26,6 +26,8 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
     def broken(name: str) -> bool:
         r = res.get(name)
         if r is None:
+            if name in res.get("meta", {}).get("scenarios", ()):  # asked for, and no result: the run broke off
+                out.append((name, "–", "no result (the run ended before it)", False))
             return True
         if "error" in r or "skipped" in r:
             out.append((name, "–", str(r.get("error") or r.get("skipped")), False))
@@ -80,7 +82,7 @@ def rows(res: R) -> list[tuple[str, str, str, bool]]:
                     f"{h['hold_s']:.0f} s", f"out after (s): {listed}; late {len(late)}; healthy reals seen out "
                     f"{h['false_down']}; RSS growth {h['rss_growth_mb']} MB; crashed {h['crashed']}; all back "
                     f"after {h['recovered_s']} s", ok))
-    if "faults" in res and not broken("faults"):
+    if not broken("faults"):
         f = res["faults"]["faults"]
         good = sum(1 for x in f if x["ok"])
         said = ", ".join(f"{x['fault']}: said {x['said']}×, back after {x['recovered_s']} s, failed requests "

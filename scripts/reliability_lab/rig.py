@@ -8,8 +8,8 @@ did to the reals (`expected`). The daemon is started with NOTIFY_SOCKET pointing
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ipvsd.shell import control
 from scripts.bench_lab.peers import ROOT, rss_kib, tree
 from scripts.bench_lab.poll import Table, Watcher
 from scripts.bench_lab.traffic import Traffic
@@ -264,19 +265,13 @@ class Rig:
         return t0
 
     def control(self, cmd: str, timeout: float = 60.0, **args: Any) -> dict[str, Any]:
-        """One request on the control socket, from this process (a client start costs seconds in the lab)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.work / "state" / "control.sock"))  # `--state-dir` puts it there
-            s.sendall((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        answer: dict[str, Any] = json.loads(buf or b"{}")
-        return answer
+        """One request on the control socket, from this process (a client start costs seconds in the lab); the
+        daemon's refusal comes back as {"ok": False, "error": ...}, as the daemon wrote it."""
+        path = str(self.work / "state" / "control.sock")  # `--state-dir` puts it there
+        try:
+            return asyncio.run(asyncio.wait_for(control.request(path, cmd, **args), timeout))
+        except control.ControlError as e:
+            return {"ok": False, "error": str(e)}
 
     # --- observing ----------------------------------------------------------------------------------------------
     def table(self) -> Table:

@@ -15,11 +15,8 @@ PYTHONPATH; when even that cannot be read, the test skips and says why (tests.ke
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,16 +79,6 @@ port = 80
 weight = {w2}
 """
 
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A directory other uids can reach (pytest's tmp_path is under a mode-0700 directory)."""
-    d = Path(tempfile.mkdtemp(prefix="ipvsd-lp-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def timed(cond: object, *, budget: float, what: str) -> float:

@@ -12,10 +12,8 @@ import ipaddress
 import logging
 import os
 import pwd
-import shutil
 import socket
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,16 +36,6 @@ from tests.support.unprivileged import as_nobody
 NOBODY = "uid 65534 (nobody)"
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A directory nobody can reach (pytest's tmp_path is under a mode-0700 directory), owned by root."""
-    d = Path(tempfile.mkdtemp(prefix="ipvsd-priv-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def native(extra: str = "") -> str:

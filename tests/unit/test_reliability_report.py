@@ -38,3 +38,7 @@ def test_the_report_fails_a_scenario_that_lost_anything_and_passes_one_that_did_
     soak = {"minutes": 1, "events": {"fail": 2}, "samples": 200, "violations": 0, "requests": 10, "failed": 1}
     assert report.passed({"soak": soak}) and not report.passed({"soak": {**soak, "violations": 1}})
     assert "| 6 soak |" in report.markdown({"soak": soak})
+    run = {"meta": {"scenarios": ["restarts", "soak"]}, "restarts": {"rounds": [good]}}
+    assert not report.passed(run), "a scenario asked for and without a result fails the run"
+    assert "no result" in report.markdown(run)
+    assert report.passed({**run, "soak": soak})
