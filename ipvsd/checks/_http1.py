@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-
-import h11
+from typing import TYPE_CHECKING
 
 from ipvsd.checks.base import Kind, ProbeFailure
+
+if TYPE_CHECKING:
+    import h11
+# h11 is imported where a response needs it: most never do (see _STATUS), and its import was 4 % of a start's.
 
 HEAD_LIMIT = 16384  # bytes of status line and headers before a response is refused (h11's default too)
 
@@ -38,18 +41,29 @@ class Request:
         """The request as the h11 event that tells h11's parser the method, made again from the bytes when a
         response needs h11 (the uncommon path): kept with every target, h11's event cost 1 KB each, 10 MB of
         a 10,000-real daemon's RSS."""
+        import h11
         head, *fields = self.data.decode("latin-1").split("\r\n")
         method, target, _ = head.split(" ")
         headers = [(name, value) for name, _, value in (f.partition(": ") for f in fields if f)]
         return h11.Request(method=method, target=target, headers=headers)
 
 
+# What h11 lets a request carry (h11/_abnf.py: method, request_target, field_value), for the three fields that
+# come from the configuration; the other headers are ours.
+_METHOD = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_VALUE = re.compile(r"([^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+
+
 def request(method: str, path: str, host: str, *, keepalive: bool = False) -> Request:
-    """Return a minimal HTTP/1.1 request; raise h11.LocalProtocolError for a method, path or host h11 would not
-    send (h11 checks them as it makes its event, which is then dropped)."""
+    """Return a minimal HTTP/1.1 request; raise what h11 raises (LocalProtocolError, UnicodeEncodeError) for a
+    method, path or host it would not send."""
     headers = [("Host", host), ("User-Agent", "ipvsd-healthcheck"), ("Accept", "*/*"),
                ("Connection", "keep-alive" if keepalive else "close")]
-    h11.Request(method=method, target=path, headers=headers)
+    if not (method.isascii() and path.isascii() and host.isascii() and _METHOD.fullmatch(method)
+            and _TARGET.fullmatch(path) and _VALUE.fullmatch(host)):
+        import h11
+        h11.Request(method=method, target=path, headers=headers)  # says what is wrong, in h11's words
     data = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
     return Request(data.encode("latin-1"), keepalive)
 
@@ -125,6 +139,7 @@ class Response:
 
     def _h11(self, data: bytes) -> None:
         """Go on with h11, fed everything received so far."""
+        import h11
         conn = self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
         conn.send(self._req.event())  # h11 answers a response only to a request it saw: HEAD has no body
         if data:  # (no data would tell h11 the peer closed)
@@ -200,6 +215,7 @@ class Response:
 
         Never raises: it runs inside the transport's socket callback, so a failure is kept for `finish()`.
         """
+        import h11
         conn = self._conn
         assert conn is not None
         try:
@@ -274,4 +290,5 @@ class Response:
         conn = self._conn
         if conn is None:
             return self.complete and self._keepalive and not self._trailing
+        import h11
         return self.complete and conn.their_state is h11.DONE and not conn.trailing_data[0]

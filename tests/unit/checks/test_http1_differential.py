@@ -151,3 +151,30 @@ def test_arbitrary_bytes_agree(pieces: list[bytes], eof: bool) -> None:
 def test_h11_is_what_the_slow_path_uses() -> None:
     r = _http1.Response(_http1.request("GET", "/", "h"), read_body=True, body_limit=100, fast=False)
     assert isinstance(r._conn, h11.Connection)
+
+
+_FIELD_CHARS = st.characters(codec="latin-1") | st.sampled_from(" \t\x00\r\n/:?=é.-~%")
+
+
+def _mostly(valid: list[str]) -> st.SearchStrategy[str]:
+    """A field that is usually valid, so that the other two fields get checked too."""
+    return st.sampled_from(valid) | st.sampled_from(valid) | st.text(_FIELD_CHARS, max_size=12)
+
+
+@settings(max_examples=600, deadline=None)
+@given(method=_mostly(["GET", "HEAD"]), path=_mostly(["/", "/index.html", "/a?b=1&c=%20"]),
+       host=_mostly(["10.2.1.1", "[::1]:8080", "www.example.org"]))
+def test_a_request_is_refused_exactly_when_h11_refuses_it_and_its_event_is_h11s(method: str, path: str,
+                                                                                host: str) -> None:
+    """The request is checked without importing h11 (a start does not need it); what it lets through, h11 does."""
+    headers = [("Host", host), ("User-Agent", "ipvsd-healthcheck"), ("Accept", "*/*"), ("Connection", "close")]
+    try:
+        want: object = h11.Request(method=method, target=path, headers=headers)
+    except (h11.LocalProtocolError, UnicodeError) as e:
+        want = type(e)
+    try:
+        req = _http1.request(method, path, host)
+    except (h11.LocalProtocolError, UnicodeError) as e:
+        assert type(e) is want
+        return
+    assert req.event() == want
