@@ -312,3 +312,24 @@ async def test_cadence_is_kept_when_probes_take_time() -> None:
         await until(lambda: len(starts) >= 12)
     periods = sorted(b - a for a, b in itertools.pairwise(starts))
     assert periods[len(periods) // 2] < 0.065  # one interval apart, not interval + probe duration (0.08)
+
+
+def test_a_probe_between_runs_holds_no_task() -> None:
+    """At 10,000 reals an idle task, coroutine and future per real were ~7 MB: between runs a probe is only an
+    item in the timer heap, and tasks exist for the runs in progress."""
+    slow = [{"type": "tcp", "interval": 5, "timeout": 0.2, "warmup": 0}]
+    plan = plan_probes(config(svc("10.0.0.1", *range(9000, 9200), checks=slow)))
+
+    async def go() -> tuple[int, int, int]:
+        factory = Scripted()
+        async with scheduler(factory) as s:
+            s.update(plan.jobs, now=True)
+            await until(lambda: len(factory.calls) == 200)
+            await asyncio.sleep(1.0)  # every probe ran once and waits for its next slot
+            idle = len(asyncio.all_tasks())
+            await asyncio.sleep(5.0)  # the second round
+            return idle, len(factory.calls), min(factory.calls.values())
+
+    idle, probed, runs = vtime.run(go())
+    assert probed == 200 and runs == 2
+    assert idle <= 3, f"{idle} tasks while every probe waits (the test, the watchdog, no probe)"
