@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ipvsd.kernel import _lean
+from ipvsd import lean
 from ipvsd.kernel._batch import Batch
 from ipvsd.model import (
     AddDest,
@@ -29,8 +29,8 @@ from ipvsd.model import (
     Timeouts,
 )
 
-# Before any submodule imports pyroute2: the adapter needs its netlink core only (see _lean).
-_lean.install()
+# Before any submodule imports pyroute2: the adapter needs its netlink core only (see ipvsd.lean).
+lean.install("pyroute2")
 
 __all__ = ["Batch", "Kernel", "apply"]
 

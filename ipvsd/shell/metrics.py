@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
+# prometheus_client's submodules only (ipvsd/shell/__init__.py installs the lean package, see ipvsd.lean);
+# exposition, which imports http.server, urllib and email, at the first scrape.
+from prometheus_client.metrics import Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from ipvsd import __version__
 from ipvsd.core.roles import VipRole
@@ -158,6 +159,7 @@ class Metrics:
             self.last_reload.set(at)
 
     def exposition(self) -> bytes:
+        from prometheus_client.exposition import generate_latest
         return generate_latest(self.registry)
 
 
@@ -348,6 +350,7 @@ async def serve(metrics: Metrics, host: str, port: int, *,
                             await before_scrape()
                     except Exception as e:  # a stale view beats no metrics
                         log.debug("refresh before scrape failed: %s", e)
+                from prometheus_client.exposition import CONTENT_TYPE_LATEST
                 await _respond(writer, 200, metrics.exposition(), CONTENT_TYPE_LATEST, head_only=method == "HEAD")
             elif path == "/":
                 await _respond(writer, 200, INDEX, "text/html", head_only=method == "HEAD")
