@@ -132,3 +132,18 @@ def test_defaults_are_what_validation_makes_of_them(cls: type[BaseModel]) -> Non
     for name in cls.model_fields:
         a, b = getattr(plain, name), getattr(strict, name)
         assert (a, type(a)) == (b, type(b)), f"{cls.__name__}.{name}: default {a!r}, validated {b!r}"
+
+
+def test_a_reals_kernel_key_and_attributes_are_made_once_and_a_copy_does_not_inherit_them() -> None:
+    import copy
+
+    from ipvsd.config.schema import RealServer
+
+    real = RealServer(address="10.0.0.1", port=80, weight=2)
+    assert real.dest_key() is real.dest_key("10.0.0.1") and real.dest_attrs() is real.dest_attrs(2)
+    assert real.dest_attrs(0).weight == 0 and real.dest_key("10.0.0.9").addr == "10.0.0.9"
+    assert real == RealServer(address="10.0.0.1", port=80, weight=2)  # the caches are not fields
+    assert hash(real) == hash(RealServer(address="10.0.0.1", port=80, weight=2))
+    assert real.model_copy(update={"weight": 5}).dest_attrs().weight == 5
+    assert real.model_copy(update={"port": 81}, deep=True).dest_key().port == 81
+    assert copy.copy(real).dest_attrs() == real.dest_attrs()
