@@ -330,9 +330,13 @@ def _drain_dest(p: _Pass, skey: ServiceKey, hd: Dest, *, drift: bool) -> bool:
     # Drift only if the kernel left the drain's steady state (absent or weight 0): someone raised it by hand.
     drift = drift and serving
     start = p.drains.get((skey, hd.key), p.now)
-    p.counted = True
-    idle = hd.active_conns + hd.inact_conns == 0
     expired = p.now - start >= p.drain_timeout(skey)
+    # Only a drain that waits for connections to end reads the counters: with drain_timeout = 0 (or a drain
+    # run out, or UDP) the dest goes whatever they say, and the reconciler need not read the kernel again.
+    idle = False
+    if skey.protocol != Proto.UDP and not expired:
+        p.counted = True
+        idle = hd.active_conns + hd.inact_conns == 0
     if skey.protocol == Proto.UDP or idle or expired:
         p.steps.append(_Step(_DEL_DEST, DelDest(skey, hd.key), drift=drift, removals=int(serving)))
         return True

@@ -233,6 +233,18 @@ def test_per_service_drain_timeout_overrides_limits() -> None:
     assert ipvsadm(p) == ["-d -t 10.0.0.1:80 -r 10.0.1.2:80"]
 
 
+def test_only_a_drain_that_waits_for_connections_asks_for_fresh_counters() -> None:
+    """`counted` makes the reconciler read the kernel and plan again: a full dump and a second pass at 10,000
+    reals, worth it only when the connection counters decide."""
+    busy = [svc(WEB, dest(RS1), dest(RS2, active=2))]
+    waits = run({WEB: want(rs1=serve())}, busy, owned={WEB})
+    assert waits.counted and ipvsadm(waits) == ["-e -t 10.0.0.1:80 -r 10.0.1.2:80 -g -w 0"]
+    at_once = run({WEB: want(drain_timeout=0, rs1=serve())}, busy, owned={WEB})
+    assert not at_once.counted and ipvsadm(at_once) == ["-d -t 10.0.0.1:80 -r 10.0.1.2:80"]
+    udp = run({DNS: DesiredService(RR, {RS1: serve()})}, [svc(DNS, dest(RS1), dest(RS2, inactive=4))], owned={DNS})
+    assert not udp.counted and ipvsadm(udp) == ["-d -u 10.0.0.1:53 -r 10.0.1.2:80"]
+
+
 def test_maintenance_drain_is_explicit_and_never_re_adds() -> None:
     d = {WEB: want(rs1=serve(), rs2=DesiredDest(W1, Want.DRAIN))}
     p = run(d, [svc(WEB, dest(RS1), dest(RS2, active=1))], owned={WEB})
