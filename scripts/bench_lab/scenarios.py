@@ -458,6 +458,19 @@ SCENARIOS = ("detection", "scale", "reload", "restart", "programming", "edit")
 _OP = re.compile(r"\bipvsadm -[AEDaed] ")  # an op ipvsd logs as it applies it
 
 
+def _quiet(log: Path, still: float, timeout: float) -> None:
+    """Wait until `log` has not grown for `still` seconds (at most `timeout`)."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = log.stat().st_size
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return
+        time.sleep(0.2)
+
+
 def edit(b: Bench, kind: str) -> Result:
     """The programming scenario's 1,000 × 10 table; then one real taken out of the file and put back, in turn,
     `edits` times: file renamed into place -> the kernel's table changed, and (ipvsd) the ops the reload made.
@@ -478,7 +491,7 @@ def edit(b: Bench, kind: str) -> Result:
             t0 = d.start()
             if w.wait_for(reals_are(total), since=t0, timeout=b.plan.prog_cap) is None:
                 return {"error": f"the table was not complete after {b.plan.prog_cap:g} s"}
-            time.sleep(3.0)  # the start's own work done (ipvsd: the state file, the first resync)
+            _quiet(d.log, 2.0, 120)  # the start's own work done: ipvsd logs its 11,000 ops after the batch
             for i in range(b.plan.edits):
                 k = (i // 2 * 97) % s  # a different service every other edit
                 out = i % 2 == 0
