@@ -275,7 +275,7 @@ def _start_costs(costs: R) -> list[str]:
         return []
     parts = [f"{where}: `python -c pass` {c.get('python')} s, `ipvsd run`'s imports {c.get('imports')} s"
              for where, c in costs.items()]
-    return [f"Start costs in this VM (one run each; installed = the VM's tmpfs, shared = 9p): {'; '.join(parts)}."]
+    return [f"Start costs in this VM (best of three; installed = the VM's tmpfs, shared = 9p): {'; '.join(parts)}."]
 
 
 def markdown(results: R) -> str:
