@@ -1,9 +1,9 @@
 """The daemon under test installed on the lab VM's own disk, as a real host has it, instead of read over 9p.
 
 The lab VM sees the host's root filesystem and the checkout through 9p without a cache: every `stat`, `open`
-and `read` of a module is a round trip to QEMU. A start of `ipvsd run` there spends most of its time on those
-(`import ipvsd.shell.daemon`: 11 s over 9p, 3.4 s from the VM's tmpfs; `python -c pass`: 1.6 s against
-0.17 s). A real director reads its Python and its packages from a local disk. So the benchmark and the
+and `read` of a module is a round trip to QEMU, and a start of `ipvsd run` there pays for that
+(`ipvsd run`'s imports: 8.0 s over 9p, 4.6 s from the VM's tmpfs; `python -c pass`: 0.99 s against 0.43 s;
+docs/benchmarks.md). A real director reads its Python and its packages from a local disk. So the benchmark and the
 reliability harness copy what `ipvsd run` imports (the interpreter, its standard library, the runtime
 dependencies and the package) into the VM's tmpfs once per boot, as one archive, and start the daemon from
 there; the harness itself, nginx and the peers stay where they are.
