@@ -505,7 +505,7 @@ def edit(b: Bench, kind: str) -> Result:
                     d.reload()
                 done = w.wait_for(reals_are(total - 1 if out else total), since=t1, timeout=120)
                 times.append(ms(t1, done))
-                time.sleep(2.0)  # what else the reload does lands in the log before it is read
+                _quiet(d.log, 1.0, 30)  # what else the reload does lands in the log before it is read
                 if kind == "ipvsd":
                     with d.log.open() as f:
                         f.seek(offset)

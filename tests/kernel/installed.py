@@ -33,35 +33,21 @@ _PYC = re.compile(r"\.cpython-\d+\.pyc$")
 
 
 def _requirements(name: str, seen: set[str]) -> None:
-    """Add NAME and the distributions it requires (their markers evaluated for this interpreter)."""
+    """Add NAME and the distributions it requires that are installed here (an extra's are left out). Markers are
+    not evaluated: a dependency for another platform or Python is not installed, and one installed all the same
+    only adds files to the archive."""
     key = re.sub(r"[-_.]+", "-", name).lower()
     if key in seen:
         return
     try:
         reqs = md.requires(name) or []
-    except md.PackageNotFoundError:  # a dependency for another platform, not installed here
+    except md.PackageNotFoundError:
         return
     seen.add(key)
     for req in reqs:
         if "extra ==" in req:
             continue
-        dep = re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0]
-        marker = req.split(";", 1)[1].strip() if ";" in req else ""
-        if marker and not _marker_holds(marker):
-            continue
-        _requirements(dep, seen)
-
-
-def _marker_holds(marker: str) -> bool:
-    """The markers the runtime dependencies use: python_version and sys_platform comparisons."""
-    env = {"python_version": f"{sys.version_info[0]}.{sys.version_info[1]}", "sys_platform": sys.platform,
-           "platform_python_implementation": "CPython", "implementation_name": "cpython"}
-    for name, value in env.items():
-        marker = marker.replace(name, repr(value))
-    try:
-        return bool(eval(marker, {"__builtins__": {}}))
-    except Exception:
-        return True
+        _requirements(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0], seen)
 
 
 def _wanted(path: str) -> bool:
