@@ -171,6 +171,7 @@ class Daemon:
         self.last: Outcome | None = None
         self.passes = _Passes()
         self.ready = False  # READY=1 sent: a pass has programmed the table
+        self.settle_due = False  # a configuration was swapped in: collect and freeze after the next pass
         self.reloads = {"ok": 0, "error": 0, "unchanged": 0}
         state_dir = Path(opts.state_dir or config.settings.state_dir)
         self.state_path = state_dir / "state.json"
@@ -277,10 +278,9 @@ class Daemon:
             log.warning("real %s in %s is down: %s", dkey, skey.label(), why)
         self._publish_snapshot()
         self._assess_roles()  # a reload may add or drop VIPs
-        if self.ready:
-            gcpolicy.settle()
-        # else the first pass goes first: the full collection finds nothing at a start and cost it 30-40 ms
-        # natively at 10,000 reals (about half a second in the lab); it runs once READY=1 is sent.
+        # Frozen after the pass that applies it (_loop), not now: the full collection costs 30-100 ms natively
+        # at 10,000 reals (a second or more in the lab), and an edit should reach the kernel first.
+        self.settle_due = True
         self.swapped.set()
         self.dirty.set()
 
@@ -723,9 +723,11 @@ class Daemon:
             if not self.ready and ok:  # READY=1 once a pass has programmed the table (or found nothing to do)
                 self.notifier.ready(self.summary())
                 self.ready = True
-                gcpolicy.settle()  # the start's configuration, frozen after the first pass (see _swap)
             elif self.ready:
                 self.notifier.status(self.summary())
+            if self.ready and self.settle_due:  # the configuration this pass applied, frozen (see _swap)
+                self.settle_due = False
+                gcpolicy.settle()
             await self._wait(delay)
 
     def _follow_clock(self) -> None:

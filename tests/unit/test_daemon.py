@@ -12,6 +12,7 @@ import pytest
 from ipvsd import config as configmod
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestAttrs, DestKey, Proto, ServiceAttrs, ServiceKey
+from ipvsd.shell import gcpolicy
 from ipvsd.shell.daemon import Daemon, Options
 from tests.support.pages import Pages, until
 
@@ -128,6 +129,31 @@ async def test_reload_adds_and_removes_and_rejects_bad_config(running: Running) 
     write_config(running.path, [p1, p3])
     await running.daemon.reload("test")
     await until(running.has({p1: 1, p3: 1}), "rs2 drained and deleted (drain_timeout 0)")
+
+
+async def test_a_reload_reaches_the_kernel_before_the_collector_runs(running: Running,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full collection and freeze after a reload (gcpolicy.settle: up to a second in the lab at 10,000 reals)
+    comes after the pass that applies the new configuration, not between the swap and that pass."""
+    p1, p2 = running.ports[:2]
+    await until(running.has({p1: 1, p2: 1}), "both reals in")
+
+    async def start_settled() -> bool:
+        return running.daemon.ready and not running.daemon.settle_due
+
+    await until(start_settled, "the start's settle")
+    seen: list[bool] = []  # at each settle: was rs2's removal in the kernel already?
+    monkeypatch.setattr(gcpolicy, "settle", lambda: seen.append(any(f":{p2}" in op for op in running.kernel.log
+                                                                      if op.startswith("-d"))))
+    write_config(running.path, [p1])
+    await running.daemon.reload("test")
+
+    async def settled() -> bool:
+        return bool(seen)
+
+    await until(settled, "the collector's settle after the reload")
+    assert seen[0], "settled before the pass that removed rs2"
+    assert await running.weights() == {p1: 1}
 
 
 async def test_unchanged_reload_is_a_no_op(running: Running) -> None:
