@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logs.setup(args.log_format, level=10 if args.debug else 20)
     try:
-        config, warnings = configmod.load(args.config, args.format)
+        reading = configmod.read(args.config, args.format)
+        config, warnings = reading.config, reading.warnings
     except ConfigError as e:
         for err in getattr(e, "errors", [e]):
             error("run", err)
@@ -72,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(config_path=args.config, format=args.format, state_dir=args.state_dir, resync=args.resync,
                    watch=args.watch, force=args.force, clean_stop=args.clean_stop, socket=args.socket,
                    metrics_listen=args.metrics, events_file=args.events_file)
-    daemon = Daemon(opts, config, NetlinkKernel, addresses=lambda changed: AddressWatcher(changed).run())
+    daemon = Daemon(opts, config, NetlinkKernel, addresses=lambda changed: AddressWatcher(changed).run(),
+                    reading=reading)
     return asyncio.run(daemon.run())

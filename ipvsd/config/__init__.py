@@ -16,13 +16,15 @@ from typing import Literal
 
 from ipvsd.config import _source
 from ipvsd.config._report import ConfigErrors, ConfigWarning, Loc, Where, locate
+from ipvsd.config.reading import Reading
 from ipvsd.config.schema import Config
 from ipvsd.errors import ConfigError
 
 Format = Literal["native", "ldirectord", "keepalived"]
 FORMATS: tuple[Format, ...] = ("native", "ldirectord", "keepalived")
 
-__all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "Where", "load", "place", "sniff"]
+__all__ = ["FORMATS", "Config", "ConfigErrors", "ConfigWarning", "Format", "Reading", "Where", "load", "place", "read",
+           "sniff"]
 
 _KEEPALIVED_WORDS = re.compile(r"^\s*(virtual_server(_group)?|global_defs|vrrp_\w+|real_server|include)\b", re.M)
 _NATIVE_TABLE = re.compile(r"^\[\[?\s*(services|settings|check_defaults|lvs_timeouts|sync|sysctl)\s*[\].]", re.M)
@@ -60,28 +62,35 @@ def sniff(path: str) -> Format:
 
 def load(path: str, format: Format | None = None) -> tuple[Config, list[ConfigWarning]]:
     """Read, validate and return the configuration at `path` with its warnings."""
+    r = read(path, format)
+    return r.config, r.warnings
+
+
+def read(path: str, format: Format | None = None, previous: Reading | None = None) -> Reading:
+    """Read and validate the configuration at `path`; with the `previous` reading of the same native file, parse
+    and validate again only the services whose text changed (`ipvsd.config.native.reread`: the same result)."""
     # A large file makes millions of objects that live until the end of the load: the cyclic collector's
     # full passes over them made loading grow faster than the file. Nothing the readers make needs it.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _load(path, format)
+        return _read(path, format, previous)
     finally:
         if paused:
             gc.enable()
 
 
-def _load(path: str, format: Format | None) -> tuple[Config, list[ConfigWarning]]:
+def _read(path: str, format: Format | None, previous: Reading | None) -> Reading:
     fmt = format or sniff(path)
     if fmt == "native":
         from ipvsd.config import native
-        return native.read(path)
+        return native.reread(path, previous) if previous is not None else native.reading(path)
     if fmt == "ldirectord":
         from ipvsd.config import ldirectord
-        return ldirectord.read(path)
+        return Reading(*ldirectord.read(path))
     if fmt == "keepalived":
         from ipvsd.config import keepalived
-        return keepalived.read(path)
+        return Reading(*keepalived.read(path))
     raise ConfigError(f"unknown format {fmt!r} (native, ldirectord or keepalived)", path=path)
 
 

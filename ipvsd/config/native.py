@@ -16,6 +16,7 @@ from typing import Any
 from ipvsd.config import _report, _source
 from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
+from ipvsd.config.reading import Reading, SourceFile
 from ipvsd.config.schema import CheckTiming, Config, _forward
 from ipvsd.errors import ConfigError
 
@@ -265,6 +266,21 @@ def places(path: str) -> Mapping[Loc, Where]:
 
 def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a native main file and its drop-ins."""
+    r = reading(path)
+    return r.config, r.warnings
+
+
+def _dropins(path: str, include: list[str]) -> list[str]:
+    """The drop-in files `include`'s patterns name, in the order they are read (never the main file)."""
+    base, main = os.path.dirname(os.path.abspath(path)), os.path.abspath(path)
+    out: list[str] = []
+    for pattern in include:
+        out += [f for f in sorted(glob.glob(os.path.join(base, pattern))) if os.path.abspath(f) != main]
+    return out
+
+
+def reading(path: str) -> Reading:
+    """Parse and validate a native main file and its drop-ins, keeping what `reread` may reuse next time."""
     warnings: list[ConfigWarning] = []
     errors = _report.Collector()
     doc, lines = _parse_file(path)
@@ -289,26 +305,22 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
         doc["settings"] = {**doc["settings"], "metrics_listen": None}
 
     sources: list[tuple[str, Any, _Lines]] = [(path, doc.get("services", []), lines)]
-    base = os.path.dirname(os.path.abspath(path))
-    for pattern in include:
-        for f in sorted(glob.glob(os.path.join(base, pattern))):
-            if os.path.abspath(f) == os.path.abspath(path):
-                continue
-            try:
-                sub, sub_lines = _parse_file(f)
-            except ConfigError as e:
-                if e.line is not None:
-                    errors.add(e)
-                else:  # the drop-in could not be read at all: point at the include that named it
-                    errors.add(ConfigError(f"{f}: {e.message}", path=path, line=lines.get(("include",)),
-                                           key="include"))
-                continue
-            extra = [k for k in sub if k != "services"]
-            if extra:
-                errors.add(ConfigError("a drop-in may only hold [[services]]", path=f,
-                                       line=_first_line(sub_lines, (extra[0],)), key=extra[0]))
-                continue
-            sources.append((f, sub.get("services", []), sub_lines))
+    for f in _dropins(path, include):
+        try:
+            sub, sub_lines = _parse_file(f)
+        except ConfigError as e:
+            if e.line is not None:
+                errors.add(e)
+            else:  # the drop-in could not be read at all: point at the include that named it
+                errors.add(ConfigError(f"{f}: {e.message}", path=path, line=lines.get(("include",)),
+                                       key="include"))
+            continue
+        extra = [k for k in sub if k != "services"]
+        if extra:
+            errors.add(ConfigError("a drop-in may only hold [[services]]", path=f,
+                                   line=_first_line(sub_lines, (extra[0],)), key=extra[0]))
+            continue
+        sources.append((f, sub.get("services", []), sub_lines))
 
     services: list[Any] = []
     budget = [0]
@@ -330,6 +342,118 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
                 errors.raise_if_any()
             where.services.append((src_path, src_lines, i, origin))
             services.append(svc)
+    top = {k: v for k, v in doc.items() if k != "services"}
     doc["services"] = services
     config = _report.validate(doc, where, Where(path), errors)
-    return config, warnings + _report.lint(config, where, Where(path))
+    files: list[SourceFile] | None = []
+    at = 0
+    for src_path, raw_services, src_lines in sources:
+        n = len(raw_services)
+        cut = _cut(src_lines.text)
+        if files is not None and cut is not None and len(cut[1]) == n:
+            files.append(SourceFile(src_path, src_lines, cut[0], cut[1], config.services[at:at + n],
+                                    tuple(tuple(o) for _, _, _, o in where.services[at:at + n])))
+        else:
+            files = None  # the file cannot be cut into its services: the next reading reads everything
+        at += n
+    return Reading(config, warnings + _report.lint(config, where, Where(path)),
+                   None if files is None else tuple(files), top, timing, tuple(include))
+
+
+# A file is cut into its services at each `[[services]]` line. That is safe when every table header after the
+# first one belongs to a service (`[[services.reals]]`, `[services.persistence]`, ...) and no multi-line string
+# could hide a line that looks like a header: then each piece, parsed alone, gives exactly its service.
+_SERVICE_START = re.compile(r"^[ \t]*\[\[[ \t]*services[ \t]*\]\][ \t]*(#[^\n]*)?\r?$", re.M)
+_OTHER_HEADER = re.compile(r"^[ \t]*\[(?!\[?[ \t]*services[ \t]*(\.|\]\]))", re.M)  # a line that starts a table
+# other than a service's (or an array's continuation line: refused all the same, a false alarm costs nothing)
+
+
+def _cut(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """The text before the first `[[services]]` and each service's text; None when it cannot be cut safely."""
+    if "'''" in text or '"""' in text:
+        return None
+    starts = [m.start() for m in _SERVICE_START.finditer(text)]
+    if not starts:
+        return None
+    if _OTHER_HEADER.search(text, starts[0]):
+        return None
+    ends = [*starts[1:], len(text)]
+    return text[:starts[0]], tuple(text[a:b] for a, b in zip(starts, ends, strict=True))
+
+
+def reread(path: str, previous: Reading) -> Reading:
+    """Read the configuration again, parsing and validating only the services whose text changed since
+    `previous` (an edit of one service in a large file); the result is the one `reading` gives. Anything else
+    (a changed head or [check_defaults], a drop-in added or removed, a file that cannot be cut, any error) is
+    read whole by `reading`, which also reports the errors, located."""
+    try:
+        again = _reread(path, previous)
+    except Exception:  # whatever the shortcut trips on, the whole reading decides it and reports it
+        again = None
+    return again if again is not None else reading(path)
+
+
+def _reread(path: str, previous: Reading) -> Reading | None:
+    if previous.files is None or not previous.files or previous.files[0].path != path:
+        return None
+    names = [path, *_dropins(path, list(previous.include))]
+    if names != [f.path for f in previous.files]:
+        return None
+    files: list[tuple[SourceFile, bool]] = []  # and whether it changed
+    raw: list[Any] = []  # every service: the kept model, or a changed one's dict to validate
+    where = _Where(path, previous.files[0].lines)
+    changed = False
+    for old, name in zip(previous.files, names, strict=True):
+        text = _source.read_text(name)
+        if text == old.text:
+            files.append((old, False))
+            raw += old.services
+            where.services += [(name, old.lines, i, list(o)) for i, o in enumerate(old.origins)]
+            continue
+        cut = _cut(text)
+        if cut is None or cut[0] != old.head:
+            return None
+        head, chunks = cut
+        lines = _Lines(text)
+        if name == path:
+            where.lines = lines
+        same = 0  # the services before the edit, then those after it, are kept as they were
+        while same < min(len(chunks), len(old.chunks)) and chunks[same] == old.chunks[same]:
+            same += 1
+        tail = 0
+        while (tail < min(len(chunks), len(old.chunks)) - same
+               and chunks[len(chunks) - 1 - tail] == old.chunks[len(old.chunks) - 1 - tail]):
+            tail += 1
+        origins: list[tuple[int, ...]] = list(old.origins[:same])
+        raw += old.services[:same]
+        for i in range(same, len(chunks) - tail):
+            doc = toml.loads(chunks[i])
+            if list(doc) != ["services"] or not isinstance(doc["services"], list) or len(doc["services"]) != 1:
+                return None
+            errors = _report.Collector()
+            svc, origin = _service(doc["services"][0], previous.timing, name, lines, ("services", i), errors, [0])
+            if errors:
+                return None
+            raw.append(svc)
+            origins.append(tuple(origin))
+        raw += old.services[len(old.chunks) - tail:]
+        origins += old.origins[len(old.chunks) - tail:]
+        where.services += [(name, lines, i, list(o)) for i, o in enumerate(origins)]
+        files.append((SourceFile(name, lines, head, chunks, (), tuple(origins)), True))
+        changed = True
+    if not changed:
+        return previous
+    if len(raw) > _report.MAX_SERVICES:
+        return None
+    config = _report.validate({**previous.top, "services": raw}, where, Where(path))
+    if sum(len(s.reals) for s in config.services) > _report.MAX_REALS:
+        return None
+    at = 0
+    kept: list[SourceFile] = []
+    for f, new in files:
+        n = len(f.chunks)
+        kept.append(SourceFile(f.path, f.lines, f.head, f.chunks, config.services[at:at + n], f.origins) if new else f)
+        at += n
+    return Reading(config, _report.lint(config, where, Where(path)), tuple(kept), previous.top, previous.timing,
+                   previous.include)
+

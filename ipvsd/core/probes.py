@@ -22,13 +22,13 @@ import ipaddress
 import json
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ipvsd.checks.base import ProbeTarget
 from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
 from ipvsd.core.health import HealthState, Policy, Start
-from ipvsd.model import CANONICAL_V4, DestKey, ServiceKey
+from ipvsd.model import AF_INET, AF_INET6, CANONICAL_V4, DestKey, ServiceKey
 
 _TIMING_FIELDS = frozenset(CheckTiming.model_fields)
 RealKey = tuple[ServiceKey, DestKey]
@@ -61,6 +61,19 @@ class RealHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class _ServicePart:
+    """What one service adds to a plan, with the answers for the names it asked (reusable while they hold)."""
+
+    service: VirtualService  # kept so that its id() is not reused while the part may be looked up by it
+    names: tuple[tuple[str, int], ...]  # service_names(service)
+    answers: tuple[tuple[str, str | None], ...]  # (host name, its address or None) as `resolve` answered
+    jobs: tuple[tuple[ProbeKey, Check], ...]
+    reals: tuple[tuple[RealKey, tuple[ProbeKey, ...]], ...]
+    unresolved: tuple[tuple[tuple[ServiceKey, str], str], ...]
+    down: tuple[tuple[RealKey, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProbePlan:
     """Every distinct probe of a config, which probes decide each real, and the reals names keep out."""
 
@@ -69,6 +82,7 @@ class ProbePlan:
     unresolved: dict[tuple[ServiceKey, str], str]  # (service, configured name) -> why (Rule 2)
     down: dict[RealKey, str]  # resolved reals with a check that cannot run -> why (Rule 3)
     decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
+    parts: dict[int, _ServicePart] = field(default_factory=dict, compare=False, repr=False)  # by id(service)
 
     @classmethod
     def empty(cls) -> ProbePlan:
@@ -115,38 +129,85 @@ def is_name(address: str) -> bool:
     return literal(address) is None
 
 
-def plan_probes(config: Config, *, resolve: Resolve = literal) -> ProbePlan:
-    """Return the probes of `config`; `resolve` turns a host name into an address, or None (Rules 2, 3)."""
+def service_names(vs: VirtualService) -> tuple[tuple[str, int], ...]:
+    """The host names a service uses (reals, check addresses, its fallback), each with the family it needs."""
+    family = AF_INET6 if vs.af == AF_INET6 else AF_INET
+    out: dict[str, int] = {}
+    for real in vs.reals:
+        if is_name(real.address):
+            out.setdefault(real.address, family)
+        for check in vs.checks_for(real):
+            if check.address and is_name(check.address):
+                out.setdefault(check.address, family)
+    if vs.fallback is not None and is_name(vs.fallback.address):
+        out.setdefault(vs.fallback.address, family)
+    return tuple(out.items())
+
+
+def plan_probes(config: Config, *, resolve: Resolve = literal, previous: ProbePlan | None = None) -> ProbePlan:
+    """Return the probes of `config`; `resolve` turns a host name into an address, or None (Rules 2, 3), and an
+    IP literal into itself. A service of `previous`'s config (the same object: a reload that did not touch it)
+    whose names resolve as they did is not planned again: its part of `previous` is reused."""
     jobs: dict[ProbeKey, Check] = {}
     reals: dict[RealKey, tuple[ProbeKey, ...]] = {}
     unresolved: dict[tuple[ServiceKey, str], str] = {}
     down: dict[RealKey, str] = {}
+    parts: dict[int, _ServicePart] = {}
+    before = previous.parts if previous is not None else {}
     for service in config.services:
-        skey = service.service_key()
-        for real in service.reals:
-            addr = resolve(real.address)
-            if addr is None:
-                unresolved[(skey, real.address)] = f"dns: {real.address} does not resolve"
-                continue
-            rkey = (skey, real.dest_key(addr))
-            keys = []
-            for check in service.checks_for(real):
-                target = target_of(service, real, check, real_addr=addr)
-                if target.addr != addr:
-                    connect = resolve(target.addr)
-                    if connect is None:
-                        down.setdefault(rkey, f"dns: {target.addr} ({check.type} check) does not resolve")
-                        continue
-                    target = ProbeTarget(connect, target.port, target.vip, target.vport, target.source, target.mark)
-                key = ProbeKey.of(target, check)
-                jobs.setdefault(key, check)
-                keys.append(key)
-            reals[rkey] = tuple(keys)
+        part = before.get(id(service))
+        if part is None or part.service is not service or any(resolve(n) != a for n, a in part.answers):
+            part = _plan_service(service, resolve)
+        parts[id(service)] = part
+        for key, check in part.jobs:
+            jobs.setdefault(key, check)
+        reals.update(part.reals)
+        unresolved.update(part.unresolved)
+        for rkey, why in part.down:
+            down.setdefault(rkey, why)
     decides: dict[ProbeKey, list[RealKey]] = {}
     for rkey, decided in reals.items():
         for key in decided:
             decides.setdefault(key, []).append(rkey)
-    return ProbePlan(jobs, reals, unresolved, down, {k: tuple(v) for k, v in decides.items()})
+    return ProbePlan(jobs, reals, unresolved, down, {k: tuple(v) for k, v in decides.items()}, parts)
+
+
+def _plan_service(service: VirtualService, resolve: Resolve) -> _ServicePart:
+    answers: dict[str, str | None] = {}
+
+    def ask(name: str) -> str | None:
+        if literal(name) is not None:
+            return name
+        if name not in answers:
+            answers[name] = resolve(name)
+        return answers[name]
+
+    jobs: dict[ProbeKey, Check] = {}
+    reals: dict[RealKey, tuple[ProbeKey, ...]] = {}
+    unresolved: dict[tuple[ServiceKey, str], str] = {}
+    down: dict[RealKey, str] = {}
+    skey = service.service_key()
+    for real in service.reals:
+        addr = ask(real.address)
+        if addr is None:
+            unresolved[(skey, real.address)] = f"dns: {real.address} does not resolve"
+            continue
+        rkey = (skey, real.dest_key(addr))
+        keys = []
+        for check in service.checks_for(real):
+            target = target_of(service, real, check, real_addr=addr)
+            if target.addr != addr:
+                connect = ask(target.addr)
+                if connect is None:
+                    down.setdefault(rkey, f"dns: {target.addr} ({check.type} check) does not resolve")
+                    continue
+                target = ProbeTarget(connect, target.port, target.vip, target.vport, target.source, target.mark)
+            key = ProbeKey.of(target, check)
+            jobs.setdefault(key, check)
+            keys.append(key)
+        reals[rkey] = tuple(keys)
+    return _ServicePart(service, service_names(service), tuple(answers.items()), tuple(jobs.items()),
+                        tuple(reals.items()), tuple(unresolved.items()), tuple(down.items()))
 
 
 class Judged(Protocol):

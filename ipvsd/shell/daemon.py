@@ -99,9 +99,11 @@ class Prepared:
 
 def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup = resolver.getaddrinfo,
             warnings: tuple[str, ...] = (), quiet: frozenset[str] = frozenset(),
-            routes: Callable[[Announce], RouteTable] | None = None, path: str | None = None) -> Prepared:
-    """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread); with
-    [announce] and `routes`, refuse a routing table that is not ipvsd's to use."""
+            routes: Callable[[Announce], RouteTable] | None = None, path: str | None = None,
+            plan: ProbePlan | None = None) -> Prepared:
+    """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread), reusing the
+    running `plan`'s part for every service the reload left as it was; with [announce] and `routes`, refuse a
+    routing table that is not ipvsd's to use."""
     if config.announce is not None and routes is not None:
         try:
             conflict = routes(config.announce).conflict()
@@ -113,13 +115,13 @@ def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup
     for user in sorted(external.users_of(config)):  # refused whole now rather than failing at every check
         if (problem := external.user_problem(user)) is not None:
             raise ConfigError(problem, path=path)
-    found = resolver.resolve(resolver.names_of(config), previous, lookup, quiet)
+    found = resolver.resolve(resolver.names_of(config, plan), previous, lookup, quiet)
     resolved = found.addresses
 
     def resolve(name: str) -> str | None:
         return literal(name) or resolved.get(name)
 
-    probes = plan_probes(config, resolve=resolve)
+    probes = plan_probes(config, resolve=resolve, previous=plan)
     fds = fdlimit.needed(probes.jobs.values(), config.settings.limits.check_concurrency)
     return Prepared(config, resolved, probes, fds, warnings, frozenset(found.failed))
 
@@ -151,9 +153,12 @@ class Daemon:
                  probe_factory: Callable[[Any], Probe] = make_probe,
                  addresses: AddressFollower | None = None, sysctl_root: Path = SYSCTL_ROOT,
                  route_factory: Callable[[Announce], RouteTable] = RouteTable.of,
-                 schedulers: Callable[[str], bool | None] = scheduler_available) -> None:
+                 schedulers: Callable[[str], bool | None] = scheduler_available,
+                 reading: configmod.Reading | None = None) -> None:
         self.opts = opts
         self.config = config
+        # The last good reading of the files: a reload parses and validates only the services whose text changed.
+        self.reading = reading
         self.kernel_factory = kernel_factory
         self.wall = wall
         self.lookup = lookup
@@ -256,7 +261,7 @@ class Daemon:
         call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings,
                                  quiet=self.failed_names if again else frozenset(),
                                  routes=None if again else self.route_factory,
-                                 path=self.opts.config_path)
+                                 path=self.opts.config_path, plan=self.probes)
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _swap(self, p: Prepared, *, now: bool = False) -> None:
@@ -295,7 +300,10 @@ class Daemon:
 
     async def _reload(self, why: str) -> bus.Reloaded:
         try:
-            config, warnings = await asyncio.to_thread(configmod.load, self.opts.config_path, self.opts.format)
+            reading = await asyncio.to_thread(configmod.read, self.opts.config_path, self.opts.format,
+                                              self.reading)
+            config, warnings = reading.config, reading.warnings
+            self.reading = reading
         except RecursionError:  # a reader's bug on hostile input; the running configuration must not pay for it
             log.error("reload (%s) rejected, the running configuration stays: the file is nested too deeply", why)
             return self._reloaded("error", why, "nested too deeply")
@@ -374,7 +382,7 @@ class Daemon:
             finally:
                 for w in waits:
                     w.cancel()
-            if done or not resolver.names_of(self.config):
+            if done or not resolver.names_of(self.config, self.probes):
                 continue
             config = self.config
             try:

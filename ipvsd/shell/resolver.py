@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from ipvsd.config.schema import Config
-from ipvsd.core.probes import is_name
+from ipvsd.core.probes import ProbePlan, service_names
 
 log = logging.getLogger("ipvsd.resolver")
 _P = ParamSpec("_P")
@@ -35,19 +35,15 @@ class Resolution:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def names_of(config: Config) -> dict[str, int]:
-    """Every host name the configuration uses, with the address family its service needs."""
+def names_of(config: Config, plan: ProbePlan | None = None) -> dict[str, int]:
+    """Every host name the configuration uses, with the address family its service needs; a service `plan` (of
+    the running configuration) already planned, the same object, is not looked through again."""
     out: dict[str, int] = {}
+    parts = plan.parts if plan is not None else {}
     for vs in config.services:
-        family = socket.AF_INET6 if vs.af == socket.AF_INET6 else socket.AF_INET
-        for real in vs.reals:
-            if is_name(real.address):
-                out.setdefault(real.address, family)
-            for check in vs.checks_for(real):
-                if check.address and is_name(check.address):
-                    out.setdefault(check.address, family)
-        if vs.fallback is not None and is_name(vs.fallback.address):
-            out.setdefault(vs.fallback.address, family)
+        part = parts.get(id(vs))
+        for name, family in part.names if part is not None and part.service is vs else service_names(vs):
+            out.setdefault(name, family)
     return out
 
 

@@ -40,7 +40,7 @@ def _sleeps(path: str) -> None:
 def test_the_harness_counts_and_keeps_a_traceback_and_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              reader: object, outcome: str) -> None:
     # the workers are forked after the patch: the native reader fails in them as a defect would
-    monkeypatch.setattr(native, "read", reader)
+    monkeypatch.setattr(native, "reading", reader)
     monkeypatch.setattr(fuzz, "HANG_S", 0.5)
     result = fuzz.fuzz_configs(2, SEED, time.monotonic() + 60, tmp_path)
     assert result["per_format"]["native"][outcome] == 2
