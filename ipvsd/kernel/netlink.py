@@ -311,7 +311,7 @@ class NetlinkKernel:
     async def _dests(self, key: ServiceKey) -> tuple[Dest, ...]:
         replies = await self._dump(f"-L {key}", m.CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", m.service_key_nest(key))],
                                    af=key.af)
-        return tuple(m.decode_dest(r, key.af) for r in replies)
+        return tuple(_wire.dest(r, key.af) for r in replies)
 
     async def services(self) -> list[Service]:
         found = [m.decode_service(r) for r in await self._dump("-L", m.CMD_GET_SERVICE, [])]
