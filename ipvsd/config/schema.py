@@ -435,6 +435,14 @@ _FWD = {"masq": model.Fwd.MASQ, "route": model.Fwd.ROUTE, "tunnel": model.Fwd.TU
 _NO_TUNNEL = Tunnel()  # built once: constructing a model per real per pass showed in 10k-real profiles
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class RealServer(_Frozen):
     """A backend of a virtual service."""
 
@@ -483,7 +491,7 @@ class RealServer(_Frozen):
     # frozen), they cost a pass over 10,000 reals a fifth less. cached_property writes the instance's __dict__,
     # which a frozen model allows, and pydantic leaves such entries out of equality and hashing; a copy (which
     # may change fields: model_copy(update=...)) starts without them.
-    _CACHED: ClassVar[tuple[str, ...]] = ("_own_key", "_own_attrs")
+    _CACHED: ClassVar[tuple[str, ...]] = ("_own_key", "_own_attrs", "is_literal")
 
     def __copy__(self) -> Self:
         copy = super().__copy__()
@@ -496,6 +504,11 @@ class RealServer(_Frozen):
         for name in self._CACHED:
             copy.__dict__.pop(name, None)
         return copy
+
+    @functools.cached_property
+    def is_literal(self) -> bool:
+        """True when `address` is an IP address (the kernel's as it is), False for a host name to resolve."""
+        return model.CANONICAL_V4.fullmatch(self.address) is not None or _is_ip(self.address)
 
     @functools.cached_property
     def _own_key(self) -> model.DestKey:

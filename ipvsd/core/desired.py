@@ -77,21 +77,21 @@ def build(
 ) -> Built:
     """Return the desired table for `config` given each real's health (see Rules above)."""
     maint = frozenset(maintenance)
-    kernel = {s.key: {d.key: d.attrs.weight for d in s.dests} for s in observed}
+    kernel = {s.key: s for s in observed}
     table: dict[ServiceKey, DesiredService] = {}
     quorums: dict[ServiceKey, bool] = {}
     opened: set[ServiceKey] = set()
     reals: dict[tuple[ServiceKey, DestKey], RealState] = {}
     for vs in config.services:
         skey = vs.service_key()
-        in_kernel = kernel.get(skey, {})
+        in_kernel = _Weights(kernel.get(skey))
         states = _real_states(vs, skey, health, maint, resolved or {}, in_kernel)
         live = [s for s in states.values() if s[1] is not RealState.MAINT]
         failed = sum(1 for s in live if s[1] is RealState.DOWN)
         if live and failed / len(live) > config.settings.limits.panic_fraction:
             opened.add(skey)
             states = {k: (r, RealState.UP if st is RealState.DOWN else st) for k, (r, st) in states.items()}
-        weight = sum(r.weight if st is RealState.UP else in_kernel.get(k, 0)
+        weight = sum(r.weight if st is RealState.UP else in_kernel.get(k)
                      for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
         has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
         quorums[skey] = has_quorum
@@ -109,29 +109,47 @@ def limits(config: Config, *, force: bool = False) -> plan.PlanLimits:
                        drain_timeout=s.drain_timeout, force=force)
 
 
+class _Weights:
+    """A service's dests' weights in the kernel, by key, made on first use: most passes never ask (a real
+    without checks, or with a settled health, needs neither its kernel entry nor its weight)."""
+
+    __slots__ = ("_service", "_weights")
+
+    def __init__(self, service: Service | None) -> None:
+        self._service = service
+        self._weights: dict[DestKey, int] | None = None
+
+    def get(self, key: DestKey) -> int:
+        if self._weights is None:
+            self._weights = {} if self._service is None else {d.key: d.attrs.weight for d in self._service.dests}
+        return self._weights.get(key, 0)
+
+
 def _real_states(vs: VirtualService, skey: ServiceKey, health: Mapping[tuple[ServiceKey, DestKey], RealHealth],
-                 maint: frozenset[MaintenanceKey], resolved: Mapping[str, str], in_kernel: Mapping[DestKey, int],
+                 maint: frozenset[MaintenanceKey], resolved: Mapping[str, str], in_kernel: _Weights,
                  ) -> dict[DestKey, tuple[RealServer, RealState]]:
     out: dict[DestKey, tuple[RealServer, RealState]] = {}
     for real in vs.reals:
-        addr = _address(real.address, resolved)
+        addr = real.address if real.is_literal else resolved.get(real.address)
         if addr is None:
             continue
         dkey = real.dest_key(addr)
-        serving = in_kernel.get(dkey, 0) > 0
-        out[dkey] = (real, _state(vs, real, skey, dkey, health.get((skey, dkey)), maint, serving))
+        out[dkey] = (real, _state(vs, real, skey, dkey, health, maint, in_kernel))
     return out
 
 
-def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey, h: RealHealth | None,
-           maint: frozenset[MaintenanceKey], serving: bool) -> RealState:
-    if in_maintenance(maint, skey, dkey):
+def _state(vs: VirtualService, real: RealServer, skey: ServiceKey, dkey: DestKey,
+           health: Mapping[tuple[ServiceKey, DestKey], RealHealth], maint: frozenset[MaintenanceKey],
+           in_kernel: _Weights) -> RealState:
+    if maint and in_maintenance(maint, skey, dkey):
         return RealState.MAINT
     checks = vs.checks_for(real)
     if not checks:
         return RealState.UP
+    h = health.get((skey, dkey))
     if h is not None and h.settled:
         return RealState.UP if h.up else RealState.DOWN
+    serving = in_kernel.get(dkey) > 0
     return RealState.DOWN if not serving and any(c.alpha for c in checks) else RealState.UNKNOWN
 
 
