@@ -170,6 +170,7 @@ class Daemon:
         self.read_wanted = False  # the next pass reads the kernel (an operator asked for the current table)
         self.stopping = asyncio.Event()
         self.swapped = asyncio.Event()  # a configuration (or new addresses) was swapped in
+        self.reconfigured = asyncio.Event()  # the same, for the loop: the pass that applies it is not paced
         self.resolved: dict[str, str] = {}
         self.probes = ProbePlan.empty()
         self.settled: set[ProbeKey] = set()
@@ -286,6 +287,7 @@ class Daemon:
         # Frozen after the pass that applies it (_loop), not now: the full collection costs 30-100 ms natively
         # at 10,000 reals (a second or more in the lab), and an edit should reach the kernel first.
         self.settle_due = True
+        self.reconfigured.set()
         self.swapped.set()
         self.dirty.set()
 
@@ -666,9 +668,10 @@ class Daemon:
         failing = 0  # passes failed in a row (by the kernel), for the line that says they work again
         pass_error: str | None = None  # the last pass failure said (a retry failing alike is not said again)
         while not self.stopping.is_set():
-            await self._sleep(paced_until - self.mono())
+            await self._pace(paced_until - self.mono())
             if self.stopping.is_set():
                 break
+            self.reconfigured.clear()
             self.dirty.clear()
             self._follow_clock()
             resync = self._resync()
@@ -722,7 +725,8 @@ class Daemon:
                 failing += 1
             self.passes.finished(number)
             # A pass holds the event loop (and the probes) for as long as it takes: the next one waits as long,
-            # so passes never take more than half of the loop however fast triggers come.
+            # so passes never take more than half of the loop however fast triggers come (a reload's pass
+            # excepted: see _pace).
             spent = self.mono() - t0
             paced_until = self.mono() + min(spent, PACE_MAX)
             if backoff:  # after a failure, no trigger brings the next attempt forward
@@ -766,11 +770,19 @@ class Daemon:
                           "pass", self.control.path, text)
             self.socket_error = text
 
-    async def _sleep(self, delay: float) -> None:
-        """Sleep `delay` seconds unless stopping."""
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+    async def _pace(self, delay: float) -> None:
+        """Wait out the pace a slow pass left (see _loop), unless stopping or a new configuration is swapped in:
+        an operator's edit reaches the kernel at once, not up to PACE_MAX later (a pass over 10,000 reals takes
+        seconds in the lab). Reloads are no storm the probes need that protection from: file changes are
+        debounced, and each reload's own work comes before its pass."""
+        if delay <= 0 or self.reconfigured.is_set():
+            return
+        waits = [asyncio.ensure_future(self.reconfigured.wait()), asyncio.ensure_future(self.stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _wait(self, delay: float) -> None:
         """Sleep until a trigger, a stop, or `delay` seconds."""

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,36 @@ async def test_a_reload_reaches_the_kernel_before_the_collector_runs(running: Ru
     await until(settled, "the collector's settle after the reload")
     assert seen[0], "settled before the pass that removed rs2"
     assert await running.weights() == {p1: 1}
+
+
+async def test_a_reload_after_a_slow_pass_is_applied_without_waiting_out_the_pace(running: Running) -> None:
+    """After a pass that took 3 s the next one is held back as long (probes get the loop), but not the pass
+    that applies a new configuration."""
+    p1, p2 = running.ports[:2]
+    await until(running.has({p1: 1, p2: 1}), "both reals in")
+    rec = running.daemon.reconciler
+    assert rec is not None
+    real = rec.reconcile
+    slow = [True]
+
+    async def reconcile(*args: Any, **kw: Any) -> Any:
+        if slow.pop() if slow else False:
+            await asyncio.sleep(3.0)
+        return await real(*args, **kw)
+
+    rec.reconcile = reconcile  # type: ignore[method-assign]
+    started = running.daemon.passes.started
+    running.daemon.wake()
+
+    async def slow_pass_done() -> bool:
+        return not slow and running.daemon.passes.done > started
+
+    await until(slow_pass_done, "the slow pass")
+    write_config(running.path, [p1])
+    t0 = asyncio.get_running_loop().time()
+    await running.daemon.reload("test")
+    await until(running.has({p1: 1}), "rs2 removed by the reload")
+    assert asyncio.get_running_loop().time() - t0 < 2.0, "the reload waited for the pace of the slow pass"
 
 
 async def test_unchanged_reload_is_a_no_op(running: Running) -> None:
