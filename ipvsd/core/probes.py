@@ -83,6 +83,12 @@ class ProbePlan:
     down: dict[RealKey, str]  # resolved reals with a check that cannot run -> why (Rule 3)
     decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
     parts: dict[int, _ServicePart] = field(default_factory=dict, compare=False, repr=False)  # by id(service)
+    # The reals health_of() judges (checked, or down by the plan), in `reals`' order: a configuration of 10,000
+    # reals without checks asks for its health several times a pass and need not look through them all.
+    judged: tuple[RealKey, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "judged", tuple(r for r, keys in self.reals.items() if keys or r in self.down))
 
     @classmethod
     def empty(cls) -> ProbePlan:
@@ -232,9 +238,9 @@ def real_health(states: Iterable[Judged | None]) -> RealHealth:
 def health_of(plan: ProbePlan, states: Callable[[ProbeKey], HealthState | None]) -> dict[RealKey, RealHealth]:
     """Return the health of every checked real of `plan` (reals without checks need none: they are up)."""
     out: dict[RealKey, RealHealth] = {}
-    for real, keys in plan.reals.items():
+    for real in plan.judged:
         if real in plan.down:
             out[real] = RealHealth(up=False, settled=True, reason=plan.down[real])
-        elif keys:
-            out[real] = real_health(states(k) for k in keys)
+        else:
+            out[real] = real_health(states(k) for k in plan.reals[real])
     return out

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ipvsd.config.schema import Config
-from ipvsd.core.probes import plan_probes
+from ipvsd.core.health import HealthState
+from ipvsd.core.probes import health_of, plan_probes
 
 HTTP = {"type": "http", "path": "/", "interval": 1}
 
@@ -45,3 +46,17 @@ def test_a_name_that_resolves_anew_plans_its_service_again() -> None:
     assert list(again.down) and not list(first.down)
     names.update(web="10.1.0.10", db="10.1.0.7")
     assert plan_probes(config, resolve=resolve, previous=again) == plan_probes(config, resolve=resolve)
+
+
+def test_health_is_judged_for_checked_and_plan_down_reals_only() -> None:
+    config = Config.model_validate({"services": [
+        svc("10.0.0.1", "10.1.0.1", "10.1.0.2"),
+        {**svc("10.0.0.2", "10.1.0.3"), "checks": []},  # no checks: up, no health entry
+        svc("10.0.0.3", "10.1.0.4", connect="db"),  # its check's name does not resolve: down by the plan
+    ]})
+    plan = plan_probes(config, resolve=lambda n: n if n[0].isdigit() else None)
+    up = {k: HealthState(up=True, settled=True, streak=1, since=0.0) for k in plan.jobs}
+    got = health_of(plan, up.get)
+    assert {dkey.addr for _, dkey in got} == {"10.1.0.1", "10.1.0.2", "10.1.0.4"}
+    assert [h.up for _, h in sorted(got.items(), key=lambda kv: kv[0][1].addr)] == [True, True, False]
+    assert got[next(k for k in got if k[1].addr == "10.1.0.4")].reason.startswith("dns: db")
