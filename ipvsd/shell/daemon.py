@@ -775,18 +775,16 @@ class Daemon:
         an operator's edit reaches the kernel at once, not up to PACE_MAX later (a pass over 10,000 reals takes
         seconds in the lab). Reloads are no storm the probes need that protection from: file changes are
         debounced, and each reload's own work comes before its pass."""
-        if delay <= 0 or self.reconfigured.is_set():
-            return
-        waits = [asyncio.ensure_future(self.reconfigured.wait()), asyncio.ensure_future(self.stopping.wait())]
-        try:
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        if delay > 0 and not self.reconfigured.is_set():
+            await self._until(self.reconfigured, delay)
 
     async def _wait(self, delay: float) -> None:
         """Sleep until a trigger, a stop, or `delay` seconds."""
-        waits = [asyncio.ensure_future(self.dirty.wait()), asyncio.ensure_future(self.stopping.wait())]
+        await self._until(self.dirty, delay)
+
+    async def _until(self, event: asyncio.Event, delay: float) -> None:
+        """Sleep until `event` is set, a stop, or `delay` seconds."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stopping.wait())]
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
