@@ -166,3 +166,30 @@ def test_generated_edits_read_as_whole_readings_do(config: Config, other: Config
     path.write_text(to_toml(config.model_copy(update={"services": tuple(services)})))
     again, whole = both(path, first)
     assert outcome(again) == outcome(whole)
+
+
+def test_mutated_samples_read_again_as_whole_readings_do(tmp_path: Path) -> None:
+    """The reliability fuzzer's mutations of every native sample (etc/ and the fixtures), each read again from
+    the sample's own reading: the same Config and warnings, or the same errors."""
+    import random
+
+    from scripts.reliability_lab import fuzz_mutate
+
+    samples = fuzz_mutate.corpus()
+    native = [s for s in samples if s.format == "native"]
+    path = tmp_path / "ipvsd.toml"
+    compared = 0
+    for i in range(300):
+        rng = random.Random(f"reread:{i}")
+        sample = rng.choice(native)
+        path.write_text(sample.text)
+        try:
+            first = read(str(path))
+        except ConfigError:
+            continue
+        text, _ = fuzz_mutate.mutate(rng, sample, samples)
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        again, whole = both(path, first)
+        assert outcome(again) == outcome(whole), (i, text)
+        compared += 1
+    assert compared > 200
