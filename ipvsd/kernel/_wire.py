@@ -338,7 +338,7 @@ class _Shape:
                 self._walk(raw, pos + 4, pos + length, entry[2], short + ".", heads)
             elif code and struct.calcsize("=" + code) == size:
                 self.where[short] = self._field(code)
-            elif entry is not None and entry[1].startswith("target(") and size in (4, 16):
+            elif entry is not None and entry[1].startswith("target(") and size >= 4:
                 self.where[short] = self._field(f"{size}s")
             elif size:
                 self._field(f"{size}s")  # an attribute the decoder does not read: only its place is checked
@@ -380,7 +380,7 @@ def dest(msg: Message, service_af: int) -> Dest:
     addr: str | None = None
     if "ADDR" in w:
         a = values[w["ADDR"]]
-        addr = socket.inet_ntop(socket.AF_INET6, a) if nest_af != AF_INET and len(a) == 16 \
+        addr = socket.inet_ntop(socket.AF_INET6, a[:16]) if nest_af != AF_INET and len(a) >= 16 \
             else socket.inet_ntop(socket.AF_INET, a[:4])
     port = int.from_bytes(values[w["PORT"]], "big") if "PORT" in w else 0
     tun_port = int.from_bytes(values[w["TUN_PORT"]], "big") if "TUN_PORT" in w else 0
