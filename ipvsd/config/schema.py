@@ -435,14 +435,6 @@ _FWD = {"masq": model.Fwd.MASQ, "route": model.Fwd.ROUTE, "tunnel": model.Fwd.TU
 _NO_TUNNEL = Tunnel()  # built once: constructing a model per real per pass showed in 10k-real profiles
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 class RealServer(_Frozen):
     """A backend of a virtual service."""
 
@@ -508,7 +500,7 @@ class RealServer(_Frozen):
     @functools.cached_property
     def is_literal(self) -> bool:
         """True when `address` is an IP address (the kernel's as it is), False for a host name to resolve."""
-        return model.CANONICAL_V4.fullmatch(self.address) is not None or _is_ip(self.address)
+        return model.is_ip(self.address)
 
     @functools.cached_property
     def _own_key(self) -> model.DestKey:

@@ -18,7 +18,6 @@ Rule 4: a real is up when every one of its probes is up (keepalived: no checker 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 from ipvsd.checks.base import ProbeTarget
 from ipvsd.config.schema import Check, CheckTiming, Config, RealServer, VirtualService
 from ipvsd.core.health import HealthState, Policy, Start
-from ipvsd.model import AF_INET, AF_INET6, CANONICAL_V4, DestKey, ServiceKey
+from ipvsd.model import AF_INET, AF_INET6, DestKey, ServiceKey, is_ip
 
 _TIMING_FIELDS = frozenset(CheckTiming.model_fields)
 RealKey = tuple[ServiceKey, DestKey]
@@ -121,13 +120,7 @@ def target_of(service: VirtualService, real: RealServer, check: Check, *, real_a
 
 def literal(name: str) -> str | None:
     """The resolver that knows no names: an IP literal is itself, anything else does not resolve."""
-    if CANONICAL_V4.fullmatch(name):  # the common case, called for every real at every pass
-        return name
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    return name
+    return name if is_ip(name) else None
 
 
 def is_name(address: str) -> bool:

@@ -356,7 +356,7 @@ _shapes: dict[int, _Shape] = {}  # by the nest's length: the dests of one kernel
 
 
 def dest(msg: Message, service_af: int) -> Dest:
-    """A dest from a NEW_DEST reply, `_messages.decode_dest`'s result (tests/unit/test_wire.py compares them) at
+    """A dest from a NEW_DEST reply, `_messages.decode_dest`'s result (tests/unit/test_messages.py compares them) at
     a fraction of its cost: a resync reads every dest of the table, and 10,000 dests through `get_attr` took
     ~25 µs each natively, seconds in the lab."""
     raw = msg.payloads.get("IPVS_CMD_ATTR_DEST")
