@@ -126,6 +126,14 @@ class ServiceKey:
     port: int = 0
     fwmark: int = 0
 
+    # Keys are hashed far more often than made (every table, plan and health lookup of a pass): the hash is
+    # worked out once. An instance attribute, not a field: equality, ordering, replace() and asdict() ignore it.
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.af, self.protocol, self.addr, self.port, self.fwmark)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
     @classmethod
     def inet(cls, protocol: int, addr: str, port: int) -> ServiceKey:
         a = canonical_addr(addr)
@@ -189,6 +197,12 @@ class DestKey:
     af: int
     addr: str
     port: int
+
+    def __post_init__(self) -> None:  # as ServiceKey's
+        object.__setattr__(self, "_hash", hash((self.af, self.addr, self.port)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     @classmethod
     def of(cls, addr: str, port: int) -> DestKey:
