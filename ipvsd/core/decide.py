@@ -31,6 +31,10 @@ Rule 7: slow start (`ipvsd.core.slowstart`). A real that comes back while others
         `Decision.due` is also the next step of a ramp. No ramp starts before a pass was applied (`previous`
         is None: the first programming of a table after a start, and `ipvsd plan`, which shows the ramps the
         daemon persisted).
+Rule 8: a pass may hand in the decision before it (`reuse`): the builder and the planner skip the services
+        whose inputs are the objects they were before (desired Rule 7, plan Rule 9), so a pass after an edit
+        of one service, or after one real's health moved, costs that service, not the table. The decision is
+        the one made without it.
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
            now: float, maintenance: frozenset[MaintenanceKey] = frozenset(),
            resolved: Mapping[str, str] | None = None, force: bool = False,
            daemons: Sequence[SyncDaemon] | None = None, routes: Iterable[str] | None = None,
-           director_since: float | None = None, stopping: bool = False) -> Decision:
-    """Return what one pass should do now (Rules 1, 4, 6, 7); `now` is wall-clock seconds (drains and ramps
-    outlive restarts)."""
+           director_since: float | None = None, stopping: bool = False, reuse: Decision | None = None) -> Decision:
+    """Return what one pass should do now (Rules 1, 4, 6, 7, 8); `now` is wall-clock seconds (drains and ramps
+    outlive restarts); `reuse` is the previous pass's decision (Rule 8)."""
     table = list(observed)
     maint = memory.maintenance | maintenance
     drained = DIRECTOR in maint
@@ -90,14 +94,14 @@ def decide(config: Config, health: Mapping[RealKey, RealHealth], observed: Itera
         maint = maint - {DIRECTOR}
     grace = announce.grace(config, memory.quorum, memory.lost_at, now)
     built = desired.build(config, health, maintenance=maint, observed=table, quorum=memory.quorum,
-                          resolved=resolved, grace=grace, now=now)
+                          resolved=resolved, grace=grace, now=now, reuse=None if reuse is None else reuse.built)
     ramps = slowstart.ramps(config, built.table, table, memory.ramps, now=now, first=memory.previous is None,
                             resolved=resolved)
     if ramps:
         built = replace(built, table=slowstart.weighted(built.table, ramps, now))
     limits = desired.limits(config, force=force or DIRECTOR in maint)
     p = plan.plan(built.table, table, owned=memory.owned, now=now, limits=limits,
-                  drains=memory.drains, previous=memory.previous)
+                  drains=memory.drains, previous=memory.previous, reuse=None if reuse is None else reuse.plan)
     sync = None if daemons is None else syncd.decide(config.sync, daemons, memory.daemons)
     lost_at = announce.lost(memory.quorum, {k: q for k, q in built.quorum.items() if k in grace}, memory.lost_at, now)
     routed = None if routes is None else announce.plan(config, built.quorum, routes, drained=drained,

@@ -29,12 +29,19 @@ Rule 5: withdraw before you drain (`ipvsd.core.announce`). A service without quo
 Rule 6: reals are keyed by their resolved address: an IP literal as is, a hostname through `resolved`; a
         hostname with no resolution is left out of the table (the caller keeps the last good answer). So is a
         fallback whose name does not resolve.
+Rule 7: reuse. A build may be handed the previous one (`reuse`). A service whose inputs are the ones its part
+        of that build was made from gets that part back, the same objects: the same model object (a reload
+        keeps the models of the services it did not touch), the same kernel entry object (a pass planning
+        against the mirror), the health of its checked reals, its quorum before, and the same maintenance,
+        resolved names and panic fraction; a service in its grace (Rule 5) is made again unless it had quorum.
+        The result is the build without `reuse` (tests/unit/test_desired_reuse.py); the planner skips a
+        service whose desired entry and kernel entry are the objects it last found nothing to do for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from ipvsd.config.schema import Config, RealServer, VirtualService
@@ -61,7 +68,47 @@ class Built:
     table: dict[ServiceKey, DesiredService]
     quorum: dict[ServiceKey, bool]  # pass back as `quorum` next time (hysteresis)
     fail_open: frozenset[ServiceKey]
-    reals: dict[tuple[ServiceKey, DestKey], RealState]
+    # Rule 7: each service's part with the inputs it was made from, by id() of its model (the part holds the
+    # model, so the id is not reused while the part may be looked up by it), and the inputs common to all.
+    parts: Mapping[int, _Part] = field(default_factory=dict, compare=False, repr=False)
+    common: _Common | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def reals(self) -> dict[tuple[ServiceKey, DestKey], RealState]:
+        """Each real's state (Rule 1), by key: made when asked (a pass does not need it)."""
+        return {(p.key, k): st for p in self.parts.values() for k, st in p.reals.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Common:
+    """The inputs every service's part depends on (Rule 7)."""
+
+    maintenance: frozenset[MaintenanceKey]
+    resolved: Mapping[str, str]
+    panic_fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One service's share of a build and the inputs it came from (Rule 7)."""
+
+    service: VirtualService
+    kernel: Service | None  # the kernel's entry it was built against, compared by identity
+    checked: tuple[tuple[ServiceKey, DestKey], ...]  # its checked reals' keys
+    health: tuple[RealHealth | None, ...]  # their health then
+    before: bool | None  # its quorum at the pass before
+    key: ServiceKey
+    desired: DesiredService
+    quorum: bool
+    opened: bool
+    reals: dict[DestKey, RealState]
+
+    def holds(self, vs: VirtualService, kernel: Service | None, health: Mapping[tuple[ServiceKey, DestKey],
+              RealHealth], before: bool | None, grace: Mapping[ServiceKey, float] | None) -> bool:
+        """True when this part is what a build of `vs` with these inputs would make."""
+        return (self.service is vs and self.kernel is kernel and self.before == before
+                and (self.quorum or not grace or self.key not in grace)
+                and tuple(map(health.get, self.checked)) == self.health)
 
 
 def build(
@@ -74,32 +121,54 @@ def build(
     resolved: Mapping[str, str] | None = None,
     grace: Mapping[ServiceKey, float] | None = None,
     now: float = 0.0,
+    reuse: Built | None = None,
 ) -> Built:
-    """Return the desired table for `config` given each real's health (see Rules above)."""
-    maint = frozenset(maintenance)
+    """Return the desired table for `config` given each real's health (see Rules above); `reuse`: the previous
+    build, whose parts serve again where their inputs hold (Rule 7)."""
+    common = _Common(frozenset(maintenance), dict(resolved or {}), config.settings.limits.panic_fraction)
+    old = reuse.parts if reuse is not None and reuse.common == common else {}
     kernel = {s.key: s for s in observed}
     table: dict[ServiceKey, DesiredService] = {}
     quorums: dict[ServiceKey, bool] = {}
     opened: set[ServiceKey] = set()
-    reals: dict[tuple[ServiceKey, DestKey], RealState] = {}
+    parts: dict[int, _Part] = {}
     for vs in config.services:
-        skey = vs.service_key()
-        in_kernel = _Weights(kernel.get(skey))
-        states = _real_states(vs, skey, health, maint, resolved or {}, in_kernel)
-        live = [s for s in states.values() if s[1] is not RealState.MAINT]
-        failed = sum(1 for s in live if s[1] is RealState.DOWN)
-        if live and failed / len(live) > config.settings.limits.panic_fraction:
+        part = old.get(id(vs))
+        if part is None or not part.holds(vs, kernel.get(part.key), health,
+                                          None if quorum is None else quorum.get(part.key), grace):
+            part = _part(vs, kernel, health, common, quorum, grace, now)
+        parts[id(vs)] = part
+        skey = part.key
+        table[skey] = part.desired
+        quorums[skey] = part.quorum
+        if part.opened:
             opened.add(skey)
-            states = {k: (r, RealState.UP if st is RealState.DOWN else st) for k, (r, st) in states.items()}
-        weight = sum(r.weight if st is RealState.UP else in_kernel.get(k)
-                     for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
-        has_quorum = _quorum(vs, weight, None if quorum is None else quorum.get(skey))
-        quorums[skey] = has_quorum
-        held = not has_quorum and grace is not None and now < grace.get(skey, now)
-        table[skey] = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved or {}, held),
-                                     vs.drain_timeout)
-        reals.update({(skey, k): st for k, (_, st) in states.items()})
-    return Built(table=table, quorum=quorums, fail_open=frozenset(opened), reals=reals)
+    return Built(table=table, quorum=quorums, fail_open=frozenset(opened), parts=parts, common=common)
+
+
+def _part(vs: VirtualService, kernel: Mapping[ServiceKey, Service],
+          health: Mapping[tuple[ServiceKey, DestKey], RealHealth], common: _Common,
+          quorum: Mapping[ServiceKey, bool] | None, grace: Mapping[ServiceKey, float] | None, now: float) -> _Part:
+    """Build one service's part (Rules 1-6)."""
+    skey = vs.service_key()
+    have = kernel.get(skey)
+    in_kernel = _Weights(have)
+    resolved = common.resolved
+    states = _real_states(vs, skey, health, common.maintenance, resolved, in_kernel)
+    checked = tuple((skey, k) for k, (r, _) in states.items() if vs.checks_for(r))
+    live = [s for s in states.values() if s[1] is not RealState.MAINT]
+    failed = sum(1 for s in live if s[1] is RealState.DOWN)
+    opened = bool(live) and failed / len(live) > common.panic_fraction
+    if opened:
+        states = {k: (r, RealState.UP if st is RealState.DOWN else st) for k, (r, st) in states.items()}
+    weight = sum(r.weight if st is RealState.UP else in_kernel.get(k)
+                 for k, (r, st) in states.items() if st in (RealState.UP, RealState.UNKNOWN))
+    before = None if quorum is None else quorum.get(skey)
+    has_quorum = _quorum(vs, weight, before)
+    held = not has_quorum and grace is not None and now < grace.get(skey, now)
+    desired = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved, held), vs.drain_timeout)
+    return _Part(vs, have, checked, tuple(map(health.get, checked)), before, skey, desired, has_quorum, opened,
+                 {k: st for k, (_, st) in states.items()})
 
 
 def limits(config: Config, *, force: bool = False) -> plan.PlanLimits:

@@ -52,6 +52,11 @@ Rule 7: drift. `previous` is the desired table of the last pass whose plan was a
         drift. `Plan.drift` is the subset of `ops` that are drift repairs.
 Rule 8: an empty plan when nothing differs; applying a plan and planning again (same `now`, `Plan.drains`)
         gives an empty plan.
+Rule 9: quiet services. A service both desired and in the kernel whose comparison gave nothing (no step, no
+        drain) depended on its desired entry and its kernel entry alone; `Plan.quiet` keeps the two, and a
+        plan handed that one (`reuse`) skips the service while both are the same objects (the desired
+        builder hands back the same objects for a service whose inputs did not move, the mirror the same
+        entry for a service no op touched).
 """
 
 from __future__ import annotations
@@ -138,6 +143,9 @@ class Plan:
     # Indices into `ops` where a phase (Rule 5) begins, the first excepted: the shell sends ops in batches
     # and cuts them there, so an op that fails stops the phases after it, as when ops went one by one.
     cuts: tuple[int, ...] = ()
+    # Rule 9: the services compared without a step or a drain, with the desired and kernel entries compared.
+    quiet: Mapping[ServiceKey, tuple[DesiredService, Service]] = field(default_factory=dict, compare=False,
+                                                                       repr=False)
 
     @property
     def empty(self) -> bool:
@@ -251,19 +259,30 @@ def plan(
     now: float,
     drains: Mapping[DrainKey, float],
     previous: Desired | None = None,
+    reuse: Plan | None = None,
 ) -> Plan:
-    """Return the ordered ops that make the owned part of `observed` match `desired` (see Rules above)."""
+    """Return the ordered ops that make the owned part of `observed` match `desired` (see Rules above);
+    `reuse`: the previous plan, whose quiet services are skipped while they hold (Rule 9)."""
     kernel = {s.key: s for s in observed}
     mine = frozenset(owned) | frozenset(desired)
     p = _Pass(desired=desired, previous=previous, drains=drains, limits=limits, now=now)
-    for skey in sorted(mine):
+    was_quiet = reuse.quiet if reuse is not None else {}
+    quiet: dict[ServiceKey, tuple[DesiredService, Service]] = {}
+    for skey in mine:  # the steps are sorted at the end
         want, have = desired.get(skey), kernel.get(skey)
         if want is None and have is not None:
             _retire_service(p, have)
         elif want is not None and have is None:
             _create_service(p, skey, want)
         elif want is not None and have is not None:
+            q = was_quiet.get(skey)
+            if q is not None and q[0] is want and q[1] is have:
+                quiet[skey] = q
+                continue
+            made, drained = len(p.steps), len(p.new_drains)
             _sync_service(p, want, have)
+            if len(p.steps) == made and len(p.new_drains) == drained:
+                quiet[skey] = (want, have)
 
     steps = sorted(p.steps, key=_Step.order)
     ops = tuple(s.op for s in steps)
@@ -274,10 +293,10 @@ def plan(
     reason = None if limits.force else _guard(limits, removals, total)
     if reason is not None:
         return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
-                    removals=removals, counted=p.counted)
+                    removals=removals, counted=p.counted, quiet=quiet)
     cuts = tuple(i for i in range(1, len(steps)) if steps[i].phase != steps[i - 1].phase)
     return Plan(ops=ops, drains=p.new_drains, owned=still_owned, drift=tuple(s.op for s in steps if s.drift),
-                removals=removals, counted=p.counted, cuts=cuts)
+                removals=removals, counted=p.counted, cuts=cuts, quiet=quiet)
 
 
 def _guard(limits: PlanLimits, removals: int, total: int) -> str | None:

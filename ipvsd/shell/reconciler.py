@@ -108,6 +108,7 @@ class Reconciler:
     refused: str | None = None  # the guard's refusal, said once while it stands
     op_error: str | None = None  # the failed op of the last pass, as said (a retry failing alike is not said)
     writer: persist.Writer = field(init=False)  # the state file's writes (a failure is said once and retried)
+    last: decide.Decision | None = None  # the last pass's decision: the next reuses what still holds of it
 
     def __post_init__(self) -> None:
         self.writer = persist.Writer(self.state_path, "ownership, drains, quorum and ramps")
@@ -140,7 +141,7 @@ class Reconciler:
         def decided() -> decide.Decision:
             return decide.decide(config, health, observed, self.memory, now=self.wall(), maintenance=maintenance,
                                  resolved=resolved, force=self.force, daemons=daemons, routes=routes,
-                                 director_since=director_since)
+                                 director_since=director_since, reuse=self.last)
 
         d = decided()
         if d.plan.counted and not read:  # a drain waits for connections to end: the mirror's counters are stale
@@ -148,6 +149,7 @@ class Reconciler:
             observed = await self.kernel.services()
             daemons = await self._read_daemons()
             d = decided()
+        self.last = d
         self.reads += read
         if read:
             self.daemons = daemons
