@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -217,9 +217,10 @@ def _duplicate_service(data: dict[str, Any]) -> Loc:
 
 
 def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
-             errors: Collector | None = None) -> Config:
+             errors: Collector | None = None, *, known: Container[int] = ()) -> Config:
     """Validate a reader's dict into a Config; every pydantic error becomes a located ConfigError, reported
-    together with the reader's own `errors` (all or nothing: any error, no Config)."""
+    together with the reader's own `errors` (all or nothing: any error, no Config). `known`: the id() of service
+    models a valid configuration already had (a reread keeps them), which the kernel would not refuse."""
     errors = errors if errors is not None else Collector()
     data = _checked_sysctls(data, where, default, errors)
     _share_checks(data)
@@ -234,7 +235,7 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
             w = locate(loc, where, default)
             errors.add(ConfigError(_message(err), path=w.path, line=w.line, key=w.key))
     if config is not None:
-        for loc, message in kernel_refusals(config):
+        for loc, message in kernel_refusals(config, known):
             w = locate(loc, where, default)
             errors.add(ConfigError(message, path=w.path, line=w.line, key=w.key))
     if errors or config is None:
@@ -301,10 +302,13 @@ def _checked_sysctls(data: dict[str, Any], where: Mapping[Loc, Where], default: 
     return {**data, "sysctl": kept}
 
 
-def kernel_refusals(config: Config) -> Iterator[tuple[Loc, str]]:
+def kernel_refusals(config: Config, known: Container[int] = ()) -> Iterator[tuple[Loc, str]]:
     """What a valid-looking model still holds that the kernel would refuse: a real (or sorry server) of the
-    other address family than its service, unless tunnelled (the only mix IPVS accepts)."""
+    other address family than its service, unless tunnelled (the only mix IPVS accepts); the services whose
+    id() is in `known` were found free of it before."""
     for i, svc in enumerate(config.services):
+        if id(svc) in known:
+            continue
         af = svc.af
         for j, r in enumerate(svc.reals):
             if r.forward != "tunnel" and _family(r.address) not in (None, af):

@@ -7,7 +7,9 @@ an IPv4 real written `a->b` expands to one real per address; `"auto"` stands for
 
 from __future__ import annotations
 
+import bisect
 import glob
+import itertools
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -17,7 +19,7 @@ from ipvsd.config import _report, _source
 from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
 from ipvsd.config.reading import Reading, SourceFile
-from ipvsd.config.schema import CheckTiming, Config, _forward
+from ipvsd.config.schema import CheckTiming, Config, VirtualService, _forward
 from ipvsd.errors import ConfigError
 
 try:
@@ -381,6 +383,59 @@ def _cut(text: str) -> tuple[str, tuple[str, ...]] | None:
     return text[:starts[0]], tuple(text[a:b] for a, b in zip(starts, ends, strict=True))
 
 
+def _recut(text: str, old: SourceFile) -> tuple[str, tuple[str, ...]] | None:
+    """`_cut(text)`, given that `old`'s text was cut into `old.head` and `old.chunks`: only the services around
+    the part that differs are cut again (cutting a whole file of 1,000 services was half of a reread)."""
+    before = old.text
+    n = min(len(text), len(before))
+    lo = _common_prefix(text, before, n)
+    if lo <= len(old.head):  # the head, or where the first service begins, changed
+        return _cut(text)
+    hi = _common_suffix(text, before, n - lo)
+    ends = list(itertools.accumulate((len(c) for c in old.chunks), initial=len(old.head)))  # ends[i + 1]: chunk i's
+    first = bisect.bisect_right(ends, lo - 1) - 1  # the chunk of the last character before the change...
+    last = min(bisect.bisect_right(ends, len(before) - hi) - 1, len(old.chunks) - 1)  # ...and of the first after
+    # Every chunk begins after a newline, so the pieces around the middle are whole lines, and no multi-line
+    # string or header can straddle them (the old text had no multi-line string at all).
+    a, b = ends[first], ends[last + 1] + len(text) - len(before)
+    middle = text[a:b]
+    if "'''" in middle or '"""' in middle:
+        return None
+    starts = [m.start() for m in _SERVICE_START.finditer(middle)]
+    if not starts or starts[0] != 0:  # the edit was in the first `[[services]]` line: it may join the one before
+        return _cut(text)
+    if _OTHER_HEADER.search(middle):
+        return None
+    cuts = [*starts[1:], len(middle)]
+    again = tuple(middle[x:y] for x, y in zip(starts, cuts, strict=True))
+    return old.head, old.chunks[:first] + again + old.chunks[last + 1:]
+
+
+def _common_prefix(a: str, b: str, n: int) -> int:
+    """The length of the longest common prefix of `a` and `b`, at most `n` (by halves: each comparison in C)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, n: int) -> int:
+    """The length of the longest common suffix of `a` and `b`, at most `n`."""
+    la, lb = len(a), len(b)
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid:la - lo] == b[lb - mid:lb - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def reread(path: str, previous: Reading) -> Reading:
     """Read the configuration again, parsing and validating only the services whose text changed since
     `previous` (an edit of one service in a large file); the result is the one `reading` gives. Anything else
@@ -410,7 +465,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
             raw += old.services
             where.services += [(name, old.lines, i, list(o)) for i, o in enumerate(old.origins)]
             continue
-        cut = _cut(text)
+        cut = _recut(text, old)
         if cut is None or cut[0] != old.head:
             return None
         head, chunks = cut
@@ -445,7 +500,8 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         return previous
     if len(raw) > _report.MAX_SERVICES:
         return None
-    config = _report.validate({**previous.top, "services": raw}, where, Where(path))
+    kept_models = {id(x) for x in raw if isinstance(x, VirtualService)}  # validated before, not to check again
+    config = _report.validate({**previous.top, "services": raw}, where, Where(path), known=kept_models)
     if sum(len(s.reals) for s in config.services) > _report.MAX_REALS:
         return None
     at = 0

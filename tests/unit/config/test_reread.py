@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import Reading, read
+from ipvsd.config import Reading, native, read
+from ipvsd.config.reading import SourceFile
 from ipvsd.config.schema import Config
 from ipvsd.config.to_toml import to_toml
 from ipvsd.errors import ConfigError
@@ -193,3 +194,20 @@ def test_mutated_samples_read_again_as_whole_readings_do(tmp_path: Path) -> None
         assert outcome(again) == outcome(whole), (i, text)
         compared += 1
     assert compared > 200
+
+
+PIECES = ["[[services]]\n", "[[services.reals]]\n", "[settings]\n", 'address = "10.9.9.9"\n', "port = 81\n", "\n",
+          "# [[services]]\n", '"""', "x", "[[ services ]]  # c\n", "\r\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(at=st.floats(0, 1), length=st.integers(0, 300), piece=st.lists(st.sampled_from(PIECES), max_size=3))
+def test_cutting_again_around_an_edit_cuts_as_the_whole_text_is_cut(at: float, length: int, piece: list[str]) -> None:
+    """`_recut` cuts only the services around what changed; it must give `_cut`'s pieces for any edit."""
+    text = HEAD + "".join(service(i, 2) + "\n" for i in range(6))
+    cut = native._cut(text)
+    assert cut is not None
+    old = SourceFile("x.toml", native._Lines(text), cut[0], cut[1], (), ())
+    start = int(at * len(text))
+    edited = text[:start] + "".join(piece) + text[start + length:]
+    assert native._recut(edited, old) == native._cut(edited)
