@@ -74,11 +74,11 @@ def ramps(config: Config, table: Desired, observed: Iterable[Service], since: Ma
           now: float, first: bool, resolved: Mapping[str, str] | None = None) -> dict[RealKey, Ramp]:
     """The ramps in force after this pass, by real (Rules 1, 2, 3, 5); `since` is when each ramp under way
     started, `table` the desired table before any ramp."""
-    kernel = {s.key: s for s in observed}
     out: dict[RealKey, Ramp] = {}
-    for vs in config.services:
-        if not vs.slow_start and not any(r.slow_start for r in vs.reals):
-            continue  # the common case: nothing here ever ramps
+    if not config.slow_starting:
+        return out  # the common case: nothing ever ramps
+    kernel = {s.key: s for s in observed}
+    for vs in config.slow_starting:
         skey = vs.service_key()
         wanted = table.get(skey)
         if wanted is None:

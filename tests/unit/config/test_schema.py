@@ -147,3 +147,15 @@ def test_a_reals_kernel_key_and_attributes_are_made_once_and_a_copy_does_not_inh
     assert real.model_copy(update={"weight": 5}).dest_attrs().weight == 5
     assert real.model_copy(update={"port": 81}, deep=True).dest_key().port == 81
     assert copy.copy(real).dest_attrs() == real.dest_attrs()
+
+
+def test_the_services_that_ramp_are_found_once_and_a_copy_finds_its_own() -> None:
+    from ipvsd.config.schema import Config
+
+    config = Config.model_validate({"services": [
+        {"address": "10.0.0.1", "port": 80, "reals": [{"address": "10.0.1.1", "port": 80, "slow_start": 30}]},
+        {"address": "10.0.0.2", "port": 80, "reals": [{"address": "10.0.1.2", "port": 80}]}]})
+    assert [vs.address for vs in config.slow_starting] == ["10.0.0.1"]
+    assert config.slow_starting is config.slow_starting
+    assert config.model_copy(update={"services": config.services[1:]}).slow_starting == ()
+    assert config == Config.model_validate(config.model_dump())  # the cache is not a field
