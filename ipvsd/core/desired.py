@@ -31,11 +31,12 @@ Rule 6: reals are keyed by their resolved address: an IP literal as is, a hostna
         fallback whose name does not resolve.
 Rule 7: reuse. A build may be handed the previous one (`reuse`). A service whose inputs are the ones its part
         of that build was made from gets that part back, the same objects: the same model object (a reload
-        keeps the models of the services it did not touch), the same kernel entry object (a pass planning
-        against the mirror), the health of its checked reals, its quorum before, and the same maintenance,
-        resolved names and panic fraction; a service in its grace (Rule 5) is made again unless it had quorum.
-        The result is the build without `reuse` (tests/unit/test_desired_reuse.py); the planner skips a
-        service whose desired entry and kernel entry are the objects it last found nothing to do for.
+        keeps the models of the services it did not touch), the health of its checked reals, its quorum
+        before, the same maintenance, resolved names and panic fraction, and the same kernel entry object
+        (the mirror keeps those no op touched) when one of its reals asked the kernel's weight (Rule 1's
+        UNKNOWN); a service in its grace (Rule 5) is made again unless it had quorum. The result is the build
+        without `reuse` (tests/unit/test_decide_reuse.py); the planner skips a service whose desired entry
+        and kernel entry are the objects it last found nothing to do for.
 """
 
 from __future__ import annotations
@@ -88,12 +89,15 @@ class _Common:
     panic_fraction: float
 
 
+_UNASKED = object()  # a part no real of which needed the kernel's entry: any entry gives the same part
+
+
 @dataclass(frozen=True, slots=True)
 class _Part:
     """One service's share of a build and the inputs it came from (Rule 7)."""
 
     service: VirtualService
-    kernel: Service | None  # the kernel's entry it was built against, compared by identity
+    kernel: object  # the kernel's entry it was built against (by identity), or _UNASKED
     checked: tuple[tuple[ServiceKey, DestKey], ...]  # its checked reals' keys
     health: tuple[RealHealth | None, ...]  # their health then
     before: bool | None  # its quorum at the pass before
@@ -106,7 +110,7 @@ class _Part:
     def holds(self, vs: VirtualService, kernel: Service | None, health: Mapping[tuple[ServiceKey, DestKey],
               RealHealth], before: bool | None, grace: Mapping[ServiceKey, float] | None) -> bool:
         """True when this part is what a build of `vs` with these inputs would make."""
-        return (self.service is vs and self.kernel is kernel and self.before == before
+        return (self.service is vs and (self.kernel is _UNASKED or self.kernel is kernel) and self.before == before
                 and (self.quorum or not grace or self.key not in grace)
                 and tuple(map(health.get, self.checked)) == self.health)
 
@@ -167,7 +171,8 @@ def _part(vs: VirtualService, kernel: Mapping[ServiceKey, Service],
     has_quorum = _quorum(vs, weight, before)
     held = not has_quorum and grace is not None and now < grace.get(skey, now)
     desired = DesiredService(vs.service_attrs(), _dests(vs, states, has_quorum, resolved, held), vs.drain_timeout)
-    return _Part(vs, have, checked, tuple(map(health.get, checked)), before, skey, desired, has_quorum, opened,
+    asked = have if in_kernel.asked else _UNASKED  # after a fresh read or an op, an unasked part still holds
+    return _Part(vs, asked, checked, tuple(map(health.get, checked)), before, skey, desired, has_quorum, opened,
                  {k: st for k, (_, st) in states.items()})
 
 
@@ -187,6 +192,11 @@ class _Weights:
     def __init__(self, service: Service | None) -> None:
         self._service = service
         self._weights: dict[DestKey, int] | None = None
+
+    @property
+    def asked(self) -> bool:
+        """True once a weight was asked for."""
+        return self._weights is not None
 
     def get(self, key: DestKey) -> int:
         if self._weights is None:
