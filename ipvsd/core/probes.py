@@ -67,9 +67,10 @@ class _ServicePart:
     names: tuple[tuple[str, int], ...]  # service_names(service)
     answers: tuple[tuple[str, str | None], ...]  # (host name, its address or None) as `resolve` answered
     jobs: tuple[tuple[ProbeKey, Check], ...]
-    reals: tuple[tuple[RealKey, tuple[ProbeKey, ...]], ...]
+    reals: dict[RealKey, tuple[ProbeKey, ...]]  # a dict: a plan's update() from it need not hash the keys again
     unresolved: tuple[tuple[tuple[ServiceKey, str], str], ...]
     down: tuple[tuple[RealKey, str], ...]
+    judged: tuple[RealKey, ...]  # its reals that health_of() judges (a real key belongs to one service alone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +84,13 @@ class ProbePlan:
     decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
     parts: dict[int, _ServicePart] = field(default_factory=dict, compare=False, repr=False)  # by id(service)
     # The reals health_of() judges (checked, or down by the plan), in `reals`' order: a configuration of 10,000
-    # reals without checks asks for its health several times a pass and need not look through them all.
-    judged: tuple[RealKey, ...] = field(init=False, compare=False, repr=False)
+    # reals without checks asks for its health several times a pass and need not look through them all. Worked
+    # out here unless given (plan_probes gathers it from its parts).
+    judged: tuple[RealKey, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "judged", tuple(r for r, keys in self.reals.items() if keys or r in self.down))
+        if not self.judged:
+            object.__setattr__(self, "judged", tuple(r for r, keys in self.reals.items() if keys or r in self.down))
 
     @classmethod
     def empty(cls) -> ProbePlan:
@@ -152,6 +155,7 @@ def plan_probes(config: Config, *, resolve: Resolve = literal, previous: ProbePl
     unresolved: dict[tuple[ServiceKey, str], str] = {}
     down: dict[RealKey, str] = {}
     parts: dict[int, _ServicePart] = {}
+    judged: list[RealKey] = []
     before = previous.parts if previous is not None else {}
     for service in config.services:
         part = before.get(id(service))
@@ -164,11 +168,13 @@ def plan_probes(config: Config, *, resolve: Resolve = literal, previous: ProbePl
         unresolved.update(part.unresolved)
         for rkey, why in part.down:
             down.setdefault(rkey, why)
+        judged += part.judged
     decides: dict[ProbeKey, list[RealKey]] = {}
-    for rkey, decided in reals.items():
-        for key in decided:
+    for rkey in judged:
+        for key in reals[rkey]:
             decides.setdefault(key, []).append(rkey)
-    return ProbePlan(jobs, reals, unresolved, down, {k: tuple(v) for k, v in decides.items()}, parts)
+    return ProbePlan(jobs, reals, unresolved, down, {k: tuple(v) for k, v in decides.items()}, parts,
+                     tuple(judged))
 
 
 def _plan_service(service: VirtualService, resolve: Resolve) -> _ServicePart:
@@ -205,8 +211,9 @@ def _plan_service(service: VirtualService, resolve: Resolve) -> _ServicePart:
             jobs.setdefault(key, check)
             keys.append(key)
         reals[rkey] = tuple(keys)
-    return _ServicePart(service, service_names(service), tuple(answers.items()), tuple(jobs.items()),
-                        tuple(reals.items()), tuple(unresolved.items()), tuple(down.items()))
+    return _ServicePart(service, service_names(service), tuple(answers.items()), tuple(jobs.items()), reals,
+                        tuple(unresolved.items()), tuple(down.items()),
+                        tuple(r for r, keys in reals.items() if keys or r in down))
 
 
 class Judged(Protocol):
