@@ -217,13 +217,12 @@ def _duplicate_service(data: dict[str, Any]) -> Loc:
 
 
 def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
-             errors: Collector | None = None, *, known: Container[int] = ()) -> Config:
+             errors: Collector | None = None) -> Config:
     """Validate a reader's dict into a Config; every pydantic error becomes a located ConfigError, reported
-    together with the reader's own `errors` (all or nothing: any error, no Config). `known`: the id() of service
-    models a valid configuration already had (a reread keeps them), which the kernel would not refuse."""
+    together with the reader's own `errors` (all or nothing: any error, no Config)."""
     errors = errors if errors is not None else Collector()
     data = _checked_sysctls(data, where, default, errors)
-    _share_checks(data)
+    share_checks(data)
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -235,7 +234,7 @@ def validate(data: dict[str, Any], where: Mapping[Loc, Where], default: Where,
             w = locate(loc, where, default)
             errors.add(ConfigError(_message(err), path=w.path, line=w.line, key=w.key))
     if config is not None:
-        for loc, message in kernel_refusals(config, known):
+        for loc, message in kernel_refusals(config):
             w = locate(loc, where, default)
             errors.add(ConfigError(message, path=w.path, line=w.line, key=w.key))
     if errors or config is None:
@@ -248,7 +247,7 @@ def _check_adapter() -> TypeAdapter[Check]:
     return TypeAdapter(Check)
 
 
-def _share_checks(data: dict[str, Any]) -> None:
+def share_checks(data: dict[str, Any]) -> None:
     """Replace in `data` each check that is valid on its own by its model, one model for all checks written
     alike. A large configuration repeats one check for every service or real: it is validated once and kept once
     (validating and keeping 120,000 equal checks was a fifth of loading such a file). A check that is not valid

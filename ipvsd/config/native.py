@@ -19,7 +19,7 @@ from ipvsd.config import _report, _source
 from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
 from ipvsd.config.reading import Reading, SourceFile
-from ipvsd.config.schema import CheckTiming, Config, VirtualService, _forward
+from ipvsd.config.schema import CheckTiming, Config, VirtualService, _forward, defined_twice
 from ipvsd.errors import ConfigError
 
 try:
@@ -436,6 +436,27 @@ def _common_suffix(a: str, b: str, n: int) -> int:
     return lo
 
 
+def _revalidated(previous: Reading, raw: list[Any]) -> Config | None:
+    """The previous configuration with the services `raw` holds: the kept ones as they are (validated before),
+    the changed ones validated alone, then what spans services (a service defined twice) and what the kernel
+    would refuse of the changed ones; None at the first error, for the whole reading to locate it. What the
+    whole validation adds (running the kept models' own validators again) cannot change a kept model."""
+    fresh = [x for x in raw if not isinstance(x, VirtualService)]
+    _report.share_checks({"services": fresh})
+    try:
+        made = iter([VirtualService.model_validate(x) for x in fresh])
+    except ValueError:  # pydantic's ValidationError is one
+        return None
+    services = tuple(x if isinstance(x, VirtualService) else next(made) for x in raw)
+    if defined_twice(services) is not None:
+        return None
+    config = previous.config.model_copy(update={"services": services})
+    kept = {id(x) for x in raw if isinstance(x, VirtualService)}
+    if any(True for _ in _report.kernel_refusals(config, kept)):
+        return None
+    return config
+
+
 def reread(path: str, previous: Reading) -> Reading:
     """Read the configuration again, parsing and validating only the services whose text changed since
     `previous` (an edit of one service in a large file); the result is the one `reading` gives. Anything else
@@ -500,8 +521,9 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         return previous
     if len(raw) > _report.MAX_SERVICES:
         return None
-    kept_models = {id(x) for x in raw if isinstance(x, VirtualService)}  # validated before, not to check again
-    config = _report.validate({**previous.top, "services": raw}, where, Where(path), known=kept_models)
+    config = _revalidated(previous, raw)
+    if config is None:
+        return None
     if sum(len(s.reals) for s in config.services) > _report.MAX_REALS:
         return None
     at = 0

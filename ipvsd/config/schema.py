@@ -1001,12 +1001,19 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _unique_services(self) -> Config:
-        # addresses are canonical already, so these tuples identify services as service_key() does, without
-        # building one key object per service
-        seen: set[tuple[Any, ...]] = set()
-        for s in self.services:
-            k = (s.fwmark, s.af) if s.fwmark is not None else (s.protocol, s.address, s.port)
-            if k in seen:
-                raise ValueError(f"virtual service {s.service_key()} is defined twice")
-            seen.add(k)
+        if (twice := defined_twice(self.services)) is not None:
+            raise ValueError(f"virtual service {twice.service_key()} is defined twice")
         return self
+
+
+def defined_twice(services: tuple[VirtualService, ...]) -> VirtualService | None:
+    """The first service whose key an earlier one has, or None."""
+    # addresses are canonical already, so these tuples identify services as service_key() does, without
+    # building one key object per service
+    seen: set[tuple[Any, ...]] = set()
+    for s in services:
+        k = (s.fwmark, s.af) if s.fwmark is not None else (s.protocol, s.address, s.port)
+        if k in seen:
+            return s
+        seen.add(k)
+    return None

@@ -101,6 +101,8 @@ EDITS: dict[str, Callable[[str], str]] = {
     "a syntax error in one service": lambda t: t.replace('port = 8001', 'port = 80 01', 1),
     "a semantic error in one service": lambda t: t.replace('scheduler = "wrr"', 'scheduler = "fast"', 1),
     "a service defined twice": lambda t: t.replace(service(5), service(5) + service(5)),
+    "a service given the key of another": lambda t: t.replace(service(7), service(7).replace("10.3.0.8", "10.3.0.9")),
+    "an IPv6 real in an IPv4 service": lambda t: t.replace('address = "10.4.5.2"', 'address = "2001:db8::2"', 1),
     "a foreign key in one service": lambda t: t.replace('weight = 2', 'wieght = 2', 1),
     "a warning in one service": lambda t: t.replace(service(8),
                                                     service(8).replace('port = 8000', 'port = 8000\nweight = 0')),
