@@ -683,8 +683,16 @@ class VirtualService(_Frozen):
             return model.AF_INET6 if ":" in self.address else model.AF_INET
         return model.AF_INET6 if self.family == "inet6" else model.AF_INET
 
+    # One key object per service model: every pass looks services up by key, and a lookup with the very object
+    # a table was made with needs no comparison of fields (see _Frozen._CACHED).
+    _CACHED: ClassVar[tuple[str, ...]] = ("_key",)
+
     def service_key(self) -> model.ServiceKey:
         """The kernel key of this service."""
+        return self._key
+
+    @functools.cached_property
+    def _key(self) -> model.ServiceKey:
         if self.fwmark is not None:
             return model.ServiceKey.mark(self.fwmark, self.af)
         assert self.address is not None

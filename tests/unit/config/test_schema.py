@@ -159,3 +159,12 @@ def test_the_services_that_ramp_are_found_once_and_a_copy_finds_its_own() -> Non
     assert config.slow_starting is config.slow_starting
     assert config.model_copy(update={"services": config.services[1:]}).slow_starting == ()
     assert config == Config.model_validate(config.model_dump())  # the cache is not a field
+
+
+def test_a_service_has_one_key_object_and_a_copy_makes_its_own() -> None:
+    """Every pass looks services up by key: the same object spares the comparison of fields."""
+    from ipvsd.config.schema import Config
+
+    vs = Config.model_validate({"services": [{"address": "10.0.0.1", "port": 80}]}).services[0]
+    assert vs.service_key() is vs.service_key()
+    assert vs.model_copy(update={"port": 81}).service_key().port == 81
