@@ -32,11 +32,12 @@ Rule 6: reals are keyed by their resolved address: an IP literal as is, a hostna
 Rule 7: reuse. A build may be handed the previous one (`reuse`). A service whose inputs are the ones its part
         of that build was made from gets that part back, the same objects: the same model object (a reload
         keeps the models of the services it did not touch), the health of its checked reals, its quorum
-        before, the same maintenance, resolved names and panic fraction, and the same kernel entry object
-        (the mirror keeps those no op touched) when one of its reals asked the kernel's weight (Rule 1's
-        UNKNOWN); a service in its grace (Rule 5) is made again unless it had quorum. The result is the build
-        without `reuse` (tests/unit/test_decide_reuse.py); the planner skips a service whose desired entry
-        and kernel entry are the objects it last found nothing to do for.
+        before (when it has a hysteresis: without one, quorum has no memory), the same maintenance, resolved
+        names and panic fraction, and the same kernel entry object (the mirror keeps those no op touched)
+        when one of its reals asked the kernel's weight (Rule 1's UNKNOWN); a service in its grace (Rule 5)
+        is made again unless it had quorum. The result is the build without `reuse`
+        (tests/unit/test_decide_reuse.py); the planner skips a service whose desired entry and kernel entry
+        are the objects it last found nothing to do for.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class _Part:
     def holds(self, vs: VirtualService, kernel: Service | None, health: Mapping[tuple[ServiceKey, DestKey],
               RealHealth], before: bool | None, grace: Mapping[ServiceKey, float] | None) -> bool:
         """True when this part is what a build of `vs` with these inputs would make."""
-        return (self.service is vs and (self.kernel is _UNASKED or self.kernel is kernel) and self.before == before
+        return (self.service is vs and (self.kernel is _UNASKED or self.kernel is kernel)
+                and (self.before == before or not vs.hysteresis)
                 and (self.quorum or not grace or self.key not in grace)
                 and tuple(map(health.get, self.checked)) == self.health)
 
