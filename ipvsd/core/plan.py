@@ -56,7 +56,8 @@ Rule 9: quiet services. A service both desired and in the kernel whose compariso
         drain) depended on its desired entry and its kernel entry alone; `Plan.quiet` keeps the two, and a
         plan handed that one (`reuse`) skips the service while both are the same objects (the desired
         builder hands back the same objects for a service whose inputs did not move, the mirror the same
-        entry for a service no op touched).
+        entry for a service no op touched). Once a plan was applied whole, `settled` adds each service it
+        left without a drain, against its entry after the ops (Rule 8).
 """
 
 from __future__ import annotations
@@ -297,6 +298,19 @@ def plan(
     cuts = tuple(i for i in range(1, len(steps)) if steps[i].phase != steps[i - 1].phase)
     return Plan(ops=ops, drains=p.new_drains, owned=still_owned, drift=tuple(s.op for s in steps if s.drift),
                 removals=removals, counted=p.counted, cuts=cuts, quiet=quiet)
+
+
+def settled(p: Plan, desired: Desired, table: Iterable[Service]) -> Plan:
+    """`p` once every one of its ops was applied, `table` the kernel after them: each desired service with no
+    drain under way is quiet against its entry in `table` (Rule 8, service by service), so the next plan need
+    not compare it again (Rule 9): after a start's programming, every service."""
+    draining = {skey for skey, _ in p.drains}
+    quiet = dict(p.quiet)
+    for s in table:
+        want = desired.get(s.key)
+        if want is not None and s.key not in draining:
+            quiet[s.key] = (want, s)
+    return replace(p, quiet=quiet)
 
 
 def _guard(limits: PlanLimits, removals: int, total: int) -> str | None:

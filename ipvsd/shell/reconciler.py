@@ -33,6 +33,7 @@ from pathlib import Path
 from ipvsd.config.schema import Announce, Config, LvsTimeouts
 from ipvsd.core import announce, decide, desired, mirror, slowstart, syncd
 from ipvsd.core.maintenance import MaintenanceKey
+from ipvsd.core.plan import settled as plan_settled
 from ipvsd.core.probes import RealHealth, RealKey
 from ipvsd.errors import IpvsdError, KernelError
 from ipvsd.kernel import Batch, Kernel, apply
@@ -295,6 +296,8 @@ class Reconciler:
         self.op_error = None
         self.memory = decide.applied(self.memory, d)
         self.mirror = mirror.patched(observed, applied) if applied else observed
+        if applied:  # the services the ops reached, as the mirror has them now, need no comparison next pass
+            self.last = replace(d, plan=plan_settled(d.plan, d.built.table, self.mirror))
         return Outcome(applied=tuple(applied), drift=tuple(p.drift), duration=self.mono() - t0, built=d.built,
                        read=read, observed=tuple(observed))
 
