@@ -46,8 +46,7 @@ def users_of(config: Config) -> set[str]:
     """The `user`s of the configuration's external checks (a service's, or a real's own)."""
     out: set[str] = set()
     for vs in config.services:
-        for checks in (vs.checks, *(r.checks for r in vs.reals if r.checks is not None)):
-            out.update(c.user for c in checks if isinstance(c, ExternalCheck) and c.user)
+        out.update(c.user for c in vs.every_check if isinstance(c, ExternalCheck) and c.user)
     return out
 
 

@@ -685,7 +685,21 @@ class VirtualService(_Frozen):
 
     # One key object per service model: every pass looks services up by key, and a lookup with the very object
     # a table was made with needs no comparison of fields (see _Frozen._CACHED).
-    _CACHED: ClassVar[tuple[str, ...]] = ("_key",)
+    _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check")
+
+    @functools.cached_property
+    def every_check(self) -> tuple[Check, ...]:
+        """The service's checks and its reals' own, each model once (a reload asks it of every service)."""
+        seen: dict[int, Check] = {id(c): c for c in self.checks}
+        for r in self.reals:
+            for c in r.checks or ():
+                seen.setdefault(id(c), c)
+        return tuple(seen.values())
+
+    @functools.cached_property
+    def ramps(self) -> bool:
+        """True when a real of this service has a slow start (a reload asks it of every service it kept)."""
+        return bool(self.slow_start or any(r.slow_start for r in self.reals))
 
     def service_key(self) -> model.ServiceKey:
         """The kernel key of this service."""
@@ -1005,7 +1019,7 @@ class Config(_Frozen):
     @functools.cached_property
     def slow_starting(self) -> tuple[VirtualService, ...]:
         """The services with a slow start for any of their reals (asked at every pass; most have none)."""
-        return tuple(vs for vs in self.services if vs.slow_start or any(r.slow_start for r in vs.reals))
+        return tuple(vs for vs in self.services if vs.ramps)
 
     @model_validator(mode="after")
     def _unique_services(self) -> Config:

@@ -84,13 +84,13 @@ class ProbePlan:
     decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
     parts: dict[int, _ServicePart] = field(default_factory=dict, compare=False, repr=False)  # by id(service)
     # The reals health_of() judges (checked, or down by the plan), in `reals`' order: a configuration of 10,000
-    # reals without checks asks for its health several times a pass and need not look through them all. Worked
-    # out here unless given (plan_probes gathers it from its parts).
+    # reals without checks asks for its health several times a pass and need not look through them all
+    # (plan_probes gathers them from its parts; judged_reals() works them out from the tables).
     judged: tuple[RealKey, ...] = field(default=(), compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if not self.judged:
-            object.__setattr__(self, "judged", tuple(r for r, keys in self.reals.items() if keys or r in self.down))
+    def judged_reals(self) -> tuple[RealKey, ...]:
+        """The reals health_of() judges, worked out from `reals` and `down` (what `judged` holds)."""
+        return tuple(r for r, keys in self.reals.items() if keys or r in self.down)
 
     @classmethod
     def empty(cls) -> ProbePlan:

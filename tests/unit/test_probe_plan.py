@@ -61,5 +61,5 @@ def test_health_is_judged_for_checked_and_plan_down_reals_only() -> None:
     assert [h.up for _, h in sorted(got.items(), key=lambda kv: kv[0][1].addr)] == [True, True, False]
     assert got[next(k for k in got if k[1].addr == "10.1.0.4")].reason.startswith("dns: db")
     # The judged reals plan_probes gathers from its parts are the ones a plan works out from its own tables.
-    assert plan.judged == type(plan)(plan.jobs, plan.reals, plan.unresolved, plan.down, plan.decides).judged
+    assert plan.judged == plan.judged_reals()
     assert {dkey.addr for _, dkey in plan.judged} == {"10.1.0.1", "10.1.0.2", "10.1.0.4"}

@@ -168,3 +168,15 @@ def test_a_service_has_one_key_object_and_a_copy_makes_its_own() -> None:
     vs = Config.model_validate({"services": [{"address": "10.0.0.1", "port": 80}]}).services[0]
     assert vs.service_key() is vs.service_key()
     assert vs.model_copy(update={"port": 81}).service_key().port == 81
+
+
+def test_every_check_of_a_service_is_its_own_and_its_reals_once_each() -> None:
+    from ipvsd.config.schema import Config
+
+    vs = Config.model_validate({"services": [{
+        "address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp"}],
+        "reals": [{"address": "10.0.1.1", "checks": [{"type": "http", "path": "/a"}]},
+                  {"address": "10.0.1.2"}, {"address": "10.0.1.3", "checks": [{"type": "http", "path": "/a"}]}],
+    }]}).services[0]
+    assert [c.type for c in vs.every_check] == ["tcp", "http", "http"]  # the reals' checks are two models here
+    assert vs.model_copy(update={"reals": vs.reals[1:2]}).every_check == vs.checks
