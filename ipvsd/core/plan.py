@@ -288,10 +288,11 @@ def plan(
     steps = sorted(p.steps, key=_Step.order)
     ops = tuple(s.op for s in steps)
     # A service is forgotten only once the kernel shows it gone, so a failed delete is retried next pass.
-    still_owned = frozenset(k for k in mine if k in desired or k in kernel)
+    still_owned = frozenset(desired) | (mine & kernel.keys())
     removals = sum(s.removals for s in steps)
-    total = sum(len(kernel[k].dests) for k in mine if k in kernel)
-    reason = None if limits.force else _guard(limits, removals, total)
+    reason = None
+    if removals and not limits.force:  # nothing taken out: nothing to guard, and no dests to count
+        reason = _guard(limits, removals, sum(len(kernel[k].dests) for k in mine if k in kernel))
     if reason is not None:
         return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
                     removals=removals, counted=p.counted, quiet=quiet)
