@@ -136,7 +136,7 @@ def service_names(vs: VirtualService) -> tuple[tuple[str, int], ...]:
     family = AF_INET6 if vs.af == AF_INET6 else AF_INET
     out: dict[str, int] = {}
     for real in vs.reals:
-        if is_name(real.address):
+        if not real.is_literal:
             out.setdefault(real.address, family)
         for check in vs.checks_for(real):
             if check.address and is_name(check.address):
@@ -193,7 +193,7 @@ def _plan_service(service: VirtualService, resolve: Resolve) -> _ServicePart:
     down: dict[RealKey, str] = {}
     skey = service.service_key()
     for real in service.reals:
-        addr = ask(real.address)
+        addr = real.address if real.is_literal else ask(real.address)
         if addr is None:
             unresolved[(skey, real.address)] = f"dns: {real.address} does not resolve"
             continue
