@@ -166,11 +166,15 @@ class _Step:
     drift: bool = False
     removals: int = 0  # serving dests this op takes out (Rule 6)
 
-    def order(self) -> tuple[int, ServiceKey, DestKey | None]:
+    def order(self) -> tuple[int, tuple[int, int, str, int, int], tuple[int, str, int] | tuple[()]]:
+        """(phase, service key, dest key) as the keys' own order has them (dataclass order: their fields in
+        turn), in plain tuples: sorting 11,000 steps compares them in C, not through the keys' __lt__."""
         op = self.op
         if isinstance(op, AddService | EditService | DelService):
-            return (self.phase, op.key, None)
-        return (self.phase, op.service, op.key)
+            k = op.key
+            return (self.phase, (k.af, k.protocol, k.addr, k.port, k.fwmark), ())
+        k, d = op.service, op.key
+        return (self.phase, (k.af, k.protocol, k.addr, k.port, k.fwmark), (d.af, d.addr, d.port))
 
 
 # --- comparisons that ignore what the kernel does not keep meaningfully ---------------------------------------

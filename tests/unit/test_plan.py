@@ -545,3 +545,23 @@ def test_prop_fake_kernel_moves_between_any_two_tables(before: Desired, after: D
             assert got == serve | keep
 
     asyncio.run(go())
+
+
+_ADDRS = st.sampled_from(["10.0.0.1", "10.0.0.10", "10.0.0.9", "2001:db8::1", "::1"])
+_SKEY = st.builds(lambda a, p, port, m: ServiceKey.mark(m) if m else ServiceKey.inet(p, a, port),
+                  _ADDRS, st.sampled_from([Proto.TCP, Proto.UDP]), st.sampled_from([9, 80, 443]), st.integers(0, 2))
+_DKEY = st.builds(DestKey.of, _ADDRS, st.sampled_from([9, 80, 443]))  # few values: equal keys and ties are common
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 1), _SKEY, st.none() | _DKEY), max_size=30))
+def test_prop_steps_sort_by_phase_then_the_keys_own_order(rows: list[tuple[int, ServiceKey, DestKey | None]]) -> None:
+    """Rule 5 inside a phase: by (service, dest) as the keys' dataclass order has them (the plan sorts plain
+    tuples of their fields, in C)."""
+    from ipvsd.core.plan import _Step
+
+    steps = [_Step(phase, DelService(k) if d is None else DelDest(k, d)) for phase, k, d in rows]
+    want = sorted(rows, key=lambda r: (r[0], r[1], (0, r[2]) if r[2] is not None else (-1,)))
+    got = [(s.phase, s.op.key if isinstance(s.op, DelService) else s.op.service,
+            None if isinstance(s.op, DelService) else s.op.key) for s in sorted(steps, key=_Step.order)]
+    assert got == want
