@@ -41,6 +41,15 @@ class ProbeKey:
     target: ProbeTarget
     type: str  # the check's type ("tcp", "http", ...)
     check: str  # canonical JSON of the check's parameters minus its timing
+    # Every probe's result is looked up by its key several times (its health, the live view's statistics):
+    # the hash, which goes through the target's fields, is worked out once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.target, self.type, self.check)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, target: ProbeTarget, check: Any) -> ProbeKey:

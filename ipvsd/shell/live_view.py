@@ -45,7 +45,10 @@ class LiveView:
     def record(self, event: bus.Event) -> None:
         match event:
             case bus.ProbeResulted(key=key, result=result, state=state):
-                self.stats.setdefault(key, status.ProbeStats()).add(result)
+                stats = self.stats.get(key)
+                if stats is None:  # not setdefault: that would make a ProbeStats at every result
+                    stats = self.stats[key] = status.ProbeStats()
+                stats.add(result)
                 self.states[key] = state
             case bus.SnapshotTaken(snapshot=snap):
                 self.snapshot = snap
