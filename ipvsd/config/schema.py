@@ -13,23 +13,52 @@ import ipaddress
 import os
 import re
 import warnings
-from typing import Annotated, Any, ClassVar, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from ipvsd import model
 from ipvsd.config import sysctls
 
+_T = TypeVar("_T")
+
+
+class _Cached(Generic[_T]):
+    """functools.cached_property without its lock (Python 3.12 dropped it too): a start of 10,000 reals makes
+    30,000 such values, and taking an RLock for each was a third of preparing the configuration. Two threads
+    asking at once both work the value out; either result is the same value."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Cached[_T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _Cached[_T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)  # found in the instance from now on, before this
+        return value
+
 
 class _Frozen(BaseModel):
     # Defaults are not validated at each use (validate_default cost a third of validating a large config): they
     # are written in their validated form, which tests/unit/config/test_schema.py checks once per model.
     # The attribute docstrings document the keys (docs/config.md, ipvsd.toml(5)): ipvsd.manpages reads them.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ignored_types=(_Cached,))
 
-    # What a model works out from its fields once, as functools.cached_property: it writes the instance's
-    # __dict__, which a frozen model allows, and pydantic leaves such entries out of equality and hashing; a copy
-    # (which may change fields: model_copy(update=...)) starts without them.
+    # What a model works out from its fields once (_Cached): it writes the instance's __dict__, which a frozen
+    # model allows, and pydantic leaves such entries out of equality and hashing; a copy (which may change
+    # fields: model_copy(update=...)) starts without them.
     _CACHED: ClassVar[tuple[str, ...]] = ()
 
     def __copy__(self) -> Self:
@@ -500,16 +529,16 @@ class RealServer(_Frozen):
     # frozen), they cost a pass over 10,000 reals a fifth less (see _Frozen._CACHED).
     _CACHED: ClassVar[tuple[str, ...]] = ("_own_key", "_own_attrs", "is_literal")
 
-    @functools.cached_property
+    @_Cached
     def is_literal(self) -> bool:
         """True when `address` is an IP address (the kernel's as it is), False for a host name to resolve."""
         return model.is_ip(self.address)
 
-    @functools.cached_property
+    @_Cached
     def _own_key(self) -> model.DestKey:
         return model.DestKey.of(self.address, self.port)
 
-    @functools.cached_property
+    @_Cached
     def _own_attrs(self) -> model.DestAttrs:
         return self._attrs(self.weight)
 
@@ -687,7 +716,7 @@ class VirtualService(_Frozen):
     # a table was made with needs no comparison of fields (see _Frozen._CACHED).
     _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check")
 
-    @functools.cached_property
+    @_Cached
     def every_check(self) -> tuple[Check, ...]:
         """The service's checks and its reals' own, each model once (a reload asks it of every service)."""
         seen: dict[int, Check] = {id(c): c for c in self.checks}
@@ -696,7 +725,7 @@ class VirtualService(_Frozen):
                 seen.setdefault(id(c), c)
         return tuple(seen.values())
 
-    @functools.cached_property
+    @_Cached
     def ramps(self) -> bool:
         """True when a real of this service has a slow start (a reload asks it of every service it kept)."""
         return bool(self.slow_start or any(r.slow_start for r in self.reals))
@@ -705,7 +734,7 @@ class VirtualService(_Frozen):
         """The kernel key of this service."""
         return self._key
 
-    @functools.cached_property
+    @_Cached
     def _key(self) -> model.ServiceKey:
         if self.fwmark is not None:
             return model.ServiceKey.mark(self.fwmark, self.af)
@@ -1016,7 +1045,7 @@ class Config(_Frozen):
 
     _CACHED: ClassVar[tuple[str, ...]] = ("slow_starting",)
 
-    @functools.cached_property
+    @_Cached
     def slow_starting(self) -> tuple[VirtualService, ...]:
         """The services with a slow start for any of their reals (asked at every pass; most have none)."""
         return tuple(vs for vs in self.services if vs.ramps)
