@@ -509,13 +509,18 @@ class Daemon:
             return 1
         if self.store.entries:
             log.info("in maintenance: %s", ", ".join(k.describe() for k in sorted(self.store.entries)))
+        # The daemon's collector settings from here, and what the start has made so far (the modules, the loaded
+        # configuration) frozen: the preparation and the first pass of a large configuration allocate hundreds of
+        # thousands of objects, and the default thresholds would walk all the others again and again meanwhile.
+        # The first pass's settle (_loop) collects and freezes again, its garbage included.
+        gcpolicy.tune()
+        gcpolicy.freeze()
         try:
             first = await self._prepare(self.config)
         except Exception as e:  # said in one line, as a rejected reload is
             log.error("cannot start with this configuration: %s", e or type(e).__name__)
             return 1
         limits = self.config.settings.limits
-        gcpolicy.tune()
         self.scheduler = Scheduler(on_transition=self.on_transition, on_result=self.on_result,
                                    concurrency=limits.check_concurrency, factory=self.probe_factory)
         self.view = LiveView(lambda: kernel.services(), mono=self.mono, wall=self.wall)

@@ -21,6 +21,12 @@ def tune() -> None:
     gc.set_threshold(YOUNG, 10, 10)
 
 
+def freeze() -> None:
+    """Move what exists now out of the collector's sight, without a collection first (a start: little of it is
+    garbage, and settle() after the first pass collects whatever was)."""
+    gc.freeze()
+
+
 def settle() -> None:
     """Move what exists now (a just-applied configuration and its probes) out of the collector's sight.
 

@@ -45,3 +45,20 @@ def test_settle_collects_old_cycles_then_freezes_the_living() -> None:
         assert alive.other is not None and alive.other.other is alive
     finally:
         gc.enable()
+
+
+def test_freeze_moves_what_exists_out_of_the_collectors_sight_without_collecting() -> None:
+    gc.disable()
+    try:
+        dead = Node()
+        dead.other = dead
+        gone = weakref.ref(dead)
+        del dead
+        gcpolicy.freeze()
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert gone() is not None  # frozen: a start's few cycles wait for the first settle()
+        gcpolicy.settle()
+        assert gone() is None
+    finally:
+        gc.enable()
