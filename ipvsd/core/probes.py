@@ -93,9 +93,14 @@ class ProbePlan:
     decides: dict[ProbeKey, tuple[RealKey, ...]]  # the reals each probe decides (`reals`, inverted)
     parts: dict[int, _ServicePart] = field(default_factory=dict, compare=False, repr=False)  # by id(service)
     # The reals health_of() judges (checked, or down by the plan), in `reals`' order: a configuration of 10,000
-    # reals without checks asks for its health several times a pass and need not look through them all
-    # (plan_probes gathers them from its parts; judged_reals() works them out from the tables).
+    # reals without checks asks for its health several times a pass and need not look through them all.
+    # plan_probes gathers them from its parts; a plan made without them works them out (judged_reals()).
     judged: tuple[RealKey, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # any() over the tuples runs in C: a plan with nothing to judge (no checks at all) costs no Python loop
+        if not self.judged and (self.down or any(self.reals.values())):
+            object.__setattr__(self, "judged", self.judged_reals())
 
     def judged_reals(self) -> tuple[RealKey, ...]:
         """The reals health_of() judges, worked out from `reals` and `down` (what `judged` holds)."""

@@ -62,4 +62,6 @@ def test_health_is_judged_for_checked_and_plan_down_reals_only() -> None:
     assert got[next(k for k in got if k[1].addr == "10.1.0.4")].reason.startswith("dns: db")
     # The judged reals plan_probes gathers from its parts are the ones a plan works out from its own tables.
     assert plan.judged == plan.judged_reals()
+    made = type(plan)(plan.jobs, plan.reals, plan.unresolved, plan.down, plan.decides)  # without them: worked out
+    assert made.judged == plan.judged
     assert {dkey.addr for _, dkey in plan.judged} == {"10.1.0.1", "10.1.0.2", "10.1.0.4"}
