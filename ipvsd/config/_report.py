@@ -309,9 +309,14 @@ def kernel_refusals(config: Config, known: Container[int] = ()) -> Iterator[tupl
         if id(svc) in known:
             continue
         af = svc.af
-        for j, r in enumerate(svc.reals):
-            if r.forward != "tunnel" and _family(r.address) not in (None, af):
-                yield ("services", i, "reals", j, "address"), _mixed(r.address, af, "real")
+        if af == model.AF_INET:  # the common case, asked of every real: an IPv6 literal is the one with a colon
+            for j, r in enumerate(svc.reals):
+                if ":" in r.address and r.forward != "tunnel":
+                    yield ("services", i, "reals", j, "address"), _mixed(r.address, af, "real")
+        else:
+            for j, r in enumerate(svc.reals):
+                if r.forward != "tunnel" and _family(r.address) not in (None, af):
+                    yield ("services", i, "reals", j, "address"), _mixed(r.address, af, "real")
         fb = svc.fallback
         if fb is not None and fb.forward != "tunnel" and _family(fb.address) not in (None, af):
             yield ("services", i, "fallback", "address"), _mixed(fb.address, af, "sorry server")

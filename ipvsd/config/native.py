@@ -234,10 +234,12 @@ def _service(raw: Any, defaults: dict[str, Any], src: str, lines: _Lines, raw_lo
             r["port"] = raw["port"]
         if "checks" in r:
             r["checks"] = _checks(r["checks"], defaults)
+        address = r.get("address")
+        ranged = address if isinstance(address, str) and "->" in address else None  # an IPv4 range `a->b`
         count = 1
-        if isinstance(r.get("address"), str) and "->" in r["address"]:
+        if ranged is not None:
             try:
-                count = count_range(r["address"])
+                count = count_range(ranged)
             except ValueError as e:
                 errors.add(ConfigError(str(e), path=src, line=_real_line(lines, raw_loc, j),
                                        key="services.reals.address"))
@@ -247,9 +249,11 @@ def _service(raw: Any, defaults: dict[str, Any], src: str, lines: _Lines, raw_lo
             raise ConfigError(f"more than {_report.MAX_REALS} real servers in all; ipvsd's limit is "
                               f"{_report.MAX_REALS}", path=src, line=_real_line(lines, raw_loc, j),
                               key="services.reals")
-        addrs = expand_range(r["address"]) if isinstance(r.get("address"), str) and "->" in r["address"] \
-            else [r.get("address")]
-        for a in addrs:
+        if ranged is None:  # r is this real's own copy already
+            origin.append(j)
+            reals.append(r)
+            continue
+        for a in expand_range(ranged):
             origin.append(j)
             reals.append({**r, "address": a})
     svc["reals"] = reals
@@ -347,19 +351,15 @@ def reading(path: str) -> Reading:
     top = {k: v for k, v in doc.items() if k != "services"}
     doc["services"] = services
     config = _report.validate(doc, where, Where(path), errors)
-    files: list[SourceFile] | None = []
+    files: list[SourceFile] = []
     at = 0
     for src_path, raw_services, src_lines in sources:
         n = len(raw_services)
-        cut = _cut(src_lines.text)
-        if files is not None and cut is not None and len(cut[1]) == n:
-            files.append(SourceFile(src_path, src_lines, cut[0], cut[1], config.services[at:at + n],
-                                    tuple(tuple(o) for _, _, _, o in where.services[at:at + n])))
-        else:
-            files = None  # the file cannot be cut into its services: the next reading reads everything
+        files.append(SourceFile(src_path, src_lines, config.services[at:at + n],
+                                tuple(tuple(o) for _, _, _, o in where.services[at:at + n])))
         at += n
-    return Reading(config, warnings + _report.lint(config, where, Where(path)),
-                   None if files is None else tuple(files), top, timing, tuple(include))
+    return Reading(config, warnings + _report.lint(config, where, Where(path)), tuple(files), top, timing,
+                   tuple(include))
 
 
 # A file is cut into its services at each `[[services]]` line. That is safe when every table header after the
@@ -383,18 +383,23 @@ def _cut(text: str) -> tuple[str, tuple[str, ...]] | None:
     return text[:starts[0]], tuple(text[a:b] for a, b in zip(starts, ends, strict=True))
 
 
-def _recut(text: str, old: SourceFile) -> tuple[str, tuple[str, ...]] | None:
-    """`_cut(text)`, given that `old`'s text was cut into `old.head` and `old.chunks`: only the services around
-    the part that differs are cut again (cutting a whole file of 1,000 services was half of a reread)."""
-    before = old.text
+def _pieces(f: SourceFile) -> tuple[str, tuple[str, ...]] | None:
+    """`f`'s text cut into its services (`SourceFile.cut`), or None when it cannot be cut into exactly them."""
+    cut = f.cut if f.cut is not None else _cut(f.text)
+    return cut if cut is not None and len(cut[1]) == len(f.services) else None
+
+
+def _recut(text: str, before: str, head: str, chunks: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """`_cut(text)`, given that `before` was cut into `head` and `chunks`: only the services around the part
+    that differs are cut again (cutting a whole file of 1,000 services was half of a reread)."""
     n = min(len(text), len(before))
     lo = _common_prefix(text, before, n)
-    if lo <= len(old.head):  # the head, or where the first service begins, changed
+    if lo <= len(head):  # the head, or where the first service begins, changed
         return _cut(text)
     hi = _common_suffix(text, before, n - lo)
-    ends = list(itertools.accumulate((len(c) for c in old.chunks), initial=len(old.head)))  # ends[i + 1]: chunk i's
+    ends = list(itertools.accumulate((len(c) for c in chunks), initial=len(head)))  # ends[i + 1]: chunk i's
     first = bisect.bisect_right(ends, lo - 1) - 1  # the chunk of the last character before the change...
-    last = min(bisect.bisect_right(ends, len(before) - hi) - 1, len(old.chunks) - 1)  # ...and of the first after
+    last = min(bisect.bisect_right(ends, len(before) - hi) - 1, len(chunks) - 1)  # ...and of the first after
     # Every chunk begins after a newline, so the pieces around the middle are whole lines, and no multi-line
     # string or header can straddle them (the old text had no multi-line string at all).
     a, b = ends[first], ends[last + 1] + len(text) - len(before)
@@ -408,7 +413,7 @@ def _recut(text: str, old: SourceFile) -> tuple[str, tuple[str, ...]] | None:
         return None
     cuts = [*starts[1:], len(middle)]
     again = tuple(middle[x:y] for x, y in zip(starts, cuts, strict=True))
-    return old.head, old.chunks[:first] + again + old.chunks[last + 1:]
+    return head, chunks[:first] + again + chunks[last + 1:]
 
 
 def _common_prefix(a: str, b: str, n: int) -> int:
@@ -486,19 +491,23 @@ def _reread(path: str, previous: Reading) -> Reading | None:
             raw += old.services
             where.services += [(name, old.lines, i, list(o)) for i, o in enumerate(old.origins)]
             continue
-        cut = _recut(text, old)
-        if cut is None or cut[0] != old.head:
+        pieces = _pieces(old)
+        if pieces is None:
+            return None
+        cut = _recut(text, old.text, *pieces)
+        if cut is None or cut[0] != pieces[0]:
             return None
         head, chunks = cut
+        old_chunks = pieces[1]
         lines = _Lines(text)
         if name == path:
             where.lines = lines
         same = 0  # the services before the edit, then those after it, are kept as they were
-        while same < min(len(chunks), len(old.chunks)) and chunks[same] == old.chunks[same]:
+        while same < min(len(chunks), len(old_chunks)) and chunks[same] == old_chunks[same]:
             same += 1
         tail = 0
-        while (tail < min(len(chunks), len(old.chunks)) - same
-               and chunks[len(chunks) - 1 - tail] == old.chunks[len(old.chunks) - 1 - tail]):
+        while (tail < min(len(chunks), len(old_chunks)) - same
+               and chunks[len(chunks) - 1 - tail] == old_chunks[len(old_chunks) - 1 - tail]):
             tail += 1
         origins: list[tuple[int, ...]] = list(old.origins[:same])
         raw += old.services[:same]
@@ -512,10 +521,10 @@ def _reread(path: str, previous: Reading) -> Reading | None:
                 return None
             raw.append(svc)
             origins.append(tuple(origin))
-        raw += old.services[len(old.chunks) - tail:]
-        origins += old.origins[len(old.chunks) - tail:]
+        raw += old.services[len(old_chunks) - tail:]
+        origins += old.origins[len(old_chunks) - tail:]
         where.services += [(name, lines, i, list(o)) for i, o in enumerate(origins)]
-        files.append((SourceFile(name, lines, head, chunks, (), tuple(origins)), True))
+        files.append((SourceFile(name, lines, (), tuple(origins), (head, chunks)), True))
         changed = True
     if not changed:
         return previous
@@ -529,8 +538,8 @@ def _reread(path: str, previous: Reading) -> Reading | None:
     at = 0
     kept: list[SourceFile] = []
     for f, new in files:
-        n = len(f.chunks)
-        kept.append(SourceFile(f.path, f.lines, f.head, f.chunks, config.services[at:at + n], f.origins) if new else f)
+        n = len(f.origins)
+        kept.append(SourceFile(f.path, f.lines, config.services[at:at + n], f.origins, f.cut) if new else f)
         at += n
     return Reading(config, _report.lint(config, where, Where(path)), tuple(kept), previous.top, previous.timing,
                    previous.include)

@@ -11,21 +11,23 @@ from ipvsd.config.schema import Config, VirtualService
 
 @dataclass(frozen=True, eq=False)
 class SourceFile:
-    """One native file as it was read: its text cut where each `[[services]]` begins, and what each became.
+    """One native file as it was read: what each of its `[[services]]` became, and its text cut there.
 
-    `head` is the text before the first `[[services]]`; `chunks[i]` runs from the i-th `[[services]]` line to
-    the next one (or the end), and `services[i]` is the validated service it gave, `origins[i]` the source real of
-    each of its reals (an address range makes several of one). Only a file whose every table header after the
-    first `[[services]]` belongs to a service, and which has no multi-line string, is kept this way: then each
-    chunk is a TOML document of its own that parses to exactly its part of the whole.
+    `services[i]` is the validated service the i-th `[[services]]` gave, `origins[i]` the source real of each of
+    its reals (an address range makes several of one). `cut`, once known, is the text before the first
+    `[[services]]` and each service's piece of text (`chunks[i]` runs from the i-th `[[services]]` line to the
+    next one, or the end): a file whose every table header after the first `[[services]]` belongs to a service,
+    and which has no multi-line string, can be cut so, and each piece is then a TOML document of its own that
+    parses to exactly its part of the whole (`ipvsd.config.native._cut`).
     """
 
     path: str
     lines: Any  # ipvsd.config.native's line map of `text`, built when a message needs a line
-    head: str
-    chunks: tuple[str, ...]
     services: tuple[VirtualService, ...]
     origins: tuple[tuple[int, ...], ...]
+    cut: tuple[str, tuple[str, ...]] | None = None
+    """(head, chunks) when known; a first reading leaves it to the first reread, which most never need (cutting
+    a file of 60,000 services cost a tenth of loading it)."""
 
     @property
     def text(self) -> str:

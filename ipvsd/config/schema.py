@@ -448,8 +448,8 @@ _FORWARD_ALIASES = {"nat": "masq", "masq": "masq", "m": "masq", "dr": "route", "
 
 
 def _forward(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in _FORWARD_ALIASES:
-        return _FORWARD_ALIASES[value.lower()]
+    if isinstance(value, str):
+        return _FORWARD_ALIASES.get(value) or _FORWARD_ALIASES.get(value.lower(), value)
     return value
 
 
@@ -589,8 +589,11 @@ KNOWN_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed"
 _SCHED_NAME = re.compile(r"[a-z0-9_]{1,15}")
 
 
+_KNOWN_SCHEDULERS = frozenset(KNOWN_SCHEDULERS)
+
+
 def _scheduler(value: Any) -> Any:
-    if isinstance(value, str) and not _SCHED_NAME.fullmatch(value):
+    if isinstance(value, str) and value not in _KNOWN_SCHEDULERS and not _SCHED_NAME.fullmatch(value):
         raise ValueError(f"{value!r} cannot be an IPVS scheduler name (1-15 characters of a-z, 0-9 and _); "
                          f"the kernel has {' '.join(KNOWN_SCHEDULERS)}")
     return value
@@ -688,11 +691,13 @@ class VirtualService(_Frozen):
             raise ValueError("a virtual service on an address needs a port")
         if self.ops and self.protocol != "udp" and self.fwmark is None:
             raise ValueError("ops (one-packet scheduling) applies to udp services")
-        seen: set[tuple[str, int]] = set()
-        for r in self.reals:
-            if (r.address, r.port) in seen:
-                raise ValueError(f"real {model.addrport(r.address, r.port)} appears twice")
-            seen.add((r.address, r.port))
+        reals = self.reals
+        if len(reals) > 1 and len({(r.address, r.port) for r in reals}) < len(reals):
+            seen: set[tuple[str, int]] = set()
+            for r in reals:
+                if (r.address, r.port) in seen:
+                    raise ValueError(f"real {model.addrport(r.address, r.port)} appears twice")
+                seen.add((r.address, r.port))
         if isinstance(self.announce, tuple):
             for vip in self.announce:
                 if model.family_of(vip) != self.af:

@@ -219,6 +219,23 @@ def test_a_keepalived_group_warns_once_per_line_not_once_per_address() -> None:
     assert len([w for w in warnings if "unknown scheduler" in w.message]) == 1
 
 
+@pytest.mark.parametrize(("vip", "real", "message"), [
+    ("10.0.0.1", "2001:db8::5", "real 2001:db8::5 is IPv6 but the service is IPv4"),
+    ("2001:db8::1", "10.0.1.5", "real 10.0.1.5 is IPv4 but the service is IPv6"),
+])
+def test_a_real_of_the_other_family_is_refused_at_its_line(tmp_path: Path, vip: str, real: str, message: str) -> None:
+    f = tmp_path / "ipvsd.toml"
+    f.write_text(f'[[services]]\naddress = "{vip}"\nport = 80\n[[services.reals]]\naddress = "10.0.1.1"\n'
+                 f'[[services.reals]]\naddress = "{real}"\n[[services.reals]]\naddress = "www.example.org"\n')
+    if ":" in vip:
+        f.write_text(f.read_text().replace('"10.0.1.1"', '"2001:db8::9"'))
+    with pytest.raises(ConfigErrors) as e:
+        load(str(f))
+    [err] = e.value.errors
+    assert (err.line, err.key) == (7, "services.reals.address")
+    assert message in err.message
+
+
 def test_mixed_families_are_fine_when_tunnelled(tmp_path: Path) -> None:
     config, _ = ka.parse("virtual_server 2001:db8::1 80 {\n  lvs_sched rr\n  lvs_method TUN\n"
                          "  real_server 10.0.1.1 80 {\n  }\n}\n", "ka.conf")

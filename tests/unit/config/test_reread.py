@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipvsd.config import Reading, native, read
-from ipvsd.config.reading import SourceFile
 from ipvsd.config.schema import Config
 from ipvsd.config.to_toml import to_toml
 from ipvsd.errors import ConfigError
@@ -74,8 +73,11 @@ def main(tmp_path: Path) -> Path:
 def test_one_service_edited_is_read_alone_and_the_rest_is_kept(main: Path) -> None:
     first = read(str(main))
     assert first.files is not None
+    assert first.files[0].cut is None  # a first reading leaves the cutting to the first reread
     main.write_text(text(edit=lambda i, s: s.replace('"10.4.7.3"', '"10.4.7.9"') if i == 7 else s))
     again, whole = both(main, first)
+    assert isinstance(again, Reading) and again.files is not None and again.files[0].cut is not None
+    assert len(again.files[0].cut[1]) == 40
     assert outcome(again) == outcome(whole)
     assert isinstance(again, Reading)
     assert [str(r.address) for r in again.config.services[7].reals][-1] == "10.4.7.9"
@@ -209,7 +211,6 @@ def test_cutting_again_around_an_edit_cuts_as_the_whole_text_is_cut(at: float, l
     text = HEAD + "".join(service(i, 2) + "\n" for i in range(6))
     cut = native._cut(text)
     assert cut is not None
-    old = SourceFile("x.toml", native._Lines(text), cut[0], cut[1], (), ())
     start = int(at * len(text))
     edited = text[:start] + "".join(piece) + text[start + length:]
-    assert native._recut(edited, old) == native._cut(edited)
+    assert native._recut(edited, text, *cut) == native._cut(edited)

@@ -101,6 +101,26 @@ def test_invalid_services_are_rejected(data: dict[str, object]) -> None:
         VirtualService.model_validate(data)
 
 
+@pytest.mark.parametrize(("written", "forward"), [("masq", "masq"), ("NAT", "masq"), ("Masq", "masq"), ("m", "masq"),
+                                                  ("DR", "route"), ("gate", "route"), ("Direct", "route"),
+                                                  ("TUN", "tunnel"), ("ipip", "tunnel")])
+def test_forwarding_is_read_in_any_of_its_names_and_cases(written: str, forward: str) -> None:
+    assert svc(reals=[{"address": "10.0.1.1", "forward": written}]).reals[0].forward == forward
+
+
+@pytest.mark.parametrize("scheduler", ["wlc", "mh", "twos", "my_sched2"])
+def test_a_scheduler_name_the_kernel_could_load_is_taken(scheduler: str) -> None:
+    assert svc(scheduler=scheduler).scheduler == scheduler
+
+
+def test_a_real_written_twice_is_found_wherever_it_is() -> None:
+    reals = [{"address": f"10.0.1.{i}", "port": 80} for i in range(1, 6)]
+    assert len(svc(reals=reals).reals) == 5
+    with pytest.raises(ValidationError, match=r"real 10\.0\.1\.2:80 appears twice"):
+        svc(reals=[*reals, {"address": "10.0.1.2", "port": 80}])
+    assert len(svc(reals=[*reals, {"address": "10.0.1.2", "port": 81}]).reals) == 6
+
+
 def test_models_are_frozen_and_hashable() -> None:
     c = Config.model_validate({"services": [{"address": "10.0.0.1", "port": 80, "checks": [{"type": "tcp"}]}]})
     with pytest.raises(ValidationError):
