@@ -98,6 +98,7 @@ class _Virtual:
 # name[=value]; the value's surrounding blanks are stripped after the match (a lazy `(.*?)\s*$` backtracked at
 # every character of every value)
 _DIRECTIVE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\s*(?:=(.*))?")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"\d{1,18}")
 _VIRTUAL6 = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)")
 _VIRTUAL4 = re.compile(r"([0-9A-Za-z._+-]+):([0-9A-Za-z_-]+)")
@@ -115,9 +116,10 @@ def _unquote(value: str) -> str:
 
 
 class _Reader:
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, fast: bool = True) -> None:
         self.path = path
         self.text = text
+        self.fast = fast  # False: every line through scan_line, every virtual worked out on its own (tests)
         self.errors = _report.Collector()
         self.n_reals = 0
         self.warnings: list[ConfigWarning] = []
@@ -150,7 +152,30 @@ class _Reader:
 
     def scan(self) -> None:
         current: _Virtual | None = None
+        heads: dict[str, tuple[str, int]] = {}  # the text before a line's "=", as _head reads it
+        fast = self.fast
         for no, raw in enumerate(self.text.splitlines(), 1):
+            # Fast path for the lines nearly every file is made of, `<indent>name=value` without a comment
+            # inside a virtual block, and `virtual=...` lines: the same result as scan_line, without its
+            # regular expression and comment scan. Anything else takes scan_line.
+            head, eq, value = raw.partition("=")
+            if eq and fast and "#" not in raw:
+                found = heads.get(head)
+                if found is None:
+                    found = heads[head] = _head(head)
+                name, kind = found
+                if kind == _IN_BLOCK and current is not None:
+                    value = value.strip()  # tabs become spaces, as scan_line's whole-line replace does
+                    d = _Directive(name, value.replace("\t", "    ") if "\t" in value else value, no)
+                    current.items.append(d)  # _Virtual.add, inlined
+                    current.last[name] = d
+                    continue
+                if kind == _NEW_VIRTUAL:
+                    value = value.strip()
+                    current = _Virtual(no, name == "virtual6", value.replace("\t", "    ") if "\t" in value
+                                       else value)
+                    self.virtuals.append(current)
+                    continue
             # ldirectord strips "#..." on virtual lines; doing it everywhere accepts a superset.
             body = _strip_comment(raw.replace("\t", "    "))
             if not body:  # blank, or only a comment (it comes back right-stripped)
@@ -651,6 +676,21 @@ def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[s
     return out
 
 
+_IN_BLOCK, _NEW_VIRTUAL, _OTHER = 1, 2, 0
+
+
+def _head(head: str) -> tuple[str, int]:
+    """What scan_line makes of a line whose text before its first "=" is `head` (the rest holding no "#"): a
+    directive of a virtual block, a new virtual, or _OTHER for scan_line to deal with."""
+    body = head.replace("\t", "    ")
+    name = body.strip()
+    if not body or _NAME.fullmatch(name) is None:
+        return name, _OTHER
+    if body[0] == " ":
+        return name, _IN_BLOCK if name in _IN_VIRTUAL else _OTHER
+    return name, _NEW_VIRTUAL if name in ("virtual", "virtual6") else _OTHER
+
+
 def _strip_comment(line: str) -> str:
     """Drop a `#` comment that is not inside double quotes."""
     if "#" not in line:
@@ -729,9 +769,9 @@ def read(path: str) -> tuple[Config, list[ConfigWarning]]:
     return parse(_source.read_text(path), path)
 
 
-def parse(text: str, path: str = "<ldirectord.cf>") -> tuple[Config, list[ConfigWarning]]:
-    """Parse ldirectord.cf text."""
-    r = _Reader(path, text)
+def parse(text: str, path: str = "<ldirectord.cf>", *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
+    """Parse ldirectord.cf text; `fast=False` takes the plain path that every shortcut must agree with."""
+    r = _Reader(path, text, fast)
     r.scan()
     data = r.build()
     for name, d in r.glob.items():
