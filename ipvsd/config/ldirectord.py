@@ -128,6 +128,7 @@ class _Reader:
         self.where = _report.ServiceWhere()
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
+        self.shapes: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}  # see virtual()
 
     def unquote(self, d: _Directive) -> str:
         """The value without its surrounding double quotes; an opening quote without its closing one is an
@@ -303,7 +304,7 @@ class _Reader:
                                             f"{_report.MAX_SERVICES}"))
                 break
             try:
-                services.append(with_check_defaults(self.virtual(len(services), v), self.defaults))
+                services.append(self.virtual(len(services), v))
             except ConfigError as e:
                 self.errors.add(e)
             except _Skipped:
@@ -322,29 +323,30 @@ class _Reader:
                 nt if nt is not None else (ct if ct is not None else nt_default))
 
     def virtual(self, i: int, v: _Virtual) -> dict[str, Any]:
-        d: _Directive | None
         svc: dict[str, Any] = {}
         target = v.target
         fwmark: int | None = None
         vport_text: str | None = None
-        if _NUMBER.fullmatch(target):
+        if is_count(target):  # _NUMBER: \d is what isdecimal() takes
             fwmark = int(target)
             svc["fwmark"] = fwmark
             if v.af6:
                 svc["family"] = "inet6"
         else:
-            m6 = _VIRTUAL6.fullmatch(target)
-            m4 = _VIRTUAL4.fullmatch(target)
-            if m6 and not v.af6:
-                raise self.err(v, 'an IPv6 address needs "virtual6" instead of "virtual"')
-            m = m6 or m4
+            if target.startswith("["):  # _VIRTUAL4 matches no "[", _VIRTUAL6 nothing else
+                m = _VIRTUAL6.fullmatch(target)
+                if m and not v.af6:
+                    raise self.err(v, 'an IPv6 address needs "virtual6" instead of "virtual"')
+            else:
+                m = _VIRTUAL4.fullmatch(target)
             if m is None:
                 raise self.err(v, f"invalid address for virtual service {target!r} (ip:port, [ipv6]:port or a "
                                   "fwmark number)")
             svc["address"] = m.group(1)
             vport_text = m.group(2)
         proto = "fwm" if fwmark is not None else ("udp" if vport_text in ("53", "domain") else "tcp")
-        pd = v.get("protocol")
+        last = v.last
+        pd = last.get("protocol")
         if pd is not None:
             if pd.value not in ("tcp", "udp", "fwm"):
                 raise self.err(pd, f"must be tcp, udp or fwm (got {pd.value!r})")
@@ -358,6 +360,58 @@ class _Reader:
             svc["port"] = vport
             svc["protocol"] = proto
 
+        # What follows depends only on the block's settings (the last of each name) and the service's kind,
+        # protocol and port: virtuals written alike share it, worked out once. Only what gave no warning is
+        # shared (a warning names its virtual's lines, which reuse would not repeat); an error is never shared.
+        shape = None
+        if self.fast:
+            shape = (v.af6, fwmark is None, proto, vport,
+                     *[(name, d.value) for name, d in last.items() if name != "real" and name != "real6"])
+            shared = self.shapes.get(shape)
+        if shape is None or shared is None:
+            warned = len(self.warnings)
+            shared = self.settings(v, proto, vport, fwmark)
+            if shape is not None and len(self.warnings) == warned:
+                self.shapes[shape] = shared
+        settings, service_check = shared
+        svc.update(settings)
+        svc["checks"] = list(settings["checks"])
+        fb = last.get("fallback6" if v.af6 else "fallback") or self.glob.get("fallback6" if v.af6 else "fallback")
+
+        reals: list[dict[str, Any]] = []
+        real_lines: list[_Directive] = []  # the line of each output real (a range makes several of one line)
+        bad = False
+        port = vport if fwmark is None else 0
+        for d in v.items:
+            if d.name in ("real", "real6"):
+                try:
+                    if (d.name == "real6") != v.af6:
+                        raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
+                                          f'{"virtual6" if v.af6 else "virtual"} block')
+                    found = self.real(d, port, service_check)
+                except ConfigError as e:
+                    self.errors.add(e)
+                    bad = True
+                    continue
+                if len(found) == 1:
+                    real_lines.append(d)
+                    reals.append(found[0])
+                else:
+                    real_lines += [d] * len(found)
+                    reals += found
+        if bad:
+            raise _Skipped
+        svc["reals"] = reals
+        assert i == len(self.where.services)  # a virtual that fails above adds no service and no places
+        self.where.services.append(functools.partial(_service_places, self.path, v, fb, real_lines))
+        return svc
+
+    def settings(self, v: _Virtual, proto: str, vport: int, fwmark: int | None
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """A virtual's fields from its settings, its checks given every default timing key they leave unset;
+        and the negotiate check a per-real request/receive may override."""
+        d: _Directive | None
+        svc: dict[str, Any] = {}
         for d in v.items:
             if d.name in NOT_IMPLEMENTED:
                 self.warn(d, NOT_IMPLEMENTED[d.name])
@@ -396,29 +450,9 @@ class _Reader:
             svc["fallback"] = self.fallback(fb)
 
         checks, service_check = self.checks(v, proto, vport, fwmark)
-        svc["checks"] = checks
-        reals: list[dict[str, Any]] = []
-        real_lines: list[_Directive] = []  # the line of each output real (a range makes several of one line)
-        bad = False
-        for d in v.items:
-            if d.name in ("real", "real6"):
-                try:
-                    if (d.name == "real6") != v.af6:
-                        raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
-                                          f'{"virtual6" if v.af6 else "virtual"} block')
-                    found = self.real(d, vport if fwmark is None else 0, service_check)
-                except ConfigError as e:
-                    self.errors.add(e)
-                    bad = True
-                    continue
-                real_lines += [d] * len(found)
-                reals += found
-        if bad:
-            raise _Skipped
-        svc["reals"] = reals
-        assert i == len(self.where.services)  # a virtual that fails above adds no service and no places
-        self.where.services.append(functools.partial(_service_places, self.path, v, fb, real_lines))
-        return svc
+        defaults = self.defaults
+        svc["checks"] = [{**defaults, **c} for c in checks]
+        return svc, service_check
 
     def count_reals(self, d: _Directive, count: int) -> None:
         """Count reals before a range is expanded, against the limit of the whole configuration."""
@@ -472,7 +506,7 @@ class _Reader:
             raise self.err(d, f"invalid real server line, around {' '.join(tokens)!r}")
         if request is not None and service_check is not None:
             try:
-                real["checks"] = [_with_request(service_check, request, receive or "")]
+                real["checks"] = [{**self.defaults, **_with_request(service_check, request, receive or "")}]
             except ConfigError as e:
                 raise self.err(d, e.message) from None
         elif request is not None:
@@ -662,18 +696,6 @@ def _service_places(path: str, v: _Virtual, fb: _Directive | None, reals: list[_
     for j, d in enumerate(reals):
         where[("reals", j)] = at(d)
     return where
-
-
-def with_check_defaults(svc: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """A service dict whose checks (and its reals' own checks) carry every timing key they leave unset."""
-    def fill(checks: Any) -> Any:
-        return [{**defaults, **c} if isinstance(c, dict) else c for c in checks] if isinstance(checks, list) \
-            else checks
-    out = {**svc, "checks": fill(svc.get("checks", []))}
-    if isinstance(svc.get("reals"), list):
-        out["reals"] = [{**r, "checks": fill(r["checks"])} if isinstance(r, dict) and "checks" in r else r
-                        for r in svc["reals"]]
-    return out
 
 
 _IN_BLOCK, _NEW_VIRTUAL, _OTHER = 1, 2, 0

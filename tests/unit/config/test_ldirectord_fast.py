@@ -85,30 +85,46 @@ VALUES: dict[str, list[str]] = {
 INDENTS = ["", "", "\t", "\t", "    ", " ", "\t ", "\xa0", "\t\xa0"]
 EQUALS = ["=", "=", "=", " = ", "= ", " =", "\t=\t", "", "=="]
 TAILS = ["", "", "", " # note", "#", '"#"', "\t", "  ", " =x"]
-# a few lines each, repeated: equal virtuals are what the fast path reuses
 lines = st.tuples(st.sampled_from(INDENTS), st.sampled_from(sorted(VALUES)), st.sampled_from(EQUALS),
                   st.integers(0, 20), st.sampled_from(TAILS)).map(
     lambda t: f"{t[0]}{t[1]}{t[2]}{VALUES[t[1]][t[3] % len(VALUES[t[1]])]}{t[4]}")
 block = st.lists(lines | st.sampled_from(["", "# c", "\tservice=http", "\treal=10.0.1.1:80 masq"]), max_size=8)
-files = st.lists(st.tuples(st.sampled_from(VALUES["virtual"] + VALUES["virtual6"]), block), max_size=6).map(
-    lambda vs: "".join(f"virtual{'6' if t.startswith(('[', '8')) else ''}={t}\n" + "".join(f"{x}\n" for x in b) * 2
-                       for t, b in vs))
+
+
+@st.composite
+def files(draw: st.DrawFn) -> str:
+    """Virtuals made of a few blocks, each block under several of them: equal virtuals are what the fast path
+    reuses."""
+    blocks = draw(st.lists(block, min_size=1, max_size=3))
+    out = draw(st.lists(lines, max_size=4))
+    for i, (target, k) in enumerate(draw(st.lists(st.tuples(st.sampled_from(VALUES["virtual"] + VALUES["virtual6"]),
+                                                            st.integers(0, 2)), max_size=8))):
+        six = "6" if target.startswith(("[", "8")) else ""
+        if draw(st.booleans()):  # another service of the same kind (the same one twice is an error)
+            target = str(int(target) + 10 * i) if target.isdecimal() else \
+                target.replace("10.0.0.", f"10.0.{i}.").replace("db8::", f"db8:{i}::")
+        out.append(f"virtual{six}={target}")
+        out += blocks[k % len(blocks)]
+    return "".join(f"{x}\n" for x in out)
 
 
 @settings(max_examples=int(os.environ.get("IPVSD_FUZZ_EXAMPLES", "200")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(head=st.lists(lines, max_size=4).map(lambda ls: "".join(f"{x}\n" for x in ls)), body=files)
-def test_random_files_read_alike(head: str, body: str) -> None:
-    same(head + body)
+@given(text=files())
+def test_random_files_read_alike(text: str) -> None:
+    same(text)
 
 
 @pytest.mark.parametrize("text", [
     "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n" * 3,
-    "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\temailalert=x\n" * 2,
-    "virtual=10.0.0.1:8000\n\treal=10.0.1.1:80 masq\n" * 2,  # the same warning at each virtual
-    "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\tscheduler=R R\n" * 2,  # the same error at each virtual
+    "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq\n\temailalert=x\n" for i in range(3)),
+    "".join(f"virtual=10.0.0.{i}:8000\n\treal=10.0.1.1:80 masq\n" for i in range(3)),  # a warning at each
+    "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq\n\tnetmask=24\n" for i in range(3)),
+    "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq\n\tscheduler=R R\n" for i in range(3)),  # an error
+    "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq\n\tpersistent=x\n" for i in range(3)),
     "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\nvirtual=10.0.0.2:80\n\treal=10.0.1.1:80 masq\n\tscheduler=rr\n",
-    "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq 1 \"a\", \"b\"\n\tchecktype=connect\n" * 2,
+    "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq 1 \"a\", \"b\"\n\tchecktype=connect\n" for i in range(3)),
+    "".join(f"virtual=10.0.0.{i}:{p}\n\treal=10.0.1.1 masq 1 \"a\", \"b\"\n" for i in range(3) for p in (80, 53, 21)),
     "virtual = 10.0.0.1:80\n \treal\t=\t10.0.1.1:80\tmasq\t\n\tservice=h\ttp\n",
     "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\trequest=\"a#b\"\n\treceive=x # y\n",
     "\treal=10.0.1.1:80 masq\nvirtual=10.0.0.1:80\nreal=10.0.1.1:80 masq\n\treal=10.0.1.1:80 masq\n",
