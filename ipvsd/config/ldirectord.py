@@ -129,6 +129,7 @@ class _Reader:
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
         self.shapes: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}  # see virtual()
+        self.real_flags: dict[str | None, _RealFlags | str] = {}
 
     def unquote(self, d: _Directive) -> str:
         """The value without its surrounding double quotes; an opening quote without its closing one is an
@@ -480,30 +481,23 @@ class _Reader:
         m = _REAL.fullmatch(d.value)
         if m is None:
             raise self.err(d, f"invalid real server {d.value!r} (host[->host2][:port] gate|masq|ipip [weight])")
-        first, last, port_text, flags = m.group(1), m.group(2), m.group(3), (m.group(4) or "")
+        first, last, port_text, flags = m.groups()
         port = self.port(d, port_text) if port_text is not None else default_port
         # ipvsadm gives a portless real the service's port; ldirectord passes ":0" and relies on that.
         if port == 0:
             port = default_port
-        tokens = _real_tokens(flags)
-        if not tokens or tokens[0] not in ("gate", "masq", "ipip"):
-            raise self.err(d, "forward method must be gate, masq or ipip")
-        real: dict[str, Any] = {"forward": tokens.pop(0), "port": port, "weight": 1}
-        if tokens and is_count(tokens[0]):
-            real["weight"] = int(tokens.pop(0))
-        request = receive = None
-        if tokens and tokens[0].startswith('"'):
-            if len(tokens) < 2 or not tokens[1].startswith('"'):
-                raise self.err(d, 'a per-real check needs both "request" and "receive"')
-            for t in tokens[:2]:
-                if len(t) < 2 or not t.endswith('"'):
-                    raise self.err(d, f"unterminated quoted string {t!r}")
-            request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
-        while tokens and _THRESHOLD.fullmatch(tokens[0]):
-            t = tokens.pop(0)
-            real["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
-        if tokens:
-            raise self.err(d, f"invalid real server line, around {' '.join(tokens)!r}")
+        # the flags are written alike on most reals: read once per spelling
+        parsed = self.real_flags.get(flags) if self.fast else None
+        if parsed is None:
+            parsed = _real_flags(flags or "")
+            if self.fast:
+                self.real_flags[flags] = parsed
+        if isinstance(parsed, str):
+            raise self.err(d, parsed)
+        forward, weight, thresholds, request, receive = parsed
+        real: dict[str, Any] = {"forward": forward, "port": port, "weight": weight}
+        if thresholds:
+            real.update(thresholds)
         if request is not None and service_check is not None:
             try:
                 real["checks"] = [{**self.defaults, **_with_request(service_check, request, receive or "")}]
@@ -519,11 +513,10 @@ class _Reader:
             except ValueError as e:
                 raise self.err(d, str(e)) from None
             self.count_reals(d, count)
-            addrs = list(expand_range(f"{first}->{last}"))
-        else:
-            self.count_reals(d, 1)
-            addrs = [first.strip("[]")]
-        return [{**real, "address": a} for a in addrs]
+            return [{**real, "address": a} for a in expand_range(f"{first}->{last}")]
+        self.count_reals(d, 1)
+        real["address"] = first.strip("[]")
+        return [real]
 
     def checks(self, v: _Virtual, proto: str, vport: int, fwmark: int | None
                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -734,6 +727,36 @@ def _split_hostport(text: str) -> tuple[str, str | None]:
         host, _, port = text.partition(":")
         return host, port
     return text, None
+
+
+_RealFlags = tuple[str, int, dict[str, int], str | None, str | None]
+
+
+def _real_flags(flags: str) -> _RealFlags | str:
+    """A real's trailing flags read: forward method, weight, thresholds, and its own request and receive; or
+    what is wrong with them."""
+    tokens = _real_tokens(flags)
+    if not tokens or tokens[0] not in ("gate", "masq", "ipip"):
+        return "forward method must be gate, masq or ipip"
+    forward = tokens.pop(0)
+    weight = 1
+    if tokens and is_count(tokens[0]):
+        weight = int(tokens.pop(0))
+    request = receive = None
+    if tokens and tokens[0].startswith('"'):
+        if len(tokens) < 2 or not tokens[1].startswith('"'):
+            return 'a per-real check needs both "request" and "receive"'
+        for t in tokens[:2]:
+            if len(t) < 2 or not t.endswith('"'):
+                return f"unterminated quoted string {t!r}"
+        request, receive = tokens.pop(0)[1:-1], tokens.pop(0)[1:-1]
+    thresholds: dict[str, int] = {}
+    while tokens and _THRESHOLD.fullmatch(tokens[0]):
+        t = tokens.pop(0)
+        thresholds["l_threshold" if t[0] == "l" else "u_threshold"] = int(t[2:])
+    if tokens:
+        return f"invalid real server line, around {' '.join(tokens)!r}"
+    return forward, weight, thresholds, request, receive
 
 
 def _real_tokens(flags: str) -> list[str]:
