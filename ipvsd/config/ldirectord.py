@@ -9,6 +9,7 @@ warning naming the line; a negotiate check that ldirectord would silently skip (
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import shlex
 import socket
@@ -79,17 +80,21 @@ class _Directive:
     line: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Virtual:
     line: int
     af6: bool
     target: str
-    items: list[_Directive] = field(default_factory=list)
-    last: dict[str, _Directive] = field(default_factory=dict)  # the last of each name: what get() answers
+    settings: list[_Directive] = field(default_factory=list)  # every directive but the reals, in order
+    last: dict[str, _Directive] = field(default_factory=dict)  # the last setting of each name: what get() answers
+    reals: list[_Directive] = field(default_factory=list)  # the real and real6 lines
 
     def add(self, d: _Directive) -> None:
-        self.items.append(d)
-        self.last[d.name] = d
+        if d.name == "real" or d.name == "real6":
+            self.reals.append(d)
+        else:
+            self.settings.append(d)
+            self.last[d.name] = d
 
     def get(self, name: str) -> _Directive | None:
         return self.last.get(name)
@@ -98,6 +103,7 @@ class _Virtual:
 # name[=value]; the value's surrounding blanks are stripped after the match (a lazy `(.*?)\s*$` backtracked at
 # every character of every value)
 _DIRECTIVE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\s*(?:=(.*))?")
+_VALUE = operator.attrgetter("value")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"\d{1,18}")
 _VIRTUAL6 = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9A-Za-z_-]+)")
@@ -166,13 +172,16 @@ class _Reader:
                 if found is None:
                     found = heads[head] = _head(head)
                 name, kind = found
-                if kind == _IN_BLOCK and current is not None:
+                if kind > _LINE_VIRTUAL and current is not None:
                     value = value.strip()  # tabs become spaces, as scan_line's whole-line replace does
                     d = _Directive(name, value.replace("\t", "    ") if "\t" in value else value, no)
-                    current.items.append(d)  # _Virtual.add, inlined
-                    current.last[name] = d
+                    if kind == _LINE_REAL:  # _Virtual.add, inlined
+                        current.reals.append(d)
+                    else:
+                        current.settings.append(d)
+                        current.last[name] = d
                     continue
-                if kind == _NEW_VIRTUAL:
+                if kind == _LINE_VIRTUAL:
                     value = value.strip()
                     current = _Virtual(no, name == "virtual6", value.replace("\t", "    ") if "\t" in value
                                        else value)
@@ -366,8 +375,7 @@ class _Reader:
         # shared (a warning names its virtual's lines, which reuse would not repeat); an error is never shared.
         shape = None
         if self.fast:
-            shape = (v.af6, fwmark is None, proto, vport,
-                     *[(name, d.value) for name, d in last.items() if name != "real" and name != "real6"])
+            shape = (v.af6, fwmark is None, proto, vport, tuple(last), tuple(map(_VALUE, last.values())))
             shared = self.shapes.get(shape)
         if shape is None or shared is None:
             warned = len(self.warnings)
@@ -383,23 +391,22 @@ class _Reader:
         real_lines: list[_Directive] = []  # the line of each output real (a range makes several of one line)
         bad = False
         port = vport if fwmark is None else 0
-        for d in v.items:
-            if d.name in ("real", "real6"):
-                try:
-                    if (d.name == "real6") != v.af6:
-                        raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
-                                          f'{"virtual6" if v.af6 else "virtual"} block')
-                    found = self.real(d, port, service_check)
-                except ConfigError as e:
-                    self.errors.add(e)
-                    bad = True
-                    continue
-                if len(found) == 1:
-                    real_lines.append(d)
-                    reals.append(found[0])
-                else:
-                    real_lines += [d] * len(found)
-                    reals += found
+        for d in v.reals:
+            try:
+                if (d.name == "real6") != v.af6:
+                    raise self.err(d, f'use "{"real6" if v.af6 else "real"}" in a '
+                                      f'{"virtual6" if v.af6 else "virtual"} block')
+                found = self.real(d, port, service_check)
+            except ConfigError as e:
+                self.errors.add(e)
+                bad = True
+                continue
+            if len(found) == 1:
+                real_lines.append(d)
+                reals.append(found[0])
+            else:
+                real_lines += [d] * len(found)
+                reals += found
         if bad:
             raise _Skipped
         svc["reals"] = reals
@@ -413,7 +420,7 @@ class _Reader:
         and the negotiate check a per-real request/receive may override."""
         d: _Directive | None
         svc: dict[str, Any] = {}
-        for d in v.items:
+        for d in v.settings:
             if d.name in NOT_IMPLEMENTED:
                 self.warn(d, NOT_IMPLEMENTED[d.name])
         if (d := v.get("scheduler")) is not None:
@@ -482,10 +489,10 @@ class _Reader:
         if m is None:
             raise self.err(d, f"invalid real server {d.value!r} (host[->host2][:port] gate|masq|ipip [weight])")
         first, last, port_text, flags = m.groups()
-        port = self.port(d, port_text) if port_text is not None else default_port
-        # ipvsadm gives a portless real the service's port; ldirectord passes ":0" and relies on that.
-        if port == 0:
-            port = default_port
+        port = default_port
+        if port_text is not None:
+            # ipvsadm gives a portless real the service's port; ldirectord passes ":0" and relies on that.
+            port = self.port(d, port_text) or default_port
         # the flags are written alike on most reals: read once per spelling
         parsed = self.real_flags.get(flags) if self.fast else None
         if parsed is None:
@@ -680,7 +687,7 @@ def _service_places(path: str, v: _Virtual, fb: _Directive | None, reals: list[_
     where[("fwmark",) if _NUMBER.fullmatch(v.target) else ("address",)] = where[()]
     if (pd := v.get("protocol")) is not None:
         where[("protocol",)] = at(pd)
-    for d in v.items:  # the first line of each field
+    for d in (*v.settings, *v.reals):  # the first line of each field (no setting is a field named "real")
         where.setdefault((_FIELD.get(d.name, d.name),), at(d))
     if v.get("persistent") is not None and (n := v.get("netmask")) is not None:
         where[("persistence", "netmask")] = at(n)
@@ -691,19 +698,21 @@ def _service_places(path: str, v: _Virtual, fb: _Directive | None, reals: list[_
     return where
 
 
-_IN_BLOCK, _NEW_VIRTUAL, _OTHER = 1, 2, 0
+_LINE_OTHER, _LINE_VIRTUAL, _LINE_SETTING, _LINE_REAL = 0, 1, 2, 3  # what _head tells
 
 
 def _head(head: str) -> tuple[str, int]:
     """What scan_line makes of a line whose text before its first "=" is `head` (the rest holding no "#"): a
-    directive of a virtual block, a new virtual, or _OTHER for scan_line to deal with."""
+    setting or a real of a virtual block, a new virtual, or _LINE_OTHER for scan_line to deal with."""
     body = head.replace("\t", "    ")
     name = body.strip()
     if not body or _NAME.fullmatch(name) is None:
-        return name, _OTHER
+        return name, _LINE_OTHER
     if body[0] == " ":
-        return name, _IN_BLOCK if name in _IN_VIRTUAL else _OTHER
-    return name, _NEW_VIRTUAL if name in ("virtual", "virtual6") else _OTHER
+        if name not in _IN_VIRTUAL:
+            return name, _LINE_OTHER
+        return name, _LINE_REAL if name in ("real", "real6") else _LINE_SETTING
+    return name, _LINE_VIRTUAL if name in ("virtual", "virtual6") else _LINE_OTHER
 
 
 def _strip_comment(line: str) -> str:
