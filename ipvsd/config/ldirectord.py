@@ -136,6 +136,7 @@ class _Reader:
         self.global_timeouts = (5, 30)
         self.shapes: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}  # see virtual()
         self.real_flags: dict[str | None, _RealFlags | str] = {}
+        self.services: dict[tuple[str, str], int] = {}  # service names' ports, by name and protocol
 
     def unquote(self, d: _Directive) -> str:
         """The value without its surrounding double quotes; an opening quote without its closing one is an
@@ -251,6 +252,8 @@ class _Reader:
     def port(self, d: _Directive | _Virtual, text: str, proto: str = "tcp") -> int:
         if is_count(text):
             p = int(text)
+        elif (known := self.services.get((text, proto))) is not None:
+            p = known  # getservbyname reads /etc/services again at every call
         else:
             try:
                 p = socket.getservbyname(text, proto)
@@ -258,6 +261,8 @@ class _Reader:
                 if text not in _WELL_KNOWN:
                     raise self.err(d, f"unknown service name {text!r}") from None
                 p = _WELL_KNOWN[text]
+            if self.fast:
+                self.services[text, proto] = p
         if not 0 <= p <= 65535:
             raise self.err(d, f"port {p} is out of range")
         return p

@@ -125,6 +125,8 @@ def test_random_files_read_alike(text: str) -> None:
     "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\nvirtual=10.0.0.2:80\n\treal=10.0.1.1:80 masq\n\tscheduler=rr\n",
     "".join(f"virtual=10.0.0.{i}:80\n\treal=10.0.1.1:80 masq 1 \"a\", \"b\"\n\tchecktype=connect\n" for i in range(3)),
     "".join(f"virtual=10.0.0.{i}:{p}\n\treal=10.0.1.1 masq 1 \"a\", \"b\"\n" for i in range(3) for p in (80, 53, 21)),
+    "".join(f"virtual=10.0.0.{i}:http\n\treal=10.0.1.1:http masq\n\treal=10.0.1.2:www gate\n\treal=10.0.1.3:{p} masq\n"
+            f"\tfallback=10.0.2.1:{p} masq\n" for i in range(3) for p in ("domain", "nosuch", "http")),  # service names
     "virtual = 10.0.0.1:80\n \treal\t=\t10.0.1.1:80\tmasq\t\n\tservice=h\ttp\n",
     "virtual=10.0.0.1:80\n\treal=10.0.1.1:80 masq\n\trequest=\"a#b\"\n\treceive=x # y\n",
     "\treal=10.0.1.1:80 masq\nvirtual=10.0.0.1:80\nreal=10.0.1.1:80 masq\n\treal=10.0.1.1:80 masq\n",
