@@ -103,6 +103,7 @@ class _Virtual:
 # name[=value]; the value's surrounding blanks are stripped after the match (a lazy `(.*?)\s*$` backtracked at
 # every character of every value)
 _DIRECTIVE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\s*(?:=(.*))?")
+_NAME_OF = operator.attrgetter("name")
 _VALUE = operator.attrgetter("value")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"\d{1,18}")
@@ -134,7 +135,8 @@ class _Reader:
         self.where = _report.ServiceWhere()
         self.defaults: dict[str, Any] = {}
         self.global_timeouts = (5, 30)
-        self.shapes: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any] | None]] = {}  # see virtual()
+        self.shapes: dict[tuple[Any, ...], tuple[tuple[dict[str, Any], dict[str, Any] | None],
+                                                 tuple[tuple[int, ConfigWarning], ...]]] = {}  # see virtual()
         self.real_flags: dict[str | None, _RealFlags | str] = {}
         self.services: dict[tuple[str, str], int] = {}  # service names' ports, by name and protocol
 
@@ -375,18 +377,23 @@ class _Reader:
             svc["port"] = vport
             svc["protocol"] = proto
 
-        # What follows depends only on the block's settings (the last of each name) and the service's kind,
-        # protocol and port: virtuals written alike share it, worked out once. Only what gave no warning is
-        # shared (a warning names its virtual's lines, which reuse would not repeat); an error is never shared.
-        shape = None
+        # What follows depends only on the block's settings and the service's kind, protocol and port: virtuals
+        # written alike share it, worked out once. Their warnings are told again at each, at its own lines; an
+        # error is never shared (each virtual reports its own).
+        shape = seen = None
         if self.fast:
-            shape = (v.af6, fwmark is None, proto, vport, tuple(last), tuple(map(_VALUE, last.values())))
-            shared = self.shapes.get(shape)
-        if shape is None or shared is None:
+            shape = (v.af6, fwmark is None, proto, vport, tuple(map(_NAME_OF, v.settings)),
+                     tuple(map(_VALUE, v.settings)))
+            if (seen := self.shapes.get(shape)) is not None:
+                shared, told = seen
+                for k, w in told:
+                    self.warnings.append(ConfigWarning(w.message, path=w.path, line=v.settings[k].line if k >= 0
+                                                       else v.line, key=w.key, level=w.level))
+        if shape is None or seen is None:
             warned = len(self.warnings)
             shared = self.settings(v, proto, vport, fwmark)
-            if shape is not None and len(self.warnings) == warned:
-                self.shapes[shape] = shared
+            if shape is not None and (retold := self.retell(v, self.warnings[warned:])) is not None:
+                self.shapes[shape] = shared, retold
         settings, service_check = shared
         svc.update(settings)
         svc["checks"] = list(settings["checks"])
@@ -418,6 +425,19 @@ class _Reader:
         assert i == len(self.where.services)  # a virtual that fails above adds no service and no places
         self.where.services.append(functools.partial(_service_places, self.path, v, fb, real_lines))
         return svc
+
+    def retell(self, v: _Virtual, warnings: list[ConfigWarning]) -> tuple[tuple[int, ConfigWarning], ...] | None:
+        """The warnings worked out for `v`, each with the index in its settings of the directive it names (-1: the
+        virtual line), for another virtual written alike to tell at its own lines; None if one names another."""
+        index = {d.line: k for k, d in enumerate(v.settings)}
+        index[v.line] = -1
+        told = []
+        for w in warnings:
+            k = index.get(w.line) if w.path == self.path and w.line is not None else None
+            if k is None or w.key != (v.settings[k].name if k >= 0 else "virtual"):
+                return None
+            told.append((k, w))
+        return tuple(told)
 
     def settings(self, v: _Virtual, proto: str, vport: int, fwmark: int | None
                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:

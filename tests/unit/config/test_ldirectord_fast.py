@@ -91,13 +91,27 @@ lines = st.tuples(st.sampled_from(INDENTS), st.sampled_from(sorted(VALUES)), st.
 block = st.lists(lines | st.sampled_from(["", "# c", "\tservice=http", "\treal=10.0.1.1:80 masq"]), max_size=8)
 
 
+# lines that are valid in any virtual block, several of them warning: files of these mostly load
+good = st.sampled_from([
+    "\treal=10.0.1.1:80 masq", "\treal=10.0.1.2 gate 3", '\treal=10.0.1.3:80 masq 1 "a.html", "ok"',
+    "\treal=10.0.1.4:80 masq 2 l:1 u:9", "\tservice=http", "\tservice=dns", "\tservice=ftp", "\tservice=none",
+    "\tservice=mysql", "\tservice=simpletcp", "\tchecktype=connect", "\tchecktype=ping", "\tchecktype=3",
+    "\tchecktype=off", "\tchecktype=external-perl", '\trequest="/health"', '\treceive="ok"', "\tscheduler=rr",
+    "\tscheduler=sh", "\tpersistent=600", "\tnetmask=255.255.255.0", '\temailalert="a@b"', "\tload=x",
+    '\tmonitorfile="/m"', "\tcheckinterval=7", "\tchecktimeout=4", "\tquiescent=yes", "\thttpmethod=HEAD",
+    '\tvirtualhost="www.example.com"', '\tlogin="probe"', '\tcomment="c"', "\tcleanstop=yes", "\tcheckport=81",
+    '\tfallback=10.0.9.9:80 masq', "", "# c"])
+TARGETS = ["10.0.0.1:80", "10.0.0.1:8000", "10.0.0.1:53", "10.0.0.1:21", "10.0.0.1:http", "7"]
+
+
 @st.composite
 def files(draw: st.DrawFn) -> str:
     """Virtuals made of a few blocks, each block under several of them: equal virtuals are what the fast path
-    reuses."""
-    blocks = draw(st.lists(block, min_size=1, max_size=3))
-    out = draw(st.lists(lines, max_size=4))
-    for i, (target, k) in enumerate(draw(st.lists(st.tuples(st.sampled_from(VALUES["virtual"] + VALUES["virtual6"]),
+    reuses (their warnings told at each). Blocks of valid lines, or of any lines."""
+    blocks = draw(st.lists(st.lists(good, unique=True, max_size=8) | block, min_size=1, max_size=3))
+    out = draw(st.lists(lines, max_size=4) | st.just([]))
+    for i, (target, k) in enumerate(draw(st.lists(st.tuples(st.sampled_from(TARGETS + VALUES["virtual"] +
+                                                                            VALUES["virtual6"]),
                                                             st.integers(0, 2)), max_size=8))):
         six = "6" if target.startswith(("[", "8")) else ""
         if draw(st.booleans()):  # another service of the same kind (the same one twice is an error)
