@@ -175,7 +175,7 @@ class _Reader:
                 if found is None:
                     found = heads[head] = _head(head)
                 name, kind = found
-                if kind > _LINE_VIRTUAL and current is not None:
+                if kind >= _LINE_SETTING and current is not None:
                     value = value.strip()  # tabs become spaces, as scan_line's whole-line replace does
                     d = _Directive(name, value.replace("\t", "    ") if "\t" in value else value, no)
                     if kind == _LINE_REAL:  # _Virtual.add, inlined
@@ -378,8 +378,8 @@ class _Reader:
             svc["protocol"] = proto
 
         # What follows depends only on the block's settings and the service's kind, protocol and port: virtuals
-        # written alike share it, worked out once. Their warnings are told again at each, at its own lines; an
-        # error is never shared (each virtual reports its own).
+        # written alike share it, worked out once (its dicts too: validation only reads them). Their warnings are
+        # told again at each, at its own lines; an error is never shared (each virtual reports its own).
         shape = seen = None
         if self.fast:
             shape = (v.af6, fwmark is None, proto, vport, tuple(map(_NAME_OF, v.settings)),
