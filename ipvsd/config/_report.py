@@ -253,6 +253,9 @@ def share_checks(data: dict[str, Any]) -> None:
     (validating and keeping 120,000 equal checks was a fifth of loading such a file). A check that is not valid
     stays as written, for the whole Config's validation to report where it is."""
     made: dict[str, Any] = {}
+    # A reader may hand the same dict to many services (ldirectord's virtuals written alike): known by its id, it
+    # is not written out again. `data` holds every dict to the end, so no id is reused meanwhile.
+    seen: dict[int, Any] = {}
 
     def shared(checks: Any) -> Any:
         if not isinstance(checks, list):
@@ -260,13 +263,16 @@ def share_checks(data: dict[str, Any]) -> None:
         out = []
         for c in checks:
             if isinstance(c, dict):
-                key = repr(c)  # tells 1 from 1.0 and True, and a list from a tuple: equal keys validate alike
-                if key not in made:
-                    try:
-                        made[key] = _check_adapter().validate_python(c)
-                    except ValidationError:
-                        made[key] = c
-                c = made[key]
+                model = seen.get(id(c))
+                if model is None:
+                    key = repr(c)  # tells 1 from 1.0 and True, and a list from a tuple: equal keys validate alike
+                    if key not in made:
+                        try:
+                            made[key] = _check_adapter().validate_python(c)
+                        except ValidationError:
+                            made[key] = c
+                    model = seen[id(c)] = made[key]
+                c = model
             out.append(c)
         return out
 
