@@ -226,6 +226,9 @@ def test_metrics_drain_and_events_on_the_lab(lab: Lab, tmp_path: Path) -> None:
     # the events file saw it all, one JSON object per line
     seen = [json.loads(x) for x in events.read_text().splitlines()]
     downs = [e for e in seen if e["type"] == "transition" and e["real"] == RS1 and e["state"] == "down"]
-    assert [e["kind"] for e in downs][:2] == ["receive", "refused"], downs
+    # a SIGKILL that lands while a probe's connection is open resets it; one that lands between probes
+    # leaves the next one refused: both are the server gone, and the metrics above saw a refusal either way
+    kinds = [e["kind"] for e in downs][:2]
+    assert len(kinds) == 2 and kinds[0] == "receive" and kinds[1] in ("refused", "reset"), downs
     actions = [e["action"] for e in seen if e["type"] == "maintenance"]
     assert actions == ["drain", "undrain"], actions
