@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ipvsd.config import _report, _source
+from ipvsd.config import _alike, _report, _source
 from ipvsd.config._ranges import count_range, expand_range
 from ipvsd.config._report import ConfigWarning, Loc, Where
 from ipvsd.config.reading import Reading, SourceFile
@@ -132,10 +132,19 @@ def _too_deep(text: str) -> tuple[int, int]:
     return max(1, text.count("\n")), 1
 
 
-def _parse_file(path: str) -> tuple[dict[str, Any], _Lines]:
+def _parse_file(path: str) -> tuple[dict[str, Any], _Lines, _Cut | None]:
+    """The file's document, its line map, and its text cut into its services (None when it cannot be)."""
     text = _source.read_text(path)
+    cut = _cut(text)
+    doc: dict[str, Any] | None = None
+    if cut is not None:
+        try:
+            doc = _alike.loads(text, cut, toml.loads)
+        except Exception:  # whatever the shortcut trips on (a stack too deep, say), the whole parse decides
+            doc = None
     try:
-        doc = toml.loads(text)
+        if doc is None:
+            doc = toml.loads(text)
     except toml.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
@@ -151,7 +160,7 @@ def _parse_file(path: str) -> tuple[dict[str, Any], _Lines]:
         line, column = _too_deep(text)
         raise ConfigError(f"TOML arrays or inline tables nested too deeply (column {column})", path=path,
                           line=line) from None
-    return doc, _Lines(text)
+    return doc, _Lines(text), cut
 
 
 def _auto(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -266,7 +275,7 @@ def _real_line(lines: _Lines, raw_loc: Loc, j: int) -> int | None:
 
 def places(path: str) -> Mapping[Loc, Where]:
     """Source places of the main file's keys (not its drop-ins'), by the path they have in the Config."""
-    _, lines = _parse_file(path)
+    _, lines, _ = _parse_file(path)
     return _Where(path, lines)
 
 
@@ -289,7 +298,7 @@ def reading(path: str) -> Reading:
     """Parse and validate a native main file and its drop-ins, keeping what `reread` may reuse next time."""
     warnings: list[ConfigWarning] = []
     errors = _report.Collector()
-    doc, lines = _parse_file(path)
+    doc, lines, cut = _parse_file(path)
     where = _Where(path, lines)
     unknown = [k for k in doc if k not in TOP_KEYS]
     if unknown:
@@ -310,10 +319,10 @@ def reading(path: str) -> Reading:
     if isinstance(doc.get("settings"), dict) and doc["settings"].get("metrics_listen") == "":
         doc["settings"] = {**doc["settings"], "metrics_listen": None}
 
-    sources: list[tuple[str, Any, _Lines]] = [(path, doc.get("services", []), lines)]
+    sources: list[tuple[str, Any, _Lines, _Cut | None]] = [(path, doc.get("services", []), lines, cut)]
     for f in _dropins(path, include):
         try:
-            sub, sub_lines = _parse_file(f)
+            sub, sub_lines, sub_cut = _parse_file(f)
         except ConfigError as e:
             if e.line is not None:
                 errors.add(e)
@@ -326,11 +335,11 @@ def reading(path: str) -> Reading:
             errors.add(ConfigError("a drop-in may only hold [[services]]", path=f,
                                    line=_first_line(sub_lines, (extra[0],)), key=extra[0]))
             continue
-        sources.append((f, sub.get("services", []), sub_lines))
+        sources.append((f, sub.get("services", []), sub_lines, sub_cut))
 
     services: list[Any] = []
     budget = [0]
-    for src_path, raw_services, src_lines in sources:
+    for src_path, raw_services, src_lines, _ in sources:
         if not isinstance(raw_services, list):
             errors.add(ConfigError("must be an array of tables ([[services]])", path=src_path,
                                    line=_first_line(src_lines, ("services",)), key="services"))
@@ -353,10 +362,10 @@ def reading(path: str) -> Reading:
     config = _report.validate(doc, where, Where(path), errors)
     files: list[SourceFile] = []
     at = 0
-    for src_path, raw_services, src_lines in sources:
+    for src_path, raw_services, src_lines, src_cut in sources:
         n = len(raw_services)
         files.append(SourceFile(src_path, src_lines, config.services[at:at + n],
-                                tuple(tuple(o) for _, _, _, o in where.services[at:at + n])))
+                                tuple(tuple(o) for _, _, _, o in where.services[at:at + n]), src_cut))
         at += n
     return Reading(config, warnings + _report.lint(config, where, Where(path)), tuple(files), top, timing,
                    tuple(include))
@@ -370,7 +379,10 @@ _OTHER_HEADER = re.compile(r"^[ \t]*\[(?!\[?[ \t]*services[ \t]*(\.|\]\]))", re.
 # other than a service's (or an array's continuation line: refused all the same, a false alarm costs nothing)
 
 
-def _cut(text: str) -> tuple[str, tuple[str, ...]] | None:
+_Cut = tuple[str, tuple[str, ...]]
+
+
+def _cut(text: str) -> _Cut | None:
     """The text before the first `[[services]]` and each service's text; None when it cannot be cut safely."""
     if "'''" in text or '"""' in text:
         return None

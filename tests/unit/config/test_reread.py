@@ -73,7 +73,7 @@ def main(tmp_path: Path) -> Path:
 def test_one_service_edited_is_read_alone_and_the_rest_is_kept(main: Path) -> None:
     first = read(str(main))
     assert first.files is not None
-    assert first.files[0].cut is None  # a first reading leaves the cutting to the first reread
+    assert first.files[0].cut is not None and len(first.files[0].cut[1]) == 40  # cut once, at the first reading
     main.write_text(text(edit=lambda i, s: s.replace('"10.4.7.3"', '"10.4.7.9"') if i == 7 else s))
     again, whole = both(main, first)
     assert isinstance(again, Reading) and again.files is not None and again.files[0].cut is not None
