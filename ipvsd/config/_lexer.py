@@ -11,6 +11,7 @@ import glob
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ipvsd.config import _source
 from ipvsd.config._report import Collector, Where
@@ -25,6 +26,68 @@ _STACK_LIMIT = MAX_BLOCK_DEPTH + 2  # the top level, the blocks allowed, and the
 # what finditer skips; `#`/`!` start a comment only at the start of a word, as in keepalived.
 _TOKEN = re.compile(r'[#!].*|[{}]|"[^"]*"?|[^\s{}"#!][^\s{}"]*')
 _SPECIAL = re.compile(r'[#!{}"]')
+
+_CACHE_LINES = 1 << 16
+"""Most distinct line texts kept classified: the lines that repeat come early (a file of unique lines is only
+read, not kept twice)."""
+
+_Words = list[tuple[str, bool | None]]
+"""A line's tokens: (text, quoted), quoted None for a brace."""
+
+
+class _Tokens(NamedTuple):
+    words: _Words
+    unterminated: bool  # a quoted string runs to the end of the line
+
+
+class _Line(NamedTuple):
+    """What a line's text holds, worked out once per distinct text (the line number and the open blocks are
+    applied per line)."""
+
+    keyword: str  # the first word of a line of plain words; "" for any other line
+    args: list[str]  # the other words, shared by every node of this text: nothing changes a node's args
+    opens: bool  # the plain words open a block
+    tokens: _Tokens | None  # any other line's tokens for _Parser.line; None for a blank line or a comment
+
+
+_CLOSE = _Tokens([("}", None)], False)
+_SKIPPED = _Line("", [], False, None)
+_CLOSING = _Line("", [], False, _CLOSE)
+
+
+def _classify(line: str) -> _Line:
+    # str.split is many times cheaper than the tokenizer: plain words, plain words opening a block, a lone '}'
+    # are most lines of most files.
+    s = line.strip()
+    if not s:
+        return _SKIPPED
+    if s == "}":
+        return _CLOSING
+    opens = s[-1] == "{"
+    if opens:
+        s = s[:-1]
+    if not _SPECIAL.search(s):
+        plain = s.split()
+        if plain and plain[0] != "include":
+            return _Line(plain[0], plain[1:], opens, None)
+    words: _Words = []
+    unterminated = False
+    for m in _TOKEN.finditer(line):
+        t = m.group()
+        c = t[0]
+        if c == "#" or c == "!":
+            break
+        if c == '"':
+            if len(t) < 2 or t[-1] != '"':
+                unterminated = True
+                words.append((t[1:], True))
+            else:
+                words.append((t[1:-1], True))
+        elif c == "{" or c == "}":
+            words.append((c, None))
+        else:
+            words.append((t, False))
+    return _Line("", [], False, _Tokens(words, unterminated)) if words else _SKIPPED
 
 
 @dataclass(slots=True)
@@ -43,8 +106,10 @@ class _Parser:
     """Builds the block tree line by line, with an explicit stack (no recursion, so no depth limit of
     Python's own)."""
 
-    def __init__(self, errors: Collector) -> None:
+    def __init__(self, errors: Collector, fast: bool = True) -> None:
         self.errors = errors
+        self.fast = fast  # False: every line classified anew (the plain path, for tests)
+        self.cache: dict[str, _Line] = {}  # line text -> what it holds, for the lines of every file read
         self.root: list[Node] = []
         # open blocks: (the node opening it or None at top level, its children, kept in the tree)
         self.stack: list[tuple[Node | None, list[Node], bool]] = [(None, self.root, True)]
@@ -59,63 +124,61 @@ class _Parser:
         self.feed_text(_source.read_text(path), path, depth, seen)
 
     def feed_text(self, text: str, path: str, depth: int, seen: tuple[str, ...]) -> None:
-        special = _SPECIAL.search
+        # Each distinct line text is classified once (most lines of a large file repeat verbatim: `weight 1`,
+        # `}`); what depends on the position (the line number, the open blocks) is applied per line. The loop
+        # keeps the parser's state in locals, written back around the methods that use it.
+        cache = self.cache
+        keep = self.fast
         stack = self.stack
+        top = stack[-1][1]
+        sunk = self.sunk
+        limit, deepest = _STACK_LIMIT, MAX_BLOCK_DEPTH
         for no, line in enumerate(text.splitlines(), 1):
-            # Fast paths for the lines most files are made of: plain words, plain words opening a block, a
-            # lone '}'. str.split is many times cheaper than the tokenizer below.
-            s = line.strip()
-            if not s:
+            entry = cache.get(line)
+            if entry is None:
+                entry = _classify(line)
+                if keep and len(cache) < _CACHE_LINES:
+                    cache[line] = entry
+            keyword, args, opens, tokens = entry
+            if keyword:
+                if not opens:
+                    if not sunk:
+                        top.append(Node(keyword, args, path, no))
+                elif sunk or len(stack) >= limit:
+                    sunk += 1
+                else:
+                    children: list[Node] = []
+                    node = Node(keyword, args, path, no, children)
+                    top.append(node)
+                    kept = stack[-1][2]
+                    deep = len(stack) > deepest
+                    if deep and kept:
+                        self.err(f"blocks nested deeper than {deepest}", path, no, keyword)
+                    stack.append((node, children, kept and not deep))
+                    top = children
                 continue
-            if s == "}" and (self.sunk or len(stack) > 1):
-                if self.sunk:
-                    self.sunk -= 1
+            if tokens is None:
+                continue
+            if tokens is _CLOSE and (sunk or len(stack) > 1):
+                if sunk:
+                    sunk -= 1
                 else:
                     stack.pop()
+                    top = stack[-1][1]
                 continue
-            opens = s[-1] == "{"
-            if opens:
-                s = s[:-1]
-            if not special(s):
-                plain = s.split()
-                if plain and plain[0] != "include":
-                    if self.sunk or (opens and len(stack) >= _STACK_LIMIT):
-                        self.sunk += opens
-                        continue
-                    node = Node(plain[0], plain[1:], path, no)
-                    top = stack[-1]
-                    top[1].append(node)
-                    if opens:
-                        node.children = []
-                        deep = len(stack) > MAX_BLOCK_DEPTH
-                        if deep and top[2]:
-                            self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, node.keyword)
-                        stack.append((node, node.children, top[2] and not deep))
-                    continue
-            words: list[tuple[str, bool | None]] = []  # (text, quoted); quoted None marks a brace
-            for m in _TOKEN.finditer(line):
-                t = m.group()
-                c = t[0]
-                if c == "#" or c == "!":
-                    break
-                if c == '"':
-                    if len(t) < 2 or t[-1] != '"':
-                        self.err("unterminated quoted string", path, no)
-                        words.append((t[1:], True))
-                    else:
-                        words.append((t[1:-1], True))
-                elif c == "{" or c == "}":
-                    words.append((c, None))
-                else:
-                    words.append((t, False))
-            if not words:
-                continue
-            if words[0] == ("include", False) and not self.sunk:
+            words, unterminated = tokens
+            if unterminated:
+                self.err("unterminated quoted string", path, no)
+            self.sunk = sunk
+            if words[0] == ("include", False) and not sunk:
                 self.include(words, path, no, depth, seen)
             else:
                 self.line(words, path, no)
+            sunk = self.sunk
+            top = stack[-1][1]
+        self.sunk = sunk
 
-    def line(self, words: list[tuple[str, bool | None]], path: str, no: int) -> None:
+    def line(self, words: _Words, path: str, no: int) -> None:
         current: list[str] = []
         for text, quoted in words:
             if self.sunk:  # inside a dropped block: only its braces count
@@ -150,7 +213,7 @@ class _Parser:
         if current:
             self.stack[-1][1].append(Node(current[0], current[1:], path, no))
 
-    def include(self, words: list[tuple[str, bool | None]], path: str, no: int, depth: int,
+    def include(self, words: _Words, path: str, no: int, depth: int,
                 seen: tuple[str, ...]) -> None:
         if len(words) < 2:
             self.err("needs a file name or glob", path, no, "include")
@@ -187,14 +250,15 @@ class _Parser:
         return self.root
 
 
-def read(path: str, errors: Collector) -> list[Node]:
-    """The block tree of a keepalived.conf and everything it includes; syntax errors go to `errors`."""
-    p = _Parser(errors)
+def read(path: str, errors: Collector, fast: bool = True) -> list[Node]:
+    """The block tree of a keepalived.conf and everything it includes; syntax errors go to `errors`.
+    `fast=False` classifies every line anew (the plain path, which the line cache must agree with)."""
+    p = _Parser(errors, fast)
     p.feed_file(path, 0, (os.path.realpath(path),))
     return p.finish()
 
 
-def read_text(text: str, path: str, errors: Collector) -> list[Node]:
-    p = _Parser(errors)
+def read_text(text: str, path: str, errors: Collector, fast: bool = True) -> list[Node]:
+    p = _Parser(errors, fast)
     p.feed_text(text, path, 0, ())
     return p.finish()

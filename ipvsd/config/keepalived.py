@@ -883,16 +883,18 @@ def _check_places(n: Node, url: Node | None) -> dict[Loc, Where]:
     return where
 
 
-def read(path: str) -> tuple[Config, list[ConfigWarning]]:
-    """Parse and validate a keepalived.conf (and its includes)."""
+def read(path: str, *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
+    """Parse and validate a keepalived.conf (and its includes); `fast=False` takes the plain path that every
+    shortcut must agree with."""
     errors = _report.Collector()
-    return _build(_lexer.read(path, errors), path, errors)
+    return _build(_lexer.read(path, errors, fast), path, errors)
 
 
-def parse(text: str, path: str = "<keepalived.conf>") -> tuple[Config, list[ConfigWarning]]:
-    """Parse keepalived.conf text (includes resolve relative to the current directory)."""
+def parse(text: str, path: str = "<keepalived.conf>", *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
+    """Parse keepalived.conf text (includes resolve relative to the current directory); `fast=False` as in
+    `read`."""
     errors = _report.Collector()
-    return _build(_lexer.read_text(text, path, errors), path, errors)
+    return _build(_lexer.read_text(text, path, errors, fast), path, errors)
 
 
 def places(path: str) -> Mapping[Loc, Where]:

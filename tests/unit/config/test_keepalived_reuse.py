@@ -1,0 +1,190 @@
+"""The keepalived reader's shortcuts give what its plain path gives: the same block tree, Config, warnings and
+located errors.
+
+The plain path (`parse(..., fast=False)`) classifies every line anew and reads every block on its own; the fast
+path classifies each distinct line text once and reuses what blocks written alike share. Both run on the fixtures
+and on random files of many alike blocks, some differing in one place, some wrong or warning at their own lines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipvsd.config import ConfigErrors, _lexer, _report, keepalived
+from ipvsd.errors import ConfigError
+from tests.unit.config.bigconfig import keepalived as big
+from tests.unit.config.cases import FIXTURES, ROOT
+
+
+def dump(nodes: list[_lexer.Node] | None) -> Any:
+    if nodes is None:
+        return None
+    return [(n.keyword, n.args, n.path, n.line, dump(n.children)) for n in nodes]
+
+
+def tree(text: str, fast: bool) -> tuple[Any, ...]:
+    errors = _report.Collector()
+    nodes = _lexer.read_text(text, "ka.conf", errors, fast)
+    return dump(nodes), [(e.path, e.line, e.key, e.message) for e in errors.errors], errors.total
+
+
+def outcome(read: Any) -> tuple[Any, ...]:
+    try:
+        config, warnings = read()
+    except ConfigErrors as e:
+        return "errors", [(x.path, x.line, x.key, x.message) for x in e.errors], e.total
+    except ConfigError as e:
+        return "error", e.path, e.line, e.key, e.message
+    return "ok", config.model_dump(), [(w.message, w.path, w.line, w.key, w.level) for w in warnings]
+
+
+def same(text: str) -> tuple[Any, ...]:
+    assert tree(text, True) == tree(text, False), text
+    fast = outcome(lambda: keepalived.parse(text, "ka.conf"))
+    assert fast == outcome(lambda: keepalived.parse(text, "ka.conf", fast=False)), text
+    return fast
+
+
+@pytest.mark.parametrize("path", [*sorted(FIXTURES.glob("*.conf")), ROOT / "etc" / "keepalived.conf"],
+                         ids=lambda p: p.name)
+def test_fixtures_read_alike(path: Path) -> None:
+    # read from the file: the fixtures' includes resolve beside it
+    fast = outcome(lambda: keepalived.read(str(path)))
+    assert fast == outcome(lambda: keepalived.read(str(path), fast=False))
+    assert fast[0] == "ok"
+
+
+def test_a_generated_file_reads_alike() -> None:
+    assert same(big(50))[0] == "ok"
+
+
+VS_LINES = [
+    "lvs_sched wrr", "lvs_sched rr", "lb_algo sh", "lvs_sched toolongschedulername", "lvs_sched nosuch", "lvs_sched",
+    "lvs_method NAT", "lvs_method DR", "lb_kind TUN", "lvs_method TUN type gue port 6080 csum", "lvs_method XX",
+    "lvs_method NAT x", "protocol TCP", "protocol UDP", "protocol ICMP", "delay_loop 5", "delay_loop x",
+    "delay_loop 0", "connect_timeout 3", "retry 2", "nb_get_retry 4", "retry 1000", "delay_before_retry 2", "alpha",
+    "alpha maybe", "warmup 3", "persistence_timeout", "persistence_timeout 600", "persistence_timeout 0",
+    "persistence_granularity 255.255.255.0", "persistence_granularity bad", "persistence_engine sip", "quorum 2",
+    "hysteresis 1", "quorum_up /bin/up", 'quorum_up "/bin/up now" x', "sorry_server 192.0.2.200 80",
+    "sorry_server 192.0.2.200", "sorry_server 192.0.2.200 x", "sorry_server bad!host 80", "sorry_server_inhibit",
+    "sorry_server_lvs_method DR", "inhibit_on_failure", "inhibit_on_failure off", "ops", "sh-port", "mh-port",
+    "mh-fallback", "flag-1 maybe", "ip_family inet", "ip_family inet6", "ip_family x", "virtualhost www.example.com",
+    "hashed", "omega", "smtp_alert", "ha_suspend", "lvs_flush", "bogus 1", "weight 3", "lvs_sched {\n}",
+]
+RS_LINES = [
+    "weight 2", "weight 0", "weight x", "weight -1", "weight 99999999999", "weight 1 2", "weight", "lvs_method DR",
+    "lb_kind TUN", "lvs_method TUN type ipip", "inhibit_on_failure", "uthreshold 100", "lthreshold 10",
+    "uthreshold -3", "delay_loop 3", "retry 1", "connect_timeout 9", "virtualhost rs.example.com",
+    "notify_up /bin/x", "notify_down /bin/y", "smtp_alert", "snmp_name x", "bogus", "weight 1 {\n}",
+]
+CHECKERS = [
+    "HTTP_GET {\nurl {\npath /health\nstatus_code 200\n}\nconnect_timeout 3\n}",
+    "HTTP_GET {\nurl {\npath /a\nstatus_code 200 301-302\n}\nurl {\npath /b\nvirtualhost b.example.com\n}\n}",
+    "HTTP_GET {\n}",
+    "HTTP_GET {\nurl {\npath /a\ndigest abc\ndigest def\n}\n}",
+    "HTTP_GET {\nurl {\npath /a\nregex ok\nregex_no_match\nregex_options x\n}\nhttp_protocol 1.1\n}",
+    "HTTP_GET {\nurl {\npath /a\nstatus_code\nbogus 1\n}\nvirtualhost v.example.com\nretry 2\n}",
+    "HTTP_GET {\nurl {\npath /a\nstatus_code 999\n}\n}",
+    "SSL_GET {\nurl {\npath /\ndigest abc\n}\nsni_name s.example.com\nenable_sni\n}",
+    "SSL_GET {\nenable_sni\nvirtualhost v.example.com\ndelay_before_retry 4\n}",
+    "TCP_CHECK {\nconnect_port 8080\nbindto 10.0.0.1\n}", "TCP_CHECK {\nconnect_port 99999\n}",
+    "TCP_CHECK {\nconnect_ip 10.0.0.9\nbind_port 3\nfwmark 7\nwarmup 2\n}", "TCP_CHECK {\nconnect_ip bad!ip\n}",
+    "TCP_CHECK {\ndelay_loop 2\nalpha\n}",
+    "MISC_CHECK {\nmisc_path /bin/true\nmisc_timeout 5\n}",
+    "MISC_CHECK {\nmisc_path \"/bin/check --x 'a b'\"\nmisc_dynamic\nuser nobody\n}",
+    "MISC_CHECK {\nmisc_path \"/bin/check 'unterminated\"\n}", "MISC_CHECK {\n}", "MISC_CHECK {\nmisc_path\n}",
+    "MISC_CHECK {\nmisc_path /bin/a b c\n}", "MISC_CHECK {\nmisc_path \"/bin/x \\\\ y\"\n}",
+    "MISC_CHECK {\nmisc_path \"  \"\n}", "MISC_CHECK {\nmisc_path \"/bin/x\ty\"\nconnect_port 3\n}",
+    "DNS_CHECK {\ntype A\nname example.com\n}", "DNS_CHECK {\ntype\n}",
+    "SMTP_CHECK {\nhost {\nconnect_ip 10.0.0.1\nconnect_port 25\n}\nhelo_name x\n}",
+    "SMTP_CHECK {\nhost {\nbogus 1\n}\n}", "SMTP_CHECK {\n}",
+    "UDP_CHECK {\npayload x\nrequire_reply\nmin_reply_length 3\n}", "UDP_CHECK {\nmax_reply_length x\n}",
+    "PING_CHECK {\n}", "FILE_CHECK {\n}", "HTTP_GET {\nbogus 1\nurl\n}", "TCP_CHECK", "HTTP_GET {\nurl {\n}\n}",
+]
+TARGETS = ["{a} 80", "{a} 8080", "{a} 53", "{a} x", "{a} 0", "{a}", "{a} 80 9", "fwmark 5", "group G", "group H",
+           "2001:db8::{i} 80", "fwmark x"]
+REALS = ["{r} 8080", "{r}", "{r} x", "{r} 70000", "2001:db8:1::{i} 80", "", "{r} 80 1", "bad!host 80"]
+INDENTS = ["", "  ", "\t", "    "]
+ODD = ["# comment", "! comment", "", "weight 1 # note", 'virtualhost "a b"', "x { y }", "}", "{", '"unterminated',
+       "lvs_sched rr } {", "   \t "]
+
+lines = st.sampled_from(VS_LINES)
+reals = st.tuples(st.integers(0, len(REALS) - 1), st.lists(st.sampled_from(RS_LINES), max_size=3),
+                  st.lists(st.sampled_from(CHECKERS), max_size=2))
+body = st.tuples(st.lists(lines, max_size=5), st.lists(reals, max_size=3))
+
+
+@st.composite
+def files(draw: st.DrawFn) -> str:
+    """virtual_servers made of a few bodies, each body under several of them with other addresses: what the fast
+    path reuses. Some are changed in one place (a line added, a line odd), some bodies wrong or warning."""
+    bodies = draw(st.lists(body, min_size=1, max_size=3))
+    indent = draw(st.sampled_from(INDENTS))
+    out = ["virtual_server_group G {\n  10.9.0.1-3 80\n  fwmark 4\n}\n"] if draw(st.booleans()) else []
+    for i, (target, k, extra) in enumerate(draw(st.lists(st.tuples(
+            st.integers(0, len(TARGETS) - 1), st.integers(0, 2),
+            st.none() | st.tuples(st.integers(0, 30), st.sampled_from(VS_LINES + RS_LINES + ODD))),
+            min_size=1, max_size=10))):
+        settings_, rs = bodies[k % len(bodies)]
+        text = [f"{x}\n" for x in settings_]
+        for r, rlines, checkers in rs:
+            text.append(f"real_server {REALS[r].format(r=f'172.16.{i}.{len(text)}', i=i)} {{\n")
+            text += [f"{indent}{x}\n" for x in rlines]
+            text += [f"{indent}{line}\n" for c in checkers for line in c.split("\n")]
+            text.append("}\n")
+        if extra is not None:  # this one differs in one place
+            at, line = extra
+            text.insert(at % (len(text) + 1), f"{line}\n")
+        vs = TARGETS[target].format(a=f"10.0.{i}.1", i=i)
+        out.append(f"virtual_server {vs} {{\n" + "".join(f"{indent}{x}" for x in text) + "}\n")
+    return "".join(out)
+
+
+@settings(max_examples=int(os.environ.get("IPVSD_FUZZ_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=files())
+def test_random_files_read_alike(text: str) -> None:
+    same(text)
+
+
+def alike(n: int, body: str, target: str = "10.0.{i}.1 80") -> str:
+    return "".join(f"virtual_server {target.format(i=i)} {{\n{body.format(i=i)}}}\n" for i in range(n))
+
+
+RS = ("  real_server 172.16.{i}.1 8080 {{\n    weight 2\n    HTTP_GET {{\n      url {{\n        path /h\n      }}\n"
+      "    }}\n  }}\n")
+
+
+@pytest.mark.parametrize("text", [
+    alike(3, "  lvs_sched rr\n  lvs_method NAT\n" + RS),
+    alike(3, RS),  # an info line at each virtual_server: no lvs_sched, no lvs_method
+    alike(3, "  lvs_sched rr\n  lvs_method NAT\n  omega\n" + RS),  # a warning at each, at its own line
+    alike(3, "  lvs_sched rr\n  lvs_method NAT\n  lvs_sched x y\n" + RS),  # an error at each
+    alike(3, "  lvs_sched toolongschedulername\n" + RS),  # refused by validation, at each one's line
+    alike(3, "  lvs_sched nosuch\n" + RS),  # a lint warning at each
+    alike(3, "  lvs_sched rr\n" + RS, "10.0.0.1 80"),  # the same service thrice
+    alike(3, "  lvs_sched rr\n" + RS.replace("172.16.{i}.1", "bad!{i}")),  # a bad real address at each
+    alike(3, "  lvs_sched rr\n" + RS.replace("weight 2", "weight {i}")),  # differs in one value
+    alike(3, "  lvs_sched rr\n" + RS.replace("    weight 2\n", "    weight 2\n" * 0)),
+    alike(3, "  lvs_sched rr\n" + RS.replace("path /h", "path /h\n        digest a\n        digest b")),
+    alike(3, "  lvs_sched rr\n" + RS + RS.replace("172.16", "172.17")),
+    alike(2, "  lvs_sched rr\n" + RS) + alike(2, "  lvs_sched rr\n" + RS, "10.1.{i}.1 80"),
+    alike(3, "  lvs_sched rr\n" + RS, "10.0.{i}.1 8{i}"),
+    alike(3, "  lvs_sched rr\n" + RS, "fwmark 1{i}"),
+    alike(3, "  lvs_sched rr\n" + RS.replace("    HTTP_GET {{", "    connect_timeout 2\n    HTTP_GET {{")),
+    alike(3, "  lvs_sched rr\n  delay_loop {i}\n" + RS),
+    alike(3, "  lvs_sched rr\n" + RS.replace("HTTP_GET", "MISC_CHECK").replace("url {{\n        path /h\n      }}",
+                                                                              "misc_path \"/bin/c {i}\"")),
+    alike(3, "  lvs_sched rr # c\n" + RS),  # lines the line cache does not take plainly
+    alike(2, "  lvs_sched rr\n" + RS) + "include /nonexistent.conf\n" + alike(2, "  lvs_sched rr\n" + RS),
+    alike(2, "  lvs_sched rr\n" + RS) + "}\n" + alike(2, "  lvs_sched rr\n" + RS, "10.1.{i}.1 80"),
+    alike(3, "  lvs_sched rr\n" + RS)[:-2],  # the last block never closed
+])
+def test_odd_files_read_alike(text: str) -> None:
+    same(text)
