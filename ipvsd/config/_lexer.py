@@ -100,6 +100,10 @@ class Node:
     line: int
     children: list[Node] | None = None
     where: Where | None = None  # the reader's located form of this node, made once
+    # A block written plainly (its opening line, each line of it and its closing '}' a line of plain words, none
+    # dropped or included): the lines of its file and the number of its closing line. Its content is then the
+    # text of the lines between, one node a line: what the reader compares to find blocks written alike.
+    span: tuple[list[str], int] | None = None
 
 
 class _Parser:
@@ -111,8 +115,12 @@ class _Parser:
         self.fast = fast  # False: every line classified anew (the plain path, for tests)
         self.cache: dict[str, _Line] = {}  # line text -> what it holds, for the lines of every file read
         self.root: list[Node] = []
-        # open blocks: (the node opening it or None at top level, its children, kept in the tree)
-        self.stack: list[tuple[Node | None, list[Node], bool]] = [(None, self.root, True)]
+        # open blocks: (the node opening it or None at top level, its children, kept in the tree, `irregular` when
+        # it was opened by a line of plain words, else -1)
+        self.stack: list[tuple[Node | None, list[Node], bool, int]] = [(None, self.root, True, -1)]
+        # Lines that were not plain words (tokenized, included, or dropped past the nesting limit) so far: a block
+        # with none inside (the count unchanged from its opening to its closing) is written plainly.
+        self.irregular = 0
         # Blocks opened inside the first one too deep: only counted, their content dropped. A stack entry each
         # made a file of braces cost memory and time in proportion (minutes and gigabytes at the size cap).
         self.sunk = 0
@@ -132,8 +140,10 @@ class _Parser:
         stack = self.stack
         top = stack[-1][1]
         sunk = self.sunk
+        irregular = self.irregular + 1  # a block cannot span files plainly
         limit, deepest = _STACK_LIMIT, MAX_BLOCK_DEPTH
-        for no, line in enumerate(text.splitlines(), 1):
+        lines = text.splitlines()
+        for no, line in enumerate(lines, 1):
             entry = cache.get(line)
             if entry is None:
                 entry = _classify(line)
@@ -146,6 +156,7 @@ class _Parser:
                         top.append(Node(keyword, args, path, no))
                 elif sunk or len(stack) >= limit:
                     sunk += 1
+                    irregular += 1
                 else:
                     children: list[Node] = []
                     node = Node(keyword, args, path, no, children)
@@ -154,7 +165,7 @@ class _Parser:
                     deep = len(stack) > deepest
                     if deep and kept:
                         self.err(f"blocks nested deeper than {deepest}", path, no, keyword)
-                    stack.append((node, children, kept and not deep))
+                    stack.append((node, children, kept and not deep, irregular))
                     top = children
                 continue
             if tokens is None:
@@ -163,20 +174,23 @@ class _Parser:
                 if sunk:
                     sunk -= 1
                 else:
-                    stack.pop()
+                    closed, _, _, mark = stack.pop()
+                    if mark == irregular and closed is not None:
+                        closed.span = lines, no
                     top = stack[-1][1]
                 continue
+            irregular += 1
             words, unterminated = tokens
             if unterminated:
                 self.err("unterminated quoted string", path, no)
-            self.sunk = sunk
+            self.sunk, self.irregular = sunk, irregular
             if words[0] == ("include", False) and not sunk:
                 self.include(words, path, no, depth, seen)
             else:
                 self.line(words, path, no)
-            sunk = self.sunk
+            sunk, irregular = self.sunk, self.irregular + 1
             top = stack[-1][1]
-        self.sunk = sunk
+        self.sunk, self.irregular = sunk, irregular + 1
 
     def line(self, words: _Words, path: str, no: int) -> None:
         current: list[str] = []
@@ -188,7 +202,7 @@ class _Parser:
             if quoted is not None:
                 current.append(text)
                 continue
-            _, nodes, keep = self.stack[-1]
+            _, nodes, keep, _ = self.stack[-1]
             if current:
                 nodes.append(Node(current[0], current[1:], path, no))
                 current = []
@@ -198,14 +212,14 @@ class _Parser:
                     continue
                 if not nodes or nodes[-1].children is not None:
                     self.err("a block needs a keyword before '{'", path, no)
-                    self.stack.append((None, [], False))
+                    self.stack.append((None, [], False, -1))
                     continue
                 opener = nodes[-1]
                 opener.children = []
                 deep = len(self.stack) > MAX_BLOCK_DEPTH
                 if deep and keep:
                     self.err(f"blocks nested deeper than {MAX_BLOCK_DEPTH}", path, no, opener.keyword)
-                self.stack.append((opener, opener.children, keep and not deep))
+                self.stack.append((opener, opener.children, keep and not deep, -1))
             elif len(self.stack) == 1:
                 self.err("'}' without a matching '{'", path, no)
             else:
@@ -244,7 +258,7 @@ class _Parser:
                         self.err(f"{m}: {e.message}", path, no, "include")
 
     def finish(self) -> list[Node]:
-        for opener, _, keep in reversed(self.stack[1:]):
+        for opener, _, keep, _ in reversed(self.stack[1:]):
             if opener is not None and keep:
                 self.err("block opened here is never closed (missing '}')", opener.path, opener.line)
         return self.root

@@ -14,7 +14,7 @@ import functools
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from ipvsd.config import _lexer, _report
 from ipvsd.config._lexer import Node
@@ -50,12 +50,32 @@ _INTEGER = re.compile(r"-?\d{1,18}")
 
 _Checks = list[tuple[Node, Node | None]]
 """What each check of a real was made from: its checker block, and its url block (None for other checkers)."""
+_Made = list[tuple[int, list[tuple[int, int | None]]]]
+"""_service_places' blocks of a virtual_server written plainly, each by its line's offset from the block's first."""
+
+
+_Keyed = tuple[tuple[object, ...], list[Node]]
+"""A virtual_server's key (blocks written alike have equal keys) and its real_server blocks."""
+
+
+class _Template(NamedTuple):
+    """What a virtual_server written plainly made (it reported no error), for the next ones written alike."""
+
+    service: dict[str, Any]
+    made: _Made
+    told: list[tuple[int, str, str, Literal["warning", "info"]]]  # its warnings: line offset, message, key, level
 
 
 class _Reader:
-    def __init__(self, errors: _report.Collector) -> None:
+    def __init__(self, errors: _report.Collector, fast: bool = True) -> None:
         self.errors = errors
+        self.failed = 0  # errors reported by this reader
         self.warnings: list[ConfigWarning] = []
+        # False: every virtual_server read on its own (the plain path, for tests). True: a virtual_server written
+        # like one read before (the same text but for its address and its reals') is made from what that one made.
+        self.fast = fast
+        self.templates: dict[tuple[object, ...], _Template] = {}
+        self.told: list[Node] | None = None  # the nodes warned about, while a template is read
         self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
         self.instances: dict[str, Node] = {}  # vrrp_instance blocks by name, for lvs_sync_daemon
@@ -75,9 +95,15 @@ class _Reader:
     def err(self, n: Node, message: str) -> ConfigError:
         return ConfigError(message, path=n.path, line=n.line, key=n.keyword)
 
+    def error(self, e: ConfigError) -> None:
+        self.failed += 1
+        self.errors.add(e)
+
     def warn(self, n: Node, message: str, level: str = "warning") -> None:
         self.warnings.append(ConfigWarning(message, path=n.path, line=n.line, key=n.keyword,
                                            level="info" if level == "info" else "warning"))
+        if self.told is not None:
+            self.told.append(n)
 
     def arg(self, n: Node, count: int = 1) -> str:
         if len(n.args) < count:
@@ -159,26 +185,42 @@ class _Reader:
             try:
                 self.top(n, data, vs_nodes)
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
         try:
             self.sync(data)
         except ConfigError as e:
-            self.errors.add(e)
+            self.error(e)
         if self.instances and vs_nodes:
             self.vrrp_note(next(iter(self.instances.values())), data.get("sync"))
-        if not self.within_limits(vs_nodes):
+        keyed: list[_Keyed | None] = [self.key(n) for n in vs_nodes] if self.fast else [None] * len(vs_nodes)
+        if not self.within_limits(vs_nodes, keyed):
             data["services"] = []
             return data
         services: list[dict[str, Any]] = []
-        for n in vs_nodes:
+        places = self.where.services
+        templates = self.templates
+        for n, found in zip(vs_nodes, keyed, strict=True):
+            if found is not None:
+                template = templates.get(found[0])
+                if template is not None:
+                    services.append(self.reuse(template, n, found[1]))
+                    places.append(functools.partial(_reused_places, n, template.made))
+                    continue
+            failed, warned = self.failed, len(self.warnings)
+            self.told = [] if found is not None else None
             try:
                 expanded = self.virtual_server(n)
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
                 continue
+            finally:
+                told, self.told = self.told, None
             for svc, reals_made in expanded:
-                self.where.services.append(functools.partial(_service_places, n, reals_made))
+                places.append(functools.partial(_service_places, n, reals_made))
                 services.append(svc)
+            if found is not None and told is not None and self.failed == failed:  # an error is never shared
+                (svc, reals_made), = expanded  # an address and a port: one service
+                templates[found[0]] = _template(n, svc, reals_made, told, self.warnings[warned:])
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
                                   "alpha": False}
@@ -210,20 +252,27 @@ class _Reader:
         else:
             raise self.err(n, "unknown top-level keyword (check the spelling)")
 
-    def within_limits(self, vs_nodes: list[Node]) -> bool:
+    def within_limits(self, vs_nodes: list[Node], keyed: list[_Keyed | None]) -> bool:
         """Count what the virtual_servers expand to (groups times reals times checks) before building any of
         it: a small file of wide group ranges must not become gigabytes of services."""
         services = reals = checks = 0
-        for n in vs_nodes:
+        counted: dict[tuple[object, ...], tuple[int, int]] = {}  # by key: blocks written alike count alike
+        for n, found in zip(vs_nodes, keyed, strict=True):
             idents = self.count_identities(n)
-            n_reals = n_checks = 0
-            for r in n.children or []:
-                if r.keyword != "real_server":
-                    continue
-                n_reals += 1
-                for ch in r.children or []:
-                    if ch.keyword in CHECKERS:  # one check per url (or SMTP host), at least one
-                        n_checks += max(1, sum(u.keyword in ("url", "host") for u in ch.children or []))
+            known = None if found is None else counted.get(found[0])
+            if known is not None:
+                n_reals, n_checks = known
+            else:
+                n_reals = n_checks = 0
+                for r in n.children or []:
+                    if r.keyword != "real_server":
+                        continue
+                    n_reals += 1
+                    for ch in r.children or []:
+                        if ch.keyword in CHECKERS:  # one check per url (or SMTP host), at least one
+                            n_checks += max(1, sum(u.keyword in ("url", "host") for u in ch.children or []))
+                if found is not None:
+                    counted[found[0]] = n_reals, n_checks
             services += idents
             reals += idents * n_reals
             checks += idents * n_checks
@@ -233,7 +282,7 @@ class _Reader:
                                      ("real servers", reals, _report.MAX_REALS),
                                      ("checks", checks, _report.MAX_CHECKS)):
                 if count > cap:
-                    self.errors.add(self.err(n, f"the configuration expands to more than {cap} {what} here "
+                    self.error(self.err(n, f"the configuration expands to more than {cap} {what} here "
                                                 f"(virtual_server_group ranges times real servers); ipvsd's "
                                                 f"limit is {cap}"))
                     return False
@@ -282,7 +331,7 @@ class _Reader:
             return
         (first, instance), *again = self.sync_nodes  # in the order keepalived reads them: it keeps the first
         for c, _ in again:
-            self.errors.add(self.err(c, f"the sync daemon is already configured on line {first.line} "
+            self.error(self.err(c, f"the sync daemon is already configured on line {first.line} "
                                         f"({first.keyword}); keepalived ignores this one: remove it"))
         c = first
         sync: dict[str, Any] = {}
@@ -378,6 +427,34 @@ class _Reader:
 
     # --- virtual servers ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def key(n: Node) -> _Keyed | None:
+        """What a virtual_server `address port` written plainly makes depends on its text but for its address
+        and its reals' (which are only copied): that text with those left out, and its real_server blocks. None
+        for any other virtual_server."""
+        span, args = n.span, n.args
+        if span is None or len(args) != 2 or args[0] == "fwmark" or args[0] == "group":
+            return None
+        lines, end = span
+        first = n.line + 1
+        text: list[Any] = lines[n.line:end - 1]  # one node a line: the content, and where each node is
+        reals = []
+        for c in n.children or ():
+            if c.keyword == "real_server":
+                reals.append(c)
+                text[c.line - first] = (c.children is None, len(c.args), *c.args[1:])  # never a line's text
+        text.append(args[1])
+        return tuple(text), reals
+
+    def reuse(self, template: _Template, n: Node, reals: list[Node]) -> dict[str, Any]:
+        """The service of virtual_server `n` written like the template's: its service with n's addresses (the
+        rest is shared: validation only reads it), its warnings told again at n's lines."""
+        svc = template.service
+        for offset, message, key, level in template.told:
+            self.warnings.append(ConfigWarning(message, path=n.path, line=n.line + offset, key=key, level=level))
+        return {**svc, "address": n.args[0],
+                "reals": [{**real, "address": rn.args[0]} for real, rn in zip(svc["reals"], reals, strict=True)]}
+
     def identities(self, n: Node) -> list[dict[str, Any]]:
         """The (address, port) or fwmark identities a virtual_server line stands for."""
         args = n.args
@@ -395,7 +472,7 @@ class _Reader:
                 try:
                     out.extend(self.group_entry(e))
                 except ConfigError as ex:
-                    self.errors.add(ex)
+                    self.error(ex)
                     bad = True
             if not out and not bad:
                 raise self.err(g, "the group has no entries")
@@ -502,7 +579,7 @@ class _Reader:
                 else:
                     raise self.err(c, "unknown keyword in virtual_server (check the spelling)")
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
         if not seen_sched:
             svc["scheduler"] = "wlc"
             self.warn(n, "no lvs_sched; keepalived's default wlc is used", "info")
@@ -530,7 +607,7 @@ class _Reader:
                 try:
                     real, checks_made = self.real_server(rn, vport, forward, tunnel, timing, vhost)
                 except ConfigError as e:
-                    self.errors.add(e)
+                    self.error(e)
                     continue
                 reals.append(real)
                 made.append((rn, checks_made))
@@ -603,14 +680,14 @@ class _Reader:
                 else:
                     raise self.err(c, "unknown keyword in real_server (check the spelling)")
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
         checks: list[dict[str, Any]] = []
         made: _Checks = []
         for c in checker_nodes:
             try:
                 found = self.checker(c, timing, vhost)
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
                 continue
             for check, url in found:
                 checks.append(check)
@@ -694,7 +771,7 @@ class _Reader:
                 else:
                     raise self.err(c, f"unknown keyword in {kind} (check the spelling)")
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
         base = {**self.resolve(kind, timing), **common}
         if kind in ("HTTP_GET", "SSL_GET"):
             t = "https" if kind == "SSL_GET" else "http"
@@ -792,7 +869,7 @@ class _Reader:
                 else:
                     raise self.err(c, "unknown keyword in url (check the spelling)")
             except ConfigError as e:
-                self.errors.add(e)
+                self.error(e)
         return out
 
 
@@ -847,6 +924,27 @@ def _service_places(n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Whe
     return where
 
 
+def _template(n: Node, svc: dict[str, Any], reals_made: list[tuple[Node, _Checks]], told: list[Node],
+              warnings: list[ConfigWarning]) -> _Template:
+    """What virtual_server `n` made, its blocks and the nodes it warned about by their offsets from its line."""
+    made = [(rn.line - n.line, [(c.line - n.line, None if u is None else u.line - n.line) for c, u in checks])
+            for rn, checks in reals_made]
+    return _Template(svc, made, [(at.line - n.line, w.message, at.keyword, w.level)
+                                 for at, w in zip(told, warnings, strict=True)])
+
+
+def _reused_places(n: Node, made: _Made) -> dict[Loc, Where]:
+    """_service_places of a virtual_server made from a template: its blocks found at the template's offsets."""
+    at: dict[int, Node] = {}
+    todo = [n]
+    while todo:
+        for c in todo.pop().children or ():
+            at[c.line - n.line] = c
+            todo.append(c)
+    return _service_places(n, [(at[r], [(at[c], None if u is None else at[u]) for c, u in checks])
+                               for r, checks in made])
+
+
 def _real_places(n: Node, checks: _Checks) -> dict[Loc, Where]:
     where: dict[Loc, Where] = {("address",): _w(n), ("port",): _w(n)}
     for c in n.children or []:
@@ -887,14 +985,14 @@ def read(path: str, *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a keepalived.conf (and its includes); `fast=False` takes the plain path that every
     shortcut must agree with."""
     errors = _report.Collector()
-    return _build(_lexer.read(path, errors, fast), path, errors)
+    return _build(_lexer.read(path, errors, fast), path, errors, fast)
 
 
 def parse(text: str, path: str = "<keepalived.conf>", *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
     """Parse keepalived.conf text (includes resolve relative to the current directory); `fast=False` as in
     `read`."""
     errors = _report.Collector()
-    return _build(_lexer.read_text(text, path, errors, fast), path, errors)
+    return _build(_lexer.read_text(text, path, errors, fast), path, errors, fast)
 
 
 def places(path: str) -> Mapping[Loc, Where]:
@@ -906,8 +1004,9 @@ def places(path: str) -> Mapping[Loc, Where]:
     return r.where
 
 
-def _build(nodes: list[Node], path: str, errors: _report.Collector) -> tuple[Config, list[ConfigWarning]]:
-    r = _Reader(errors)
+def _build(nodes: list[Node], path: str, errors: _report.Collector,
+           fast: bool) -> tuple[Config, list[ConfigWarning]]:
+    r = _Reader(errors, fast)
     data = r.read(nodes)
     config = _report.validate(data, r.where, Where(path), errors)
     return config, r.warnings + _report.lint(config, r.where, Where(path))

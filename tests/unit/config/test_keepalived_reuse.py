@@ -72,7 +72,8 @@ VS_LINES = [
     "alpha maybe", "warmup 3", "persistence_timeout", "persistence_timeout 600", "persistence_timeout 0",
     "persistence_granularity 255.255.255.0", "persistence_granularity bad", "persistence_engine sip", "quorum 2",
     "hysteresis 1", "quorum_up /bin/up", 'quorum_up "/bin/up now" x', "sorry_server 192.0.2.200 80",
-    "sorry_server 192.0.2.200", "sorry_server 192.0.2.200 x", "sorry_server bad!host 80", "sorry_server_inhibit",
+    "sorry_server 192.0.2.200", "sorry_server 192.0.2.200 x", "sorry_server bad!host 80", "sorry_server 300.1.1.1 80",
+    "sorry_server_inhibit",
     "sorry_server_lvs_method DR", "inhibit_on_failure", "inhibit_on_failure off", "ops", "sh-port", "mh-port",
     "mh-fallback", "flag-1 maybe", "ip_family inet", "ip_family inet6", "ip_family x", "virtualhost www.example.com",
     "hashed", "omega", "smtp_alert", "ha_suspend", "lvs_flush", "bogus 1", "weight 3", "lvs_sched {\n}",
@@ -95,6 +96,7 @@ CHECKERS = [
     "SSL_GET {\nenable_sni\nvirtualhost v.example.com\ndelay_before_retry 4\n}",
     "TCP_CHECK {\nconnect_port 8080\nbindto 10.0.0.1\n}", "TCP_CHECK {\nconnect_port 99999\n}",
     "TCP_CHECK {\nconnect_ip 10.0.0.9\nbind_port 3\nfwmark 7\nwarmup 2\n}", "TCP_CHECK {\nconnect_ip bad!ip\n}",
+    "TCP_CHECK {\nconnect_ip 300.1.1.1\n}",
     "TCP_CHECK {\ndelay_loop 2\nalpha\n}",
     "MISC_CHECK {\nmisc_path /bin/true\nmisc_timeout 5\n}",
     "MISC_CHECK {\nmisc_path \"/bin/check --x 'a b'\"\nmisc_dynamic\nuser nobody\n}",
@@ -109,38 +111,54 @@ CHECKERS = [
 ]
 TARGETS = ["{a} 80", "{a} 8080", "{a} 53", "{a} x", "{a} 0", "{a}", "{a} 80 9", "fwmark 5", "group G", "group H",
            "2001:db8::{i} 80", "fwmark x"]
-REALS = ["{r} 8080", "{r}", "{r} x", "{r} 70000", "2001:db8:1::{i} 80", "", "{r} 80 1", "bad!host 80"]
+REALS = ["{r} 8080", "{r}", "{r} x", "{r} 70000", "2001:db8:1::{i} 80", "", "{r} 80 1", "bad!host 80",
+         "300.{i}.1.1"]
 INDENTS = ["", "  ", "\t", "    "]
 ODD = ["# comment", "! comment", "", "weight 1 # note", 'virtualhost "a b"', "x { y }", "}", "{", '"unterminated',
-       "lvs_sched rr } {", "   \t "]
+       "lvs_sched rr } {", "   \t ", "real_server 172.16.9.9 80 { weight 3 }", "HTTP_GET { url { path /x } }",
+       "real_server 172.16.9.9 80 { HTTP_GET { url { path /x } } }", "HTTP_GET {\nurl { path /y\n}\n}"]
 
-lines = st.sampled_from(VS_LINES)
-reals = st.tuples(st.integers(0, len(REALS) - 1), st.lists(st.sampled_from(RS_LINES), max_size=3),
-                  st.lists(st.sampled_from(CHECKERS), max_size=2))
-body = st.tuples(st.lists(lines, max_size=5), st.lists(reals, max_size=3))
+# lines and blocks that are valid, several of them warning: files of these mostly load, so their blocks are reused
+GOOD_VS = ["lvs_sched wrr", "lvs_sched rr", "lvs_sched nosuch", "lvs_method NAT", "lvs_method DR", "protocol UDP",
+           "delay_loop 5", "retry 2", "alpha", "persistence_timeout", "persistence_granularity 255.255.255.0",
+           "quorum 2", "sorry_server 192.0.2.200 80", "sorry_server_inhibit", "inhibit_on_failure", "sh-port",
+           "virtualhost www.example.com", "hashed", "omega", "ha_suspend", "lb_kind TUN"]
+GOOD_RS = ["weight 2", "weight 0", "inhibit_on_failure", "uthreshold 100", "lthreshold 10", "retry 1",
+           "virtualhost rs.example.com", "notify_up /bin/x", "smtp_alert", "lvs_method DR"]
+GOOD_CHECKERS = [c for c in CHECKERS if "bogus" not in c and "99999" not in c and "digest def" not in c
+                 and "unterminated" not in c and "misc_path\n" not in c and "type\n" not in c and "FILE" not in c
+                 and "999" not in c and "bad!" not in c and c not in ("MISC_CHECK {\n}", "TCP_CHECK")]
+
+
+def body(vs: list[str], rs: list[str], checkers: list[str]) -> st.SearchStrategy[Any]:
+    return st.tuples(st.lists(st.sampled_from(vs), max_size=5), st.lists(st.tuples(
+        st.integers(0, len(REALS) - 1) if vs is VS_LINES else st.sampled_from([0, 0, 0, 1]),
+        st.lists(st.sampled_from(rs), max_size=3), st.lists(st.sampled_from(checkers), max_size=2)), max_size=3))
+
+
+bodies = body(GOOD_VS, GOOD_RS, GOOD_CHECKERS) | body(VS_LINES, RS_LINES, CHECKERS)
 
 
 @st.composite
 def files(draw: st.DrawFn) -> str:
     """virtual_servers made of a few bodies, each body under several of them with other addresses: what the fast
     path reuses. Some are changed in one place (a line added, a line odd), some bodies wrong or warning."""
-    bodies = draw(st.lists(body, min_size=1, max_size=3))
+    blocks = draw(st.lists(bodies, min_size=1, max_size=3))
     indent = draw(st.sampled_from(INDENTS))
     out = ["virtual_server_group G {\n  10.9.0.1-3 80\n  fwmark 4\n}\n"] if draw(st.booleans()) else []
     for i, (target, k, extra) in enumerate(draw(st.lists(st.tuples(
-            st.integers(0, len(TARGETS) - 1), st.integers(0, 2),
-            st.none() | st.tuples(st.integers(0, 30), st.sampled_from(VS_LINES + RS_LINES + ODD))),
+            st.sampled_from([0] * 12 + list(range(len(TARGETS)))), st.integers(0, 2),
+            st.tuples(st.integers(0, 3), st.integers(0, 30), st.sampled_from(VS_LINES + RS_LINES + ODD))),
             min_size=1, max_size=10))):
-        settings_, rs = bodies[k % len(bodies)]
+        settings_, rs = blocks[k % len(blocks)]
         text = [f"{x}\n" for x in settings_]
         for r, rlines, checkers in rs:
             text.append(f"real_server {REALS[r].format(r=f'172.16.{i}.{len(text)}', i=i)} {{\n")
             text += [f"{indent}{x}\n" for x in rlines]
             text += [f"{indent}{line}\n" for c in checkers for line in c.split("\n")]
             text.append("}\n")
-        if extra is not None:  # this one differs in one place
-            at, line = extra
-            text.insert(at % (len(text) + 1), f"{line}\n")
+        if extra[0] == 0:  # this one differs in one place
+            text.insert(extra[1] % (len(text) + 1), f"{extra[2]}\n")
         vs = TARGETS[target].format(a=f"10.0.{i}.1", i=i)
         out.append(f"virtual_server {vs} {{\n" + "".join(f"{indent}{x}" for x in text) + "}\n")
     return "".join(out)
@@ -169,7 +187,7 @@ RS = ("  real_server 172.16.{i}.1 8080 {{\n    weight 2\n    HTTP_GET {{\n      
     alike(3, "  lvs_sched toolongschedulername\n" + RS),  # refused by validation, at each one's line
     alike(3, "  lvs_sched nosuch\n" + RS),  # a lint warning at each
     alike(3, "  lvs_sched rr\n" + RS, "10.0.0.1 80"),  # the same service thrice
-    alike(3, "  lvs_sched rr\n" + RS.replace("172.16.{i}.1", "bad!{i}")),  # a bad real address at each
+    alike(3, "  lvs_sched rr\n" + RS.replace("172.16.{i}.1", "300.1.1.{i}")),  # refused at each real's line
     alike(3, "  lvs_sched rr\n" + RS.replace("weight 2", "weight {i}")),  # differs in one value
     alike(3, "  lvs_sched rr\n" + RS.replace("    weight 2\n", "    weight 2\n" * 0)),
     alike(3, "  lvs_sched rr\n" + RS.replace("path /h", "path /h\n        digest a\n        digest b")),
@@ -182,6 +200,9 @@ RS = ("  real_server 172.16.{i}.1 8080 {{\n    weight 2\n    HTTP_GET {{\n      
     alike(3, "  lvs_sched rr\n" + RS.replace("HTTP_GET", "MISC_CHECK").replace("url {{\n        path /h\n      }}",
                                                                               "misc_path \"/bin/c {i}\"")),
     alike(3, "  lvs_sched rr # c\n" + RS),  # lines the line cache does not take plainly
+    alike(3, "  lvs_sched rr\n  real_server 172.16.0.1 80 {{ weight {i} }}\n"),  # blocks on one line
+    alike(3, "  lvs_sched rr\n" + RS.replace("path /h", "path /h }} url {{ path /{i}")),
+    alike(3, "  lvs_sched rr\n" + RS.replace("path /h", "path /h\n        status_code 200 \"{i}\"")),
     alike(2, "  lvs_sched rr\n" + RS) + "include /nonexistent.conf\n" + alike(2, "  lvs_sched rr\n" + RS),
     alike(2, "  lvs_sched rr\n" + RS) + "}\n" + alike(2, "  lvs_sched rr\n" + RS, "10.1.{i}.1 80"),
     alike(3, "  lvs_sched rr\n" + RS)[:-2],  # the last block never closed
