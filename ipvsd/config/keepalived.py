@@ -48,7 +48,7 @@ _FLAGS = ("flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh
 
 _INTEGER = re.compile(r"-?\d{1,18}")
 
-_Checks = list[tuple[Node, Node | None]]
+_CheckBlocks = list[tuple[Node, Node | None]]
 """What each check of a real was made from: its checker block, and its url block (None for other checkers)."""
 _Made = list[tuple[int, list[tuple[int, int | None]]]]
 """_service_places' blocks of a virtual_server written plainly, each by its line's offset from the block's first."""
@@ -58,12 +58,24 @@ _Keyed = tuple[tuple[object, ...], list[Node]]
 """A virtual_server's key (blocks written alike have equal keys) and its real_server blocks."""
 
 
+_Told = list[tuple[int, str, str | None, Literal["warning", "info"]]]
+"""The warnings of a block written plainly: the offset of each one's line from the block's, message, key, level."""
+
+
 class _Template(NamedTuple):
     """What a virtual_server written plainly made (it reported no error), for the next ones written alike."""
 
     service: dict[str, Any]
     made: _Made
-    told: list[tuple[int, str, str, Literal["warning", "info"]]]  # its warnings: line offset, message, key, level
+    told: _Told
+
+
+class _Checked(NamedTuple):
+    """What a checker block written plainly made in its context (it reported no error), for the next ones written
+    alike in the same context."""
+
+    checks: list[tuple[dict[str, Any], int | None]]  # each check, and the index of its url block among the children
+    told: _Told
 
 
 class _Reader:
@@ -75,7 +87,10 @@ class _Reader:
         # like one read before (the same text but for its address and its reals') is made from what that one made.
         self.fast = fast
         self.templates: dict[tuple[object, ...], _Template] = {}
-        self.told: list[Node] | None = None  # the nodes warned about, while a template is read
+        # keys seen once: a template is kept from the second block of a key on (a file of blocks written each
+        # differently keeps none)
+        self.once: set[tuple[object, ...]] = set()
+        self.checkers: dict[tuple[object, ...], _Checked] = {}
         self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
         self.instances: dict[str, Node] = {}  # vrrp_instance blocks by name, for lvs_sync_daemon
@@ -102,8 +117,22 @@ class _Reader:
     def warn(self, n: Node, message: str, level: str = "warning") -> None:
         self.warnings.append(ConfigWarning(message, path=n.path, line=n.line, key=n.keyword,
                                            level="info" if level == "info" else "warning"))
-        if self.told is not None:
-            self.told.append(n)
+
+    def first(self, key: tuple[object, ...]) -> bool:
+        """Whether `key` is seen for the first time."""
+        if key in self.once:
+            return False
+        self.once.add(key)
+        return True
+
+    def told(self, n: Node, since: int) -> _Told:
+        """The warnings from the `since`th on, all about lines of block `n`, by their lines' offsets from n's."""
+        return [(w.line - n.line, w.message, w.key, w.level) for w in self.warnings[since:] if w.line is not None]
+
+    def retell(self, n: Node, told: _Told) -> None:
+        """The warnings of a block written like `n`, told again at n's lines."""
+        for offset, message, key, level in told:
+            self.warnings.append(ConfigWarning(message, path=n.path, line=n.line + offset, key=key, level=level))
 
     def arg(self, n: Node, count: int = 1) -> str:
         if len(n.args) < count:
@@ -207,20 +236,19 @@ class _Reader:
                     places.append(functools.partial(_reused_places, n, template.made))
                     continue
             failed, warned = self.failed, len(self.warnings)
-            self.told = [] if found is not None else None
             try:
                 expanded = self.virtual_server(n)
             except ConfigError as e:
                 self.error(e)
                 continue
-            finally:
-                told, self.told = self.told, None
             for svc, reals_made in expanded:
                 places.append(functools.partial(_service_places, n, reals_made))
                 services.append(svc)
-            if found is not None and told is not None and self.failed == failed:  # an error is never shared
+            if found is not None and self.failed == failed and not self.first(found[0]):  # errors never shared
                 (svc, reals_made), = expanded  # an address and a port: one service
-                templates[found[0]] = _template(n, svc, reals_made, told, self.warnings[warned:])
+                made = [(rn.line - n.line, [(c.line - n.line, None if u is None else u.line - n.line)
+                                            for c, u in checks]) for rn, checks in reals_made]
+                templates[found[0]] = _Template(svc, made, self.told(n, warned))
         data["services"] = services
         data["check_defaults"] = {"interval": 60.0, "timeout": 5.0, "rise": 1, "fall": 2, "retry_delay": 1.0,
                                   "alpha": False}
@@ -450,8 +478,7 @@ class _Reader:
         """The service of virtual_server `n` written like the template's: its service with n's addresses (the
         rest is shared: validation only reads it), its warnings told again at n's lines."""
         svc = template.service
-        for offset, message, key, level in template.told:
-            self.warnings.append(ConfigWarning(message, path=n.path, line=n.line + offset, key=key, level=level))
+        self.retell(n, template.told)
         return {**svc, "address": n.args[0],
                 "reals": [{**real, "address": rn.args[0]} for real, rn in zip(svc["reals"], reals, strict=True)]}
 
@@ -502,7 +529,7 @@ class _Reader:
             raise self.err(e, str(ex)) from None
         return [{"address": a, "port": int(e.args[0])} for a in addrs]
 
-    def virtual_server(self, n: Node) -> list[tuple[dict[str, Any], list[tuple[Node, _Checks]]]]:
+    def virtual_server(self, n: Node) -> list[tuple[dict[str, Any], list[tuple[Node, _CheckBlocks]]]]:
         """The services a virtual_server stands for, each with the real_server blocks its reals came from and the
         blocks of their checks (for `_service_places`)."""
         idents = self.identities(n)
@@ -598,11 +625,11 @@ class _Reader:
                 if not is_count(sorry.args[1]):
                     raise self.err(sorry, f"invalid port {sorry.args[1]!r}")
                 svc["fallback"]["port"] = int(sorry.args[1])
-        out: list[tuple[dict[str, Any], list[tuple[Node, _Checks]]]] = []
+        out: list[tuple[dict[str, Any], list[tuple[Node, _CheckBlocks]]]] = []
         for ident in idents:
             vport = ident.get("port", 0)
             reals: list[dict[str, Any]] = []
-            made: list[tuple[Node, _Checks]] = []
+            made: list[tuple[Node, _CheckBlocks]] = []
             for rn in real_nodes:
                 try:
                     real, checks_made = self.real_server(rn, vport, forward, tunnel, timing, vhost)
@@ -635,7 +662,7 @@ class _Reader:
     # --- real servers and checkers --------------------------------------------------------------------------
 
     def real_server(self, n: Node, vport: int, forward: str, tunnel: dict[str, Any] | None,
-                    vs_timing: dict[str, Any], vhost: str | None) -> tuple[dict[str, Any], _Checks]:
+                    vs_timing: dict[str, Any], vhost: str | None) -> tuple[dict[str, Any], _CheckBlocks]:
         if not 1 <= len(n.args) <= 2:
             raise self.err(n, "expected ip [port]")
         real: dict[str, Any] = {"address": n.args[0], "port": vport, "forward": forward}
@@ -682,10 +709,10 @@ class _Reader:
             except ConfigError as e:
                 self.error(e)
         checks: list[dict[str, Any]] = []
-        made: _Checks = []
+        made: _CheckBlocks = []
         for c in checker_nodes:
             try:
-                found = self.checker(c, timing, vhost)
+                found = self.checks(c, timing, vhost)
             except ConfigError as e:
                 self.error(e)
                 continue
@@ -696,6 +723,27 @@ class _Reader:
         if checks:
             real["checks"] = checks
         return real, made
+
+    def checks(self, n: Node, timing: dict[str, Any], vhost: str | None) -> list[tuple[dict[str, Any], Node | None]]:
+        """`checker`, or what a checker block written alike made with the same timing and virtualhost: its checks
+        (shared: validation only reads them), its warnings told again at n's lines."""
+        span = n.span
+        if span is None or not self.fast:
+            return self.checker(n, timing, vhost)
+        lines, end = span
+        key = (lines[n.line - 1], vhost, tuple(timing.items()), tuple(lines[n.line:end - 1]))
+        known = self.checkers.get(key)
+        if known is not None:
+            self.retell(n, known.told)
+            children = n.children or []
+            return [(check, None if i is None else children[i]) for check, i in known.checks]
+        failed, warned = self.failed, len(self.warnings)
+        found = self.checker(n, timing, vhost)
+        if self.failed == failed:  # an error is never shared
+            index = {id(c): i for i, c in enumerate(n.children or ())}
+            self.checkers[key] = _Checked([(check, None if u is None else index[id(u)]) for check, u in found],
+                                          self.told(n, warned))
+        return found
 
     def checker(self, n: Node, inherited: dict[str, Any],
                 vhost: str | None) -> list[tuple[dict[str, Any], Node | None]]:
@@ -904,7 +952,7 @@ def _valid(read: Callable[[Node], object], n: Node) -> bool:
 _w = _Reader.w
 
 
-def _service_places(n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Where]:
+def _service_places(n: Node, reals: list[tuple[Node, _CheckBlocks]]) -> dict[Loc, Where]:
     """The places inside a service made from virtual_server `n`, by their location below `("services", i)`.
     Each key points at the last line that set it, as read: a line refused (an unknown keyword, a block where none
     belongs, a bad value) points nowhere."""
@@ -924,15 +972,6 @@ def _service_places(n: Node, reals: list[tuple[Node, _Checks]]) -> dict[Loc, Whe
     return where
 
 
-def _template(n: Node, svc: dict[str, Any], reals_made: list[tuple[Node, _Checks]], told: list[Node],
-              warnings: list[ConfigWarning]) -> _Template:
-    """What virtual_server `n` made, its blocks and the nodes it warned about by their offsets from its line."""
-    made = [(rn.line - n.line, [(c.line - n.line, None if u is None else u.line - n.line) for c, u in checks])
-            for rn, checks in reals_made]
-    return _Template(svc, made, [(at.line - n.line, w.message, at.keyword, w.level)
-                                 for at, w in zip(told, warnings, strict=True)])
-
-
 def _reused_places(n: Node, made: _Made) -> dict[Loc, Where]:
     """_service_places of a virtual_server made from a template: its blocks found at the template's offsets."""
     at: dict[int, Node] = {}
@@ -945,7 +984,7 @@ def _reused_places(n: Node, made: _Made) -> dict[Loc, Where]:
                                for r, checks in made])
 
 
-def _real_places(n: Node, checks: _Checks) -> dict[Loc, Where]:
+def _real_places(n: Node, checks: _CheckBlocks) -> dict[Loc, Where]:
     where: dict[Loc, Where] = {("address",): _w(n), ("port",): _w(n)}
     for c in n.children or []:
         if c.keyword not in _RS_KEYWORDS or (c.keyword not in CHECKERS and c.children is not None):

@@ -149,7 +149,7 @@ def files(draw: st.DrawFn) -> str:
     for i, (target, k, extra) in enumerate(draw(st.lists(st.tuples(
             st.sampled_from([0] * 12 + list(range(len(TARGETS)))), st.integers(0, 2),
             st.tuples(st.integers(0, 3), st.integers(0, 30), st.sampled_from(VS_LINES + RS_LINES + ODD))),
-            min_size=1, max_size=10))):
+            min_size=3, max_size=16))):
         settings_, rs = blocks[k % len(blocks)]
         text = [f"{x}\n" for x in settings_]
         for r, rlines, checkers in rs:
@@ -197,6 +197,13 @@ RS = ("  real_server 172.16.{i}.1 8080 {{\n    weight 2\n    HTTP_GET {{\n      
     alike(3, "  lvs_sched rr\n" + RS, "fwmark 1{i}"),
     alike(3, "  lvs_sched rr\n" + RS.replace("    HTTP_GET {{", "    connect_timeout 2\n    HTTP_GET {{")),
     alike(3, "  lvs_sched rr\n  delay_loop {i}\n" + RS),
+    # virtual_servers written each differently, their checkers alike: read once per virtualhost and timing
+    alike(3, "  lvs_sched rr\n  virtualhost v{i}.example.com\n" + RS),
+    alike(3, "  lvs_sched rr\n  virtualhost v{i}.example.com\n" + RS.replace("HTTP_GET", "SSL_GET").replace(
+        "url {{", "enable_sni\n      url {{")),
+    alike(3, "  lvs_sched rr\n  quorum {i}\n" + RS.replace("      url {{", "      connect_timeout 3\n      url {{")
+          .replace("path /h", "path /h\n        status_code 999")),  # refused by validation at each status_code
+    alike(3, "  lvs_sched rr\n  quorum {i}\n  omega\n" + RS.replace("path /h", "path /h\n        regex_stack 3")),
     alike(3, "  lvs_sched rr\n" + RS.replace("HTTP_GET", "MISC_CHECK").replace("url {{\n        path /h\n      }}",
                                                                               "misc_path \"/bin/c {i}\"")),
     alike(3, "  lvs_sched rr # c\n" + RS),  # lines the line cache does not take plainly
