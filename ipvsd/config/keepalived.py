@@ -54,8 +54,8 @@ _Made = list[tuple[int, list[tuple[int, int | None]]]]
 """_service_places' blocks of a virtual_server written plainly, each by its line's offset from the block's first."""
 
 
-_Keyed = tuple[tuple[object, ...], list[Node]]
-"""A virtual_server's key (blocks written alike have equal keys) and its real_server blocks."""
+_Keyed = tuple[int, list[Node]]
+"""A virtual_server's kind (blocks written alike are of one kind) and its real_server blocks."""
 
 
 _Told = list[tuple[int, str, str | None, Literal["warning", "info"]]]
@@ -86,10 +86,11 @@ class _Reader:
         # False: every virtual_server read on its own (the plain path, for tests). True: a virtual_server written
         # like one read before (the same text but for its address and its reals') is made from what that one made.
         self.fast = fast
-        self.templates: dict[tuple[object, ...], _Template] = {}
-        # keys seen once: a template is kept from the second block of a key on (a file of blocks written each
+        self.kinds: dict[tuple[object, ...], int] = {}  # virtual_servers' keys, each hashed once, by number
+        self.templates: dict[int, _Template] = {}
+        # kinds seen once: a template is kept from the second block of a kind on (a file of blocks written each
         # differently keeps none)
-        self.once: set[tuple[object, ...]] = set()
+        self.once: set[int] = set()
         self.checkers: dict[tuple[object, ...], _Checked] = {}
         self.where = _report.ServiceWhere()
         self.groups: dict[str, Node] = {}
@@ -118,7 +119,7 @@ class _Reader:
         self.warnings.append(ConfigWarning(message, path=n.path, line=n.line, key=n.keyword,
                                            level="info" if level == "info" else "warning"))
 
-    def first(self, key: tuple[object, ...]) -> bool:
+    def first(self, key: int) -> bool:
         """Whether `key` is seen for the first time."""
         if key in self.once:
             return False
@@ -255,11 +256,11 @@ class _Reader:
         return data
 
     def top(self, n: Node, data: dict[str, Any], vs_nodes: list[Node]) -> None:
-        if n.keyword.startswith("@") or n.keyword.startswith("$"):
+        if n.keyword == "virtual_server":  # the most frequent first
+            vs_nodes.append(n)
+        elif n.keyword.startswith("@") or n.keyword.startswith("$"):
             raise self.err(n, "conditional configuration and $parameters are not supported by ipvsd; "
                               "expand them first")
-        if n.keyword == "virtual_server":
-            vs_nodes.append(n)
         elif n.keyword == "virtual_server_group":
             name = self.arg(n)
             self.children(n)
@@ -284,9 +285,9 @@ class _Reader:
         """Count what the virtual_servers expand to (groups times reals times checks) before building any of
         it: a small file of wide group ranges must not become gigabytes of services."""
         services = reals = checks = 0
-        counted: dict[tuple[object, ...], tuple[int, int]] = {}  # by key: blocks written alike count alike
+        counted: dict[int, tuple[int, int]] = {}  # by kind: blocks written alike count alike
         for n, found in zip(vs_nodes, keyed, strict=True):
-            idents = self.count_identities(n)
+            idents = 1 if found is not None else self.count_identities(n)  # an address and a port: one
             known = None if found is None else counted.get(found[0])
             if known is not None:
                 n_reals, n_checks = known
@@ -455,8 +456,7 @@ class _Reader:
 
     # --- virtual servers ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def key(n: Node) -> _Keyed | None:
+    def key(self, n: Node) -> _Keyed | None:
         """What a virtual_server `address port` written plainly makes depends on its text but for its address
         and its reals' (which are only copied): that text with those left out, and its real_server blocks. None
         for any other virtual_server."""
@@ -465,14 +465,13 @@ class _Reader:
             return None
         lines, end = span
         first = n.line + 1
-        text: list[Any] = lines[n.line:end - 1]  # one node a line: the content, and where each node is
-        reals = []
-        for c in n.children or ():
-            if c.keyword == "real_server":
-                reals.append(c)
-                text[c.line - first] = (c.children is None, len(c.args), *c.args[1:])  # never a line's text
-        text.append(args[1])
-        return tuple(text), reals
+        text: list[Any] = lines[n.line:end]  # one node a line: the content, and where each node is
+        reals = [c for c in n.children or () if c.keyword == "real_server"]
+        for c in reals:
+            text[c.line - first] = (c.children is None, len(c.args), *c.args[1:])  # never a line's text
+        text[-1] = args[1]  # in place of the closing line
+        kinds = self.kinds
+        return kinds.setdefault(tuple(text), len(kinds)), reals
 
     def reuse(self, template: _Template, n: Node, reals: list[Node]) -> dict[str, Any]:
         """The service of virtual_server `n` written like the template's: its service with n's addresses (the
