@@ -90,5 +90,10 @@ def expand_group_address(text: str) -> Iterator[str]:
     """keepalived virtual_server_group entry address: `ip`, `ip-last` (last part of v4, last group of v6),
     or `ip/prefix`."""
     first, count = _group_bounds(text)
+    if first.version == 4:  # str(IPv4Address) without making one per address
+        start = int(first)
+        for x in range(start, start + count):
+            yield f"{x >> 24}.{x >> 16 & 255}.{x >> 8 & 255}.{x & 255}"
+        return
     for i in range(count):
         yield str(first + i)

@@ -8,7 +8,9 @@ and on random files of many alike blocks, some differing in one place, some wron
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import ConfigErrors, _lexer, _report, keepalived
+from ipvsd.config import ConfigErrors, _lexer, _ranges, _report, keepalived
 from ipvsd.errors import ConfigError
 from tests.unit.config.bigconfig import keepalived as big
 from tests.unit.config.cases import FIXTURES, ROOT
@@ -81,8 +83,10 @@ VS_LINES = [
 RS_LINES = [
     "weight 2", "weight 0", "weight x", "weight -1", "weight 99999999999", "weight 1 2", "weight", "lvs_method DR",
     "lb_kind TUN", "lvs_method TUN type ipip", "inhibit_on_failure", "uthreshold 100", "lthreshold 10",
-    "uthreshold -3", "delay_loop 3", "retry 1", "connect_timeout 9", "virtualhost rs.example.com",
-    "notify_up /bin/x", "notify_down /bin/y", "smtp_alert", "snmp_name x", "bogus", "weight 1 {\n}",
+    "uthreshold -3", "weight \u0663", "weight 0007", "weight 2147483648", "weight 123456789012345678",
+    "weight 1234567890123456789", "weight 0000000000000000001", "weight +3", "delay_loop 3", "retry 1",
+    "connect_timeout 9", "virtualhost rs.example.com", "notify_up /bin/x", "notify_down /bin/y", "smtp_alert",
+    "snmp_name x", "bogus", "weight 1 {\n}",
 ]
 CHECKERS = [
     "HTTP_GET {\nurl {\npath /health\nstatus_code 200\n}\nconnect_timeout 3\n}",
@@ -103,6 +107,7 @@ CHECKERS = [
     "MISC_CHECK {\nmisc_path \"/bin/check 'unterminated\"\n}", "MISC_CHECK {\n}", "MISC_CHECK {\nmisc_path\n}",
     "MISC_CHECK {\nmisc_path /bin/a b c\n}", "MISC_CHECK {\nmisc_path \"/bin/x \\\\ y\"\n}",
     "MISC_CHECK {\nmisc_path \"  \"\n}", "MISC_CHECK {\nmisc_path \"/bin/x\ty\"\nconnect_port 3\n}",
+    "MISC_CHECK {\nmisc_path \"/bin/x\x0by \u00a0z\"\n}", "MISC_CHECK {\nmisc_path /bin/x#y\n}",
     "DNS_CHECK {\ntype A\nname example.com\n}", "DNS_CHECK {\ntype\n}",
     "SMTP_CHECK {\nhost {\nconnect_ip 10.0.0.1\nconnect_port 25\n}\nhelo_name x\n}",
     "SMTP_CHECK {\nhost {\nbogus 1\n}\n}", "SMTP_CHECK {\n}",
@@ -216,3 +221,43 @@ RS = ("  real_server 172.16.{i}.1 8080 {{\n    weight 2\n    HTTP_GET {{\n      
 ])
 def test_odd_files_read_alike(text: str) -> None:
     same(text)
+
+
+GROUP = "virtual_server_group G {{\n  10.9.0.1-3 80\n  10.9.1.0/30 443\n  10.9.2.1 80\n  fwmark 4\n}}\n"
+
+
+@pytest.mark.parametrize("text", [
+    GROUP + "virtual_server group G {\n  lvs_sched rr\n" + RS.format(i=1) + RS.format(i=2) + "}\n",
+    # the reals' warnings told for each address, as the plain path tells them
+    GROUP + "virtual_server group G {\n" + RS.format(i=1).replace("weight 2", "notify_up /x\n    weight 2") + "}\n",
+    GROUP + "virtual_server group G {\n" + RS.format(i=1).replace("8080", "") + "}\n",  # each port its reals
+    GROUP + "virtual_server group G {\n" + RS.format(i=1).replace("weight 2", "weight x") + "}\n",
+    GROUP + "virtual_server group G {\n" + RS.format(i=1).replace("weight 2", "weight 0000000000000000001") + "}\n",
+    GROUP + "virtual_server group G {\n" + RS.format(i=1).replace("172.16.1.1", "300.1.1.1") + "}\n",
+    GROUP.replace("10.9.1.0/30", "10.9.1.0/22") + "virtual_server group G {\n" + RS.format(i=1) + "}\n",
+])
+def test_groups_read_alike(text: str) -> None:
+    same(text.replace("{{", "{").replace("}}", "}"))
+
+
+@given(st.text(st.sampled_from("ab/- \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u3000'\"\\#\x00é"), max_size=12))
+def test_commands_split_as_shlex_splits(command: str) -> None:
+    try:
+        expected: Any = shlex.split(command)
+    except ValueError as e:
+        expected = str(e)
+    try:
+        got: Any = keepalived._split(command)
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(20, 32))
+def test_ipv4_group_ranges_expand_as_ipaddress_does(start: int, end: int, prefix: int) -> None:
+    first = ipaddress.IPv4Address(start)
+    end = max(end, start & 255)
+    expected = [str(first + i) for i in range(end - (start & 255) + 1)]
+    assert list(_ranges.expand_group_address(f"{first}-{end}")) == expected
+    net = ipaddress.IPv4Network((start, prefix), strict=False)
+    assert list(_ranges.expand_group_address(f"{first}/{prefix}")) == [str(a) for a in net]
