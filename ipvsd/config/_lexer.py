@@ -110,8 +110,9 @@ class _Parser:
     """Builds the block tree line by line, with an explicit stack (no recursion, so no depth limit of
     Python's own)."""
 
-    def __init__(self, errors: Collector, fast: bool = True) -> None:
+    def __init__(self, errors: Collector, fast: bool = True, sources: list[list[str]] | None = None) -> None:
         self.errors = errors
+        self.sources = sources  # where to keep the lines of each file read, which the spans point into
         self.fast = fast  # False: every line classified anew (the plain path, for tests)
         self.cache: dict[str, _Line] = {}  # line text -> what it holds, for the lines of every file read
         self.root: list[Node] = []
@@ -143,6 +144,8 @@ class _Parser:
         irregular = self.irregular + 1  # a block cannot span files plainly
         limit, deepest = _STACK_LIMIT, MAX_BLOCK_DEPTH
         lines = text.splitlines()
+        if self.sources is not None:
+            self.sources.append(lines)
         for no, line in enumerate(lines, 1):
             entry = cache.get(line)
             if entry is None:
@@ -264,15 +267,17 @@ class _Parser:
         return self.root
 
 
-def read(path: str, errors: Collector, fast: bool = True) -> list[Node]:
+def read(path: str, errors: Collector, fast: bool = True, sources: list[list[str]] | None = None) -> list[Node]:
     """The block tree of a keepalived.conf and everything it includes; syntax errors go to `errors`.
-    `fast=False` classifies every line anew (the plain path, which the line cache must agree with)."""
-    p = _Parser(errors, fast)
+    `fast=False` classifies every line anew (the plain path, which the line cache must agree with). The lines of
+    each file go to `sources`, when given, for the caller to free when it no longer needs the blocks' spans."""
+    p = _Parser(errors, fast, sources)
     p.feed_file(path, 0, (os.path.realpath(path),))
     return p.finish()
 
 
-def read_text(text: str, path: str, errors: Collector, fast: bool = True) -> list[Node]:
-    p = _Parser(errors, fast)
+def read_text(text: str, path: str, errors: Collector, fast: bool = True,
+              sources: list[list[str]] | None = None) -> list[Node]:
+    p = _Parser(errors, fast, sources)
     p.feed_text(text, path, 0, ())
     return p.finish()

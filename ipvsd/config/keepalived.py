@@ -1054,14 +1054,16 @@ def read(path: str, *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
     """Parse and validate a keepalived.conf (and its includes); `fast=False` takes the plain path that every
     shortcut must agree with."""
     errors = _report.Collector()
-    return _build(_lexer.read(path, errors, fast), path, errors, fast)
+    sources: list[list[str]] = []  # the files' lines, freed once read
+    return _build(_lexer.read(path, errors, fast, sources), path, errors, fast, sources)
 
 
 def parse(text: str, path: str = "<keepalived.conf>", *, fast: bool = True) -> tuple[Config, list[ConfigWarning]]:
     """Parse keepalived.conf text (includes resolve relative to the current directory); `fast=False` as in
     `read`."""
     errors = _report.Collector()
-    return _build(_lexer.read_text(text, path, errors, fast), path, errors, fast)
+    sources: list[list[str]] = []  # the files' lines, freed once read
+    return _build(_lexer.read_text(text, path, errors, fast, sources), path, errors, fast, sources)
 
 
 def places(path: str) -> Mapping[Loc, Where]:
@@ -1073,10 +1075,14 @@ def places(path: str) -> Mapping[Loc, Where]:
     return r.where
 
 
-def _build(nodes: list[Node], path: str, errors: _report.Collector,
-           fast: bool) -> tuple[Config, list[ConfigWarning]]:
+def _build(nodes: list[Node], path: str, errors: _report.Collector, fast: bool,
+           sources: list[list[str]]) -> tuple[Config, list[ConfigWarning]]:
     r = _Reader(errors, fast)
     data = r.read(nodes)
+    # The reader is done with the blocks' text: the file's lines (every line of it, kept by the spans) need not
+    # stay through validation, the load's peak.
+    for lines in sources:
+        lines.clear()
     config = _report.validate(data, r.where, Where(path), errors)
     return config, r.warnings + _report.lint(config, r.where, Where(path))
 
