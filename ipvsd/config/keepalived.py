@@ -319,8 +319,8 @@ class _Reader:
                                      ("checks", checks, _report.MAX_CHECKS)):
                 if count > cap:
                     self.error(self.err(n, f"the configuration expands to more than {cap} {what} here "
-                                                f"(virtual_server_group ranges times real servers); ipvsd's "
-                                                f"limit is {cap}"))
+                                           f"(virtual_server_group ranges times real servers); ipvsd's "
+                                           f"limit is {cap}"))
                     return False
         return True
 
@@ -368,7 +368,7 @@ class _Reader:
         (first, instance), *again = self.sync_nodes  # in the order keepalived reads them: it keeps the first
         for c, _ in again:
             self.error(self.err(c, f"the sync daemon is already configured on line {first.line} "
-                                        f"({first.keyword}); keepalived ignores this one: remove it"))
+                                   f"({first.keyword}); keepalived ignores this one: remove it"))
         c = first
         sync: dict[str, Any] = {}
         if instance is not None:  # a vrrp_instance's own lvs_sync_daemon_interface
