@@ -261,3 +261,23 @@ def test_ipv4_group_ranges_expand_as_ipaddress_does(start: int, end: int, prefix
     assert list(_ranges.expand_group_address(f"{first}-{end}")) == expected
     net = ipaddress.IPv4Network((start, prefix), strict=False)
     assert list(_ranges.expand_group_address(f"{first}/{prefix}")) == [str(a) for a in net]
+
+
+BODY = "lvs_sched rr\n" + RS.format(i=1)
+
+
+@pytest.mark.parametrize(("main", "included"), [
+    ("".join(f"virtual_server 10.0.{i}.1 80 {{\ninclude inc.conf\n}}\n" for i in range(3)), BODY),
+    # a block opened in one file and closed in the other: never taken as written plainly
+    ("".join(f"virtual_server 10.0.{i}.1 80 {{\n{BODY}include inc.conf\n" for i in range(3)), "}\n"),
+    ("".join(f"include inc.conf\n{BODY}}}\n" for i in range(3)), "virtual_server 10.0.0.1 80 {\n"),
+    ("".join(f"include inc.conf\n{BODY}}}\n" for i in range(3)), "virtual_server 10.0.0.1 80 {\nlvs_method DR\n"),
+    ("".join(f"virtual_server 10.0.{i}.1 80 {{\n{BODY}include inc.conf\n}}\n" for i in range(3)),
+     "real_server 10.1.1.1 80 {\n}\n"),
+    ("include inc.conf\ninclude inc.conf\ninclude inc.conf\n", "virtual_server 10.0.0.1 80 {\n" + BODY + "}\n"),
+])
+def test_included_files_read_alike(tmp_path: Path, main: str, included: str) -> None:
+    (tmp_path / "inc.conf").write_text(included)
+    path = tmp_path / "keepalived.conf"
+    path.write_text(main)
+    assert outcome(lambda: keepalived.read(str(path))) == outcome(lambda: keepalived.read(str(path), fast=False))
