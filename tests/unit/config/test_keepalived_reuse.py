@@ -281,3 +281,11 @@ def test_included_files_read_alike(tmp_path: Path, main: str, included: str) -> 
     path = tmp_path / "keepalived.conf"
     path.write_text(main)
     assert outcome(lambda: keepalived.read(str(path))) == outcome(lambda: keepalived.read(str(path), fast=False))
+
+
+def test_lines_past_the_cache_read_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a file of more distinct lines than the line cache keeps: the lines past it are classified each time
+    monkeypatch.setattr(_lexer, "_CACHE_LINES", 5)
+    text = big(4) + alike(3, "  lvs_sched rr # c\n  omega\n" + RS) + '"x\n}\n'
+    assert tree(text, True) == tree(text, False)
+    same(text)
