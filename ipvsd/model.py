@@ -65,8 +65,12 @@ class SvcFlag(IntEnum):
 
 USER_FLAGS = SvcFlag.PERSISTENT | SvcFlag.ONEPACKET | SvcFlag.SCHED1 | SvcFlag.SCHED2 | SvcFlag.SCHED3
 
-_PROTO_OPT = {Proto.TCP: "-t", Proto.UDP: "-u", Proto.SCTP: "--sctp-service"}
-_FWD_OPT = {Fwd.MASQ: "-m", Fwd.TUNNEL: "-i", Fwd.ROUTE: "-g"}
+# The flags as plain ints: `int & IntFlag` makes a flag object at each test (most of writing a table out)
+_SCHED_NAMES = ((int(SvcFlag.SCHED1), "flag-1"), (int(SvcFlag.SCHED2), "flag-2"), (int(SvcFlag.SCHED3), "flag-3"))
+_SCHED_ANY = int(SvcFlag.SCHED1 | SvcFlag.SCHED2 | SvcFlag.SCHED3)
+_PERSISTENT, _ONEPACKET = int(SvcFlag.PERSISTENT), int(SvcFlag.ONEPACKET)
+_PROTO_OPT: dict[int, str] = {Proto.TCP: "-t", Proto.UDP: "-u", Proto.SCTP: "--sctp-service"}
+_FWD_OPT: dict[int, str] = {Fwd.MASQ: "-m", Fwd.TUNNEL: "-i", Fwd.ROUTE: "-g"}
 
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -151,7 +155,9 @@ class ServiceKey:
         """ipvsadm's service selector, e.g. `-t 10.0.0.1:80` or `-f 7 -6`."""
         if self.is_fwmark:
             return f"-f {self.fwmark}" + (" -6" if self.af == AF_INET6 else "")
-        return f"{_PROTO_OPT.get(Proto(self.protocol), '-t')} {addrport(self.addr, self.port)}"
+        # IntEnum members hash and compare as their numbers: looked up without making the enum (a call to it was
+        # most of writing a table out), and a number that is no member falls back instead of raising
+        return f"{_PROTO_OPT.get(self.protocol, '-t')} {addrport(self.addr, self.port)}"
 
     def label(self) -> str:
         """The service as `ipvsadm -L` names it: `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, `FWM 7` (`FWM 7 IPv6`)."""
@@ -174,18 +180,17 @@ class ServiceAttrs:
     def notation(self, af: int) -> str:
         """ipvsadm options that create these attributes, e.g. `-s rr -p 300 -M 255.255.255.0`."""
         parts = [f"-s {self.scheduler}"]
-        sched_flags = [n for b, n in ((SvcFlag.SCHED1, "flag-1"), (SvcFlag.SCHED2, "flag-2"),
-                                      (SvcFlag.SCHED3, "flag-3")) if self.flags & b]
-        if sched_flags:
-            parts.append("-b " + ",".join(sched_flags))
-        if self.flags & SvcFlag.PERSISTENT:
+        flags = self.flags
+        if flags & _SCHED_ANY:
+            parts.append("-b " + ",".join(n for b, n in _SCHED_NAMES if flags & b))
+        if flags & _PERSISTENT:
             parts.append(f"-p {self.timeout}")
             if self.netmask != full_netmask(af):
                 mask = (str(ipaddress.IPv4Address(self.netmask)) if af == AF_INET else str(self.netmask))
                 parts.append(f"-M {mask}")
             if self.pe_name:
                 parts.append(f"--pe {self.pe_name}")
-        if self.flags & SvcFlag.ONEPACKET:
+        if flags & _ONEPACKET:
             parts.append("-o")
         return " ".join(parts)
 
@@ -227,7 +232,7 @@ class DestAttrs:
 
     def notation(self) -> str:
         """ipvsadm options for these attributes, e.g. `-m -w 1`."""
-        parts = [_FWD_OPT.get(Fwd(self.fwd), f"--fwd {self.fwd}"), f"-w {self.weight}"]
+        parts = [_FWD_OPT.get(self.fwd) or f"--fwd {self.fwd}", f"-w {self.weight}"]  # as in ServiceKey.__str__
         if self.u_thresh:
             parts.append(f"-x {self.u_thresh}")
         if self.l_thresh:

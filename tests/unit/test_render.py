@@ -14,6 +14,7 @@ from ipvsd import render
 from ipvsd.commands import list as listcmd
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import (
+    AF_INET,
     AF_INET6,
     Dest,
     DestAttrs,
@@ -576,3 +577,11 @@ def test_connections_from_a_file(tmp_path: object) -> None:
 def test_run_writes_errors_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     assert listcmd.run(argparse.Namespace(argv=["-c", "--stats"])) == 2
     assert capsys.readouterr() == ("", "options conflicts in the list command\n")
+
+
+def test_ipvsadm_notation_of_numbers_that_are_no_enum_member() -> None:
+    """A foreign entry may carry a protocol or forward method ipvsd has no name for: written out, never raised."""
+    assert str(ServiceKey.inet(Proto.UDP, "::1", 53)) == "-u [::1]:53"
+    assert str(ServiceKey(af=AF_INET, protocol=99, addr="10.0.0.1", port=80)) == "-t 10.0.0.1:80"
+    assert DestAttrs(fwd=Fwd.ROUTE, weight=2).notation() == "-g -w 2"
+    assert [DestAttrs(fwd=f).notation() for f in (1, 4, 5, 7)] == [f"--fwd {f} -w 1" for f in (1, 4, 5, 7)]
