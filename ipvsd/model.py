@@ -140,6 +140,8 @@ class ServiceKey:
 
     @classmethod
     def inet(cls, protocol: int, addr: str, port: int) -> ServiceKey:
+        if CANONICAL_V4.fullmatch(addr):  # as DestKey.of
+            return cls(af=AF_INET, protocol=int(protocol), addr=addr, port=port)
         a = canonical_addr(addr)
         return cls(af=family_of(a), protocol=int(protocol), addr=a, port=port)
 
@@ -211,6 +213,10 @@ class DestKey:
 
     @classmethod
     def of(cls, addr: str, port: int) -> DestKey:
+        # A canonical IPv4 address, the common case, is its own canonical form: one match, not two cache misses
+        # (a start keys each real once, every address new: 10,000 reals 26 -> 16 ms natively)
+        if CANONICAL_V4.fullmatch(addr):
+            return cls(af=AF_INET, addr=addr, port=port)
         a = canonical_addr(addr)
         return cls(af=family_of(a), addr=a, port=port)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 from functools import cmp_to_key
 
@@ -31,6 +32,7 @@ from ipvsd.model import (
     Timeouts,
     TunFlags,
     TunType,
+    canonical_addr,
 )
 from ipvsd.render import ListFormat, Names
 
@@ -585,3 +587,15 @@ def test_ipvsadm_notation_of_numbers_that_are_no_enum_member() -> None:
     assert str(ServiceKey(af=AF_INET, protocol=99, addr="10.0.0.1", port=80)) == "-t 10.0.0.1:80"
     assert DestAttrs(fwd=Fwd.ROUTE, weight=2).notation() == "-g -w 2"
     assert [DestAttrs(fwd=f).notation() for f in (1, 4, 5, 7)] == [f"--fwd {f} -w 1" for f in (1, 4, 5, 7)]
+
+
+@settings(max_examples=200)
+@given(n=st.integers(0, 2**32 - 1), six=st.booleans(), port=st.integers(0, 65535))
+def test_keys_of_canonical_addresses_are_the_keys_the_slow_path_makes(n: int, six: bool, port: int) -> None:
+    """DestKey.of and ServiceKey.inet take canonical IPv4 text as it is; anything else is parsed: same keys."""
+    addr = str(ipaddress.IPv6Address(n << 64 | n) if six else ipaddress.IPv4Address(n))
+    af = AF_INET6 if six else AF_INET
+    assert DestKey.of(addr, port) == DestKey(af=af, addr=canonical_addr(addr), port=port)
+    assert ServiceKey.inet(Proto.TCP, addr, port) == ServiceKey(af=af, protocol=6, addr=addr, port=port)
+    if not six:  # the same address written with its IPv6 brackets or leading zeros is not canonical text
+        assert DestKey.of(f"[{addr}]", port).af == AF_INET
