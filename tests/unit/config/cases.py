@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ipvsd.config import load, sniff
+from ipvsd.config import ConfigErrors, ConfigWarning, load, sniff
+from ipvsd.config.schema import Config
+from ipvsd.errors import ConfigError
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -45,3 +48,21 @@ def regenerate() -> None:
 
 if __name__ == "__main__":
     regenerate()
+
+
+def outcome(read: Callable[[], tuple[Config, list[ConfigWarning]]]) -> tuple[Any, ...]:
+    """Everything a reading tells, comparable: the model and the warnings, or every error, each located."""
+    try:
+        config, warnings = read()
+    except ConfigErrors as e:
+        return "errors", [(x.path, x.line, x.key, x.message) for x in e.errors], e.total
+    except ConfigError as e:
+        return "error", e.path, e.line, e.key, e.message
+    return "ok", config.model_dump(), [(w.message, w.path, w.line, w.key, w.level) for w in warnings]
+
+
+def both_paths(read: Callable[..., tuple[Config, list[ConfigWarning]]], *args: str) -> tuple[Any, ...]:
+    """`outcome` of `read(*args)`, which must be the outcome of its plain path, `read(*args, fast=False)`."""
+    fast = outcome(lambda: read(*args))
+    assert fast == outcome(lambda: read(*args, fast=False)), args
+    return fast

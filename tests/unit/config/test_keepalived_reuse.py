@@ -18,10 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import ConfigErrors, _lexer, _ranges, _report, keepalived
-from ipvsd.errors import ConfigError
+from ipvsd.config import _lexer, _ranges, _report, keepalived
 from tests.unit.config.bigconfig import keepalived as big
-from tests.unit.config.cases import FIXTURES, ROOT
+from tests.unit.config.cases import FIXTURES, ROOT, both_paths
 
 
 def dump(nodes: list[_lexer.Node] | None) -> Any:
@@ -36,29 +35,16 @@ def tree(text: str, fast: bool) -> tuple[Any, ...]:
     return dump(nodes), [(e.path, e.line, e.key, e.message) for e in errors.errors], errors.total
 
 
-def outcome(read: Any) -> tuple[Any, ...]:
-    try:
-        config, warnings = read()
-    except ConfigErrors as e:
-        return "errors", [(x.path, x.line, x.key, x.message) for x in e.errors], e.total
-    except ConfigError as e:
-        return "error", e.path, e.line, e.key, e.message
-    return "ok", config.model_dump(), [(w.message, w.path, w.line, w.key, w.level) for w in warnings]
-
-
 def same(text: str) -> tuple[Any, ...]:
     assert tree(text, True) == tree(text, False), text
-    fast = outcome(lambda: keepalived.parse(text, "ka.conf"))
-    assert fast == outcome(lambda: keepalived.parse(text, "ka.conf", fast=False)), text
-    return fast
+    return both_paths(keepalived.parse, text, "ka.conf")
 
 
 @pytest.mark.parametrize("path", [*sorted(FIXTURES.glob("*.conf")), ROOT / "etc" / "keepalived.conf"],
                          ids=lambda p: p.name)
 def test_fixtures_read_alike(path: Path) -> None:
     # read from the file: the fixtures' includes resolve beside it
-    fast = outcome(lambda: keepalived.read(str(path)))
-    assert fast == outcome(lambda: keepalived.read(str(path), fast=False))
+    fast = both_paths(keepalived.read, str(path))
     assert fast[0] == "ok"
 
 
@@ -280,7 +266,7 @@ def test_included_files_read_alike(tmp_path: Path, main: str, included: str) -> 
     (tmp_path / "inc.conf").write_text(included)
     path = tmp_path / "keepalived.conf"
     path.write_text(main)
-    assert outcome(lambda: keepalived.read(str(path))) == outcome(lambda: keepalived.read(str(path), fast=False))
+    both_paths(keepalived.read, str(path))
 
 
 def test_lines_past_the_cache_read_alike(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,26 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import ConfigErrors, ldirectord
-from ipvsd.errors import ConfigError
+from ipvsd.config import ldirectord
 from tests.unit.config.bigconfig import ldirectord as big
-from tests.unit.config.cases import FIXTURES, ROOT
-
-
-def outcome(text: str, fast: bool) -> tuple[Any, ...]:
-    try:
-        config, warnings = ldirectord.parse(text, "ld.cf", fast=fast)
-    except ConfigErrors as e:
-        return "errors", [(x.path, x.line, x.key, x.message) for x in e.errors], e.total
-    except ConfigError as e:
-        return "error", e.path, e.line, e.key, e.message
-    return "ok", config.model_dump(), [(w.message, w.path, w.line, w.key, w.level) for w in warnings]
+from tests.unit.config.cases import FIXTURES, ROOT, both_paths
 
 
 def same(text: str) -> tuple[Any, ...]:
-    fast = outcome(text, True)
-    assert fast == outcome(text, False), text
-    return fast
+    return both_paths(ldirectord.parse, text, "ld.cf")
 
 
 @pytest.mark.parametrize("path", [*sorted(FIXTURES.glob("*.cf")), ROOT / "etc" / "ldirectord.cf"],
