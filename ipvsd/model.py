@@ -65,10 +65,6 @@ class SvcFlag(IntEnum):
 
 USER_FLAGS = SvcFlag.PERSISTENT | SvcFlag.ONEPACKET | SvcFlag.SCHED1 | SvcFlag.SCHED2 | SvcFlag.SCHED3
 
-# The flags as plain ints: `int & IntFlag` makes a flag object at each test (most of writing a table out)
-_SCHED_NAMES = ((int(SvcFlag.SCHED1), "flag-1"), (int(SvcFlag.SCHED2), "flag-2"), (int(SvcFlag.SCHED3), "flag-3"))
-_SCHED_ANY = int(SvcFlag.SCHED1 | SvcFlag.SCHED2 | SvcFlag.SCHED3)
-_PERSISTENT, _ONEPACKET = int(SvcFlag.PERSISTENT), int(SvcFlag.ONEPACKET)
 _PROTO_OPT: dict[int, str] = {Proto.TCP: "-t", Proto.UDP: "-u", Proto.SCTP: "--sctp-service"}
 _FWD_OPT: dict[int, str] = {Fwd.MASQ: "-m", Fwd.TUNNEL: "-i", Fwd.ROUTE: "-g"}
 
@@ -107,6 +103,16 @@ def canonical_addr(addr: str) -> str:
     return str(ipaddress.ip_address(addr.strip("[]")))
 
 
+def _family_and_text(addr: str) -> tuple[int, str]:
+    """The family and canonical text of an address literal, for a key. A canonical IPv4 address, the common
+    case, is its own canonical text: one match, not two cache misses (a start keys each real once, every address
+    new: 10,000 of them 26 -> 16 ms natively)."""
+    if CANONICAL_V4.fullmatch(addr):
+        return AF_INET, addr
+    a = canonical_addr(addr)
+    return family_of(a), a
+
+
 def addrport(addr: str, port: int) -> str:
     """Return `a.b.c.d:port` or `[v6]:port`, the way ipvsadm writes endpoints."""
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
@@ -140,10 +146,8 @@ class ServiceKey:
 
     @classmethod
     def inet(cls, protocol: int, addr: str, port: int) -> ServiceKey:
-        if CANONICAL_V4.fullmatch(addr):  # as DestKey.of
-            return cls(af=AF_INET, protocol=int(protocol), addr=addr, port=port)
-        a = canonical_addr(addr)
-        return cls(af=family_of(a), protocol=int(protocol), addr=a, port=port)
+        af, a = _family_and_text(addr)
+        return cls(af=af, protocol=int(protocol), addr=a, port=port)
 
     @classmethod
     def mark(cls, fwmark: int, af: int = AF_INET) -> ServiceKey:
@@ -182,17 +186,18 @@ class ServiceAttrs:
     def notation(self, af: int) -> str:
         """ipvsadm options that create these attributes, e.g. `-s rr -p 300 -M 255.255.255.0`."""
         parts = [f"-s {self.scheduler}"]
-        flags = self.flags
-        if flags & _SCHED_ANY:
-            parts.append("-b " + ",".join(n for b, n in _SCHED_NAMES if flags & b))
-        if flags & _PERSISTENT:
+        sched_flags = [n for b, n in ((SvcFlag.SCHED1, "flag-1"), (SvcFlag.SCHED2, "flag-2"),
+                                      (SvcFlag.SCHED3, "flag-3")) if self.flags & b]
+        if sched_flags:
+            parts.append("-b " + ",".join(sched_flags))
+        if self.flags & SvcFlag.PERSISTENT:
             parts.append(f"-p {self.timeout}")
             if self.netmask != full_netmask(af):
                 mask = (str(ipaddress.IPv4Address(self.netmask)) if af == AF_INET else str(self.netmask))
                 parts.append(f"-M {mask}")
             if self.pe_name:
                 parts.append(f"--pe {self.pe_name}")
-        if flags & _ONEPACKET:
+        if self.flags & SvcFlag.ONEPACKET:
             parts.append("-o")
         return " ".join(parts)
 
@@ -213,12 +218,8 @@ class DestKey:
 
     @classmethod
     def of(cls, addr: str, port: int) -> DestKey:
-        # A canonical IPv4 address, the common case, is its own canonical form: one match, not two cache misses
-        # (a start keys each real once, every address new: 10,000 reals 26 -> 16 ms natively)
-        if CANONICAL_V4.fullmatch(addr):
-            return cls(af=AF_INET, addr=addr, port=port)
-        a = canonical_addr(addr)
-        return cls(af=family_of(a), addr=a, port=port)
+        af, a = _family_and_text(addr)
+        return cls(af=af, addr=a, port=port)
 
     def __str__(self) -> str:
         return addrport(self.addr, self.port)
