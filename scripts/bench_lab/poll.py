@@ -51,6 +51,9 @@ class Watcher:
     changes: list[Change] = field(default_factory=list)
     samples: int = 0
     max_gap: float = 0.0
+    span: float = 0.0
+    """Seconds from the first sample to the last: span / (samples - 1) is the mean time between samples (a
+    read of a big table's /proc text takes longer than `interval` in the lab VM)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _thread: threading.Thread | None = None
@@ -80,14 +83,17 @@ class Watcher:
         try:
             join_netns(self.ns)
             last_raw = None
-            last = time.monotonic()
+            last = first = time.monotonic()
             while not self._stop.is_set():
                 with open("/proc/thread-self/net/ip_vs") as f:
                     raw = f.read()
                 now = time.monotonic()
                 if self.samples:
                     self.max_gap = max(self.max_gap, now - last)
+                else:
+                    first = now
                 last = now
+                self.span = now - first
                 self.samples += 1
                 if raw != last_raw:  # connection counters change the text too: compare the digests
                     table = self.digest(raw)
