@@ -133,6 +133,34 @@ async def test_reload_adds_and_removes_and_rejects_bad_config(running: Running) 
     await until(running.has({p1: 1, p3: 1}), "rs2 drained and deleted (drain_timeout 0)")
 
 
+async def test_the_file_watch_reloads_a_renamed_or_rewritten_file(tmp_path: Path) -> None:
+    """With watch on, a file renamed into place (as tools write) and one rewritten in place (as editors do) are
+    each reloaded without a SIGHUP."""
+    pages = Pages()
+    p1, p2, p3 = [await pages.start() for _ in range(3)]
+    path = tmp_path / "conf" / "ipvsd.toml"
+    path.parent.mkdir()
+    write_config(path, [p1])
+    kernel = FakeKernel()
+    config, _ = configmod.load(str(path))
+    daemon = Daemon(Options(config_path=str(path), watch=True), config, lambda: kernel)
+    task = asyncio.create_task(daemon.run())
+    r = Running(daemon, kernel, pages, [p1, p2, p3], path)
+    try:
+        await until(r.has({p1: 1}), "rs1 in")
+        beside = path.parent / "ipvsd.toml.new"
+        write_config(beside, [p1, p2])
+        beside.rename(path)
+        await until(r.has({p1: 1, p2: 1}), "rs2 in after the rename, no SIGHUP")
+        write_config(path, [p1, p2, p3])
+        await until(r.has({p1: 1, p2: 1, p3: 1}), "rs3 in after the rewrite in place")
+        assert daemon.reloads["error"] == 0
+    finally:
+        daemon.stopping.set()
+        assert await asyncio.wait_for(task, 10) == 0
+        pages.close()
+
+
 async def test_a_reload_reaches_the_kernel_before_the_collector_runs(running: Running,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The full collection and freeze after a reload (gcpolicy.settle: up to a second in the lab at 10,000 reals)
