@@ -882,9 +882,10 @@ class Settings(_Frozen):
     readd_quiescent: bool = False
     """Re-add a quiesced real that vanished from the table (ldirectord readdquiescent)."""
     watch_config: bool = True
-    """Reload when the config files change, debounced; an invalid or half-written file is rejected and the
-    running configuration stays. The ldirectord reader follows `autoreload` (default no), the keepalived reader
-    turns it off (keepalived reloads on SIGHUP). SIGHUP and `ipvsd reload` always work."""
+    """Reload when the config files change, once a changed file has been quiet for 10 ms; an invalid file is
+    rejected and the running configuration stays. Write a file beside and rename it into place: one written
+    slowly in place can be read half-written. The ldirectord reader follows `autoreload` (default no), the
+    keepalived reader turns it off (keepalived reloads on SIGHUP). SIGHUP and `ipvsd reload` always work."""
     config_callback: str | None = None
     """Command run with the config path when the config changes on disk (ldirectord callback)."""
     dns_ttl: PositiveSeconds = 60.0
