@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState
 from ipvsd.core.probes import health_of, plan_probes
@@ -65,3 +68,78 @@ def test_health_is_judged_for_checked_and_plan_down_reals_only() -> None:
     made = type(plan)(plan.jobs, plan.reals, plan.unresolved, plan.down, plan.decides)  # without them: worked out
     assert made.judged == plan.judged
     assert {dkey.addr for _, dkey in plan.judged} == {"10.1.0.1", "10.1.0.2", "10.1.0.4"}
+
+
+# --- a reload's plan patched into a copy of the last one: the same plan as planning the whole configuration ----
+
+_REALS = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "web", "db")
+_CHECKS: tuple[list[dict[str, Any]], ...] = (
+    [], [HTTP], [{**HTTP, "interval": 2}], [{"type": "tcp", "interval": 1}],
+    [{**HTTP, "address": "db"}], [HTTP, {"type": "tcp", "interval": 1, "port": 81}],
+)
+
+
+def _service(vip: int, reals: list[int], checks: int) -> dict[str, Any]:
+    return {"address": f"10.0.0.{vip}", "port": 80, "checks": _CHECKS[checks],
+            "reals": [{"address": _REALS[r]} for r in reals]}
+
+
+_SERVICE = st.tuples(st.lists(st.integers(0, len(_REALS) - 1), max_size=4, unique=True),
+                     st.integers(0, len(_CHECKS) - 1))
+_EDIT = st.one_of(
+    st.tuples(st.just("replace"), st.integers(0, 20), _SERVICE),
+    st.tuples(st.just("swap"), st.integers(0, 20), st.integers(0, 20)),
+    st.tuples(st.just("add"), st.integers(0, 20), _SERVICE),
+    st.tuples(st.just("drop"), st.integers(0, 20), st.just(0)),
+    st.tuples(st.just("names"), st.sampled_from(["web", "db"]), st.sampled_from([None, "10.1.0.8", "10.1.0.9"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_SERVICE, min_size=1, max_size=12), st.lists(st.lists(_EDIT, min_size=1, max_size=3), max_size=6))
+def test_a_patched_plan_is_the_whole_planning(first: list[tuple[list[int], int]],
+                                             rounds: list[list[tuple[Any, ...]]]) -> None:
+    names: dict[str, str | None] = {"web": "10.1.0.9", "db": "10.1.0.7"}
+
+    def resolve(n: str) -> str | None:
+        return n if n[0].isdigit() else names.get(n)
+
+    vips = iter(range(1, 10_000))
+    config = Config.model_validate({"services": [_service(next(vips), r, c) for r, c in first]})
+    plan = plan_probes(config, resolve=resolve)
+    for edits in rounds:
+        services = list(config.services)
+        for kind, a, b in edits:
+            if kind == "names":
+                names[a] = b
+            elif kind == "swap" and services:
+                i, j = a % len(services), b % len(services)
+                services[i], services[j] = services[j], services[i]
+            elif kind == "drop" and len(services) > 1:
+                del services[a % len(services)]
+            elif kind in ("replace", "add"):
+                made = Config.model_validate({"services": [_service(next(vips), *b)]}).services[0]
+                if kind == "add" or not services:
+                    services.insert(a % (len(services) + 1), made)
+                else:
+                    services[a % len(services)] = made
+        config = config.model_copy(update={"services": tuple(services)})
+        again = plan_probes(config, resolve=resolve, previous=plan)
+        whole = plan_probes(config, resolve=resolve)
+        assert again == whole  # jobs (each probe's check, timing included), reals, unresolved, down, decides
+        assert again.judged == whole.judged and again.asking == whole.asking and again.shared == whole.shared
+        assert list(again.parts) == list(whole.parts)
+        plan = again
+
+
+def test_a_reload_that_changed_one_service_patches_the_plan() -> None:
+    config = Config.model_validate({"services": [svc(f"10.0.0.{i}", f"10.1.0.{i}") for i in range(1, 20)]})
+    first = plan_probes(config)
+    edited = config.model_copy(update={"services": (
+        *config.services[:5], Config.model_validate({"services": [svc("10.0.0.6", "10.1.0.66")]}).services[0],
+        *config.services[6:])})
+    again = plan_probes(edited, previous=first)
+    assert again == plan_probes(edited)
+    # the patch: the changed service's keys last; the whole planning would keep the configuration's order
+    assert [dkey.addr for _, dkey in again.reals][-1] == "10.1.0.66"
+    assert plan_probes(edited, previous=again) is again  # nothing changed since: the same plan
