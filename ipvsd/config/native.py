@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import glob
 import itertools
+import operator
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -514,13 +515,13 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         lines = _Lines(text)
         if name == path:
             where.lines = lines
-        same = 0  # the services before the edit, then those after it, are kept as they were
-        while same < min(len(chunks), len(old_chunks)) and chunks[same] == old_chunks[same]:
-            same += 1
-        tail = 0
-        while (tail < min(len(chunks), len(old_chunks)) - same
-               and chunks[len(chunks) - 1 - tail] == old_chunks[len(old_chunks) - 1 - tail]):
-            tail += 1
+        # The services before the edit, then those after it, are kept as they were: the first chunk that
+        # differs from each end, found in C (a chunk the cut kept is the same string object: compared at once).
+        both = min(len(chunks), len(old_chunks))
+        same = next(itertools.compress(itertools.count(), map(operator.ne, chunks, old_chunks)), both)
+        tail = next(itertools.compress(itertools.count(), map(operator.ne, reversed(chunks), reversed(old_chunks))),
+                    both)
+        tail = min(tail, both - same)
         origins: list[tuple[int, ...]] = list(old.origins[:same])
         raw += old.services[:same]
         for i in range(same, len(chunks) - tail):
@@ -545,7 +546,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
     config = _revalidated(previous, raw)
     if config is None:
         return None
-    if sum(len(s.reals) for s in config.services) > _report.MAX_REALS:
+    if sum(map(len, map(operator.attrgetter("reals"), config.services))) > _report.MAX_REALS:
         return None
     at = 0
     kept: list[SourceFile] = []
