@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ipvsd import config as configmod
+from ipvsd.core import roles
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestAttrs, DestKey, Proto, ServiceAttrs, ServiceKey
 from ipvsd.shell import daemon as daemon_module
@@ -155,6 +156,57 @@ async def test_the_file_watch_reloads_a_renamed_or_rewritten_file(tmp_path: Path
         write_config(path, [p1, p2, p3])
         await until(r.has({p1: 1, p2: 1, p3: 1}), "rs3 in after the rewrite in place")
         assert daemon.reloads["error"] == 0
+    finally:
+        daemon.stopping.set()
+        assert await asyncio.wait_for(task, 10) == 0
+        pages.close()
+
+
+async def test_vip_roles_are_assessed_again_when_the_vips_or_the_addresses_change_not_at_every_reload(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload that keeps every VIP needs no new assessment (sorting 1,000 VIPs cost 3 ms before the pass that
+    applies it); one that adds a VIP, or new addresses, is assessed."""
+    pages = Pages()
+    p1 = await pages.start()
+    path = tmp_path / "ipvsd.toml"
+    write_config(path, [p1])
+    eth0 = roles.Link(2, "eth0", up=True, loopback=False)
+    observed = roles.Observed({2: eth0}, frozenset({roles.Address(2, "10.2.0.240", 24)}))
+    follower: list[Callable[[roles.Observed], None]] = []
+
+    async def follow(callback: Callable[[roles.Observed], None]) -> None:
+        follower.append(callback)
+        callback(observed)
+        await asyncio.Event().wait()
+
+    assessed: list[frozenset[str]] = []
+    update = roles.update
+
+    def counted(old: Any, vips: Any, seen: Any, now: float) -> Any:
+        assessed.append(frozenset(vips))
+        return update(old, vips, seen, now)
+
+    monkeypatch.setattr(daemon_module.roles, "update", counted)
+    config, _ = configmod.load(str(path))
+    daemon = Daemon(Options(config_path=str(path), watch=False), config, FakeKernel, addresses=follow)
+    task = asyncio.create_task(daemon.run())
+
+    async def assessed_once() -> bool:
+        return daemon.roles is not None
+
+    try:
+        await until(assessed_once, "the first assessment")
+        assert daemon.roles is not None and daemon.roles["10.2.0.240"].held
+        count = len(assessed)
+        write_config(path, [p1, p1 + 1])  # another real, the same VIP
+        assert (await daemon.reload("test")).outcome == "ok"
+        assert len(assessed) == count
+        path.write_text(path.read_text().replace('address = "10.2.0.240"', 'address = "10.2.0.241"', 1))
+        assert (await daemon.reload("test")).outcome == "ok"
+        assert assessed[-1] == {"10.2.0.241"} and not daemon.roles["10.2.0.241"].held
+        count = len(assessed)
+        follower[0](roles.Observed({2: eth0}, frozenset({roles.Address(2, "10.2.0.241", 24)})))
+        assert len(assessed) == count + 1 and daemon.roles["10.2.0.241"].held
     finally:
         daemon.stopping.set()
         assert await asyncio.wait_for(task, 10) == 0
