@@ -487,6 +487,7 @@ def edit(b: Bench, kind: str) -> Result:
     def body() -> Result:
         times: list[float | None] = []
         ops: list[int] = []
+        renamed: list[float] = []
         with Watcher(b.lab.lb, 0.02, digest=counts) as w:
             t0 = d.start()
             if w.wait_for(reals_are(total), since=t0, timeout=b.plan.prog_cap) is None:
@@ -500,6 +501,7 @@ def edit(b: Bench, kind: str) -> Result:
                 tmp.write_text(RENDER[kind](virtuals, d.settings, d.workdir))
                 offset = d.log.stat().st_size
                 t1 = time.monotonic()
+                renamed.append(round(time.time(), 3))  # wall clock, to set beside the daemon's log lines
                 tmp.rename(d.conf)
                 if kind != "ipvsd":
                     d.reload()
@@ -515,7 +517,7 @@ def edit(b: Bench, kind: str) -> Result:
         # The table is sampled every 20 ms plus the time one read of its 11,000 entries takes: the mean gap
         # between samples is the figures' resolution (a change is seen, on average, half a gap late).
         gap = w.span / (w.samples - 1) * 1000 if w.samples > 1 else None
-        out_: Result = {"services": s, "reals": total, "ms": times, "sampling_ms": 20,
+        out_: Result = {"services": s, "reals": total, "ms": times, "sampling_ms": 20, "renamed_at": renamed,
                         "poll": {"samples": w.samples, "mean_gap_ms": None if gap is None else round(gap, 1),
                                  "max_gap_ms": round(w.max_gap * 1000, 1)}}
         if kind == "ipvsd":
