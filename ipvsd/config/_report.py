@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -307,13 +307,12 @@ def _checked_sysctls(data: dict[str, Any], where: Mapping[Loc, Where], default: 
     return {**data, "sysctl": kept}
 
 
-def kernel_refusals(config: Config, known: Container[int] = ()) -> Iterator[tuple[Loc, str]]:
+def kernel_refusals(config: Config, only: Iterable[int] | None = None) -> Iterator[tuple[Loc, str]]:
     """What a valid-looking model still holds that the kernel would refuse: a real (or sorry server) of the
-    other address family than its service, unless tunnelled (the only mix IPVS accepts); the services whose
-    id() is in `known` were found free of it before."""
-    for i, svc in enumerate(config.services):
-        if id(svc) in known:
-            continue
+    other address family than its service, unless tunnelled (the only mix IPVS accepts); `only`: the positions
+    of the services to look at (a reread's changed ones: those it kept were found free of it before)."""
+    for i in range(len(config.services)) if only is None else only:
+        svc = config.services[i]
         af = svc.af
         if af == model.AF_INET:  # the common case, asked of every real: an IPv6 literal is the one with a colon
             for j, r in enumerate(svc.reals):

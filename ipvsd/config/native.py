@@ -454,23 +454,23 @@ def _common_suffix(a: str, b: str, n: int) -> int:
     return lo
 
 
-def _revalidated(previous: Reading, raw: list[Any]) -> Config | None:
+def _revalidated(previous: Reading, raw: list[Any], fresh: list[int]) -> Config | None:
     """The previous configuration with the services `raw` holds: the kept ones as they are (validated before),
-    the changed ones validated alone, then what spans services (a service defined twice) and what the kernel
-    would refuse of the changed ones; None at the first error, for the whole reading to locate it. What the
-    whole validation adds (running the kept models' own validators again) cannot change a kept model."""
-    fresh = [x for x in raw if not isinstance(x, VirtualService)]
-    _report.share_checks({"services": fresh})
+    the changed ones (at the positions `fresh`) validated alone, then what spans services (a service defined
+    twice) and what the kernel would refuse of the changed ones; None at the first error, for the whole reading
+    to locate it. What the whole validation adds (running the kept models' own validators again) cannot change
+    a kept model."""
+    _report.share_checks({"services": [raw[i] for i in fresh]})
+    services = list(raw)
     try:
-        made = iter([VirtualService.model_validate(x) for x in fresh])
+        for i in fresh:
+            services[i] = VirtualService.model_validate(raw[i])
     except ValueError:  # pydantic's ValidationError is one
         return None
-    services = tuple(x if isinstance(x, VirtualService) else next(made) for x in raw)
-    if defined_twice(services) is not None:
+    if defined_twice(tuple(services)) is not None:
         return None
-    config = previous.config.model_copy(update={"services": services})
-    kept = {id(x) for x in raw if isinstance(x, VirtualService)}
-    if any(True for _ in _report.kernel_refusals(config, kept)):
+    config = previous.config.model_copy(update={"services": tuple(services)})
+    if any(True for _ in _report.kernel_refusals(config, fresh)):
         return None
     return config
 
@@ -495,6 +495,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         return None
     files: list[tuple[SourceFile, bool]] = []  # and whether it changed
     raw: list[Any] = []  # every service: the kept model, or a changed one's dict to validate
+    fresh: list[int] = []  # the positions of the changed ones in `raw`
     where = _Where(path, previous.files[0].lines)
     changed = False
     for old, name in zip(previous.files, names, strict=True):
@@ -525,6 +526,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         origins: list[tuple[int, ...]] = list(old.origins[:same])
         raw += old.services[:same]
         for i in range(same, len(chunks) - tail):
+            fresh.append(len(raw))
             doc = toml.loads(chunks[i])
             if list(doc) != ["services"] or not isinstance(doc["services"], list) or len(doc["services"]) != 1:
                 return None
@@ -543,7 +545,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         return previous
     if len(raw) > _report.MAX_SERVICES:
         return None
-    config = _revalidated(previous, raw)
+    config = _revalidated(previous, raw, fresh)
     if config is None:
         return None
     if sum(map(len, map(operator.attrgetter("reals"), config.services))) > _report.MAX_REALS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import os
 import re
 import warnings
@@ -719,7 +720,13 @@ class VirtualService(_Frozen):
 
     # One key object per service model: every pass looks services up by key, and a lookup with the very object
     # a table was made with needs no comparison of fields (see _Frozen._CACHED).
-    _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check")
+    _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check", "identity")
+
+    @_Cached
+    def identity(self) -> tuple[Any, ...]:
+        """What tells services apart as service_key() does, in a plain tuple (addresses are canonical already):
+        a reload compares those of every service it kept, which a tuple's C hash does at once."""
+        return (self.fwmark, self.af) if self.fwmark is not None else (self.protocol, self.address, self.port)
 
     @_Cached
     def every_check(self) -> tuple[Check, ...]:
@@ -1065,11 +1072,11 @@ class Config(_Frozen):
 
 def defined_twice(services: tuple[VirtualService, ...]) -> VirtualService | None:
     """The first service whose key an earlier one has, or None."""
-    # addresses are canonical already, so these tuples identify services as service_key() does, without
-    # building one key object per service
+    keys = list(map(operator.attrgetter("identity"), services))  # each model's, worked out once (cached)
+    if len(set(keys)) == len(keys):
+        return None
     seen: set[tuple[Any, ...]] = set()
-    for s in services:
-        k = (s.fwmark, s.af) if s.fwmark is not None else (s.protocol, s.address, s.port)
+    for s, k in zip(services, keys, strict=True):
         if k in seen:
             return s
         seen.add(k)
