@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import pwd
 import signal
@@ -44,10 +45,7 @@ def user_problem(name: str, *, privileged: bool = True) -> str | None:
 
 def users_of(config: Config) -> set[str]:
     """The `user`s of the configuration's external checks (a service's, or a real's own)."""
-    out: set[str] = set()
-    for vs in config.services:
-        out.update(c.user for c in vs.every_check if isinstance(c, ExternalCheck) and c.user)
-    return out
+    return set().union(*map(operator.attrgetter("external_users"), config.services))
 
 
 def _identity(name: str | None) -> dict[str, Any]:

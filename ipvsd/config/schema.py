@@ -720,7 +720,7 @@ class VirtualService(_Frozen):
 
     # One key object per service model: every pass looks services up by key, and a lookup with the very object
     # a table was made with needs no comparison of fields (see _Frozen._CACHED).
-    _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check", "identity")
+    _CACHED: ClassVar[tuple[str, ...]] = ("_key", "ramps", "every_check", "identity", "external_users")
 
     @_Cached
     def identity(self) -> tuple[Any, ...]:
@@ -736,6 +736,11 @@ class VirtualService(_Frozen):
             for c in r.checks or ():
                 seen.setdefault(id(c), c)
         return tuple(seen.values())
+
+    @_Cached
+    def external_users(self) -> frozenset[str]:
+        """The `user`s its external checks run as (a reload asks it of every service)."""
+        return frozenset(c.user for c in self.every_check if isinstance(c, ExternalCheck) and c.user)
 
     @_Cached
     def ramps(self) -> bool:

@@ -7,7 +7,9 @@ a name that never resolved is left out, and the probe plan marks what it keeps o
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
+import operator
 import socket
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -40,6 +42,14 @@ def names_of(config: Config, plan: ProbePlan | None = None) -> dict[str, int]:
     the running configuration) already planned, the same object, is not looked through again."""
     out: dict[str, int] = {}
     parts = plan.parts if plan is not None else {}
+    # A part is found by id() only for its own service (it holds the model, so the id is not another's): when
+    # every service has one, only the parts that name a host are looked through (found and filtered in C).
+    found = list(map(parts.get, map(id, config.services)))
+    if not any(map(operator.is_, found, itertools.repeat(None))):  # by identity: a part's == is Python's
+        for names in filter(None, map(operator.attrgetter("names"), found)):
+            for name, family in names:
+                out.setdefault(name, family)
+        return out
     for vs in config.services:
         part = parts.get(id(vs))
         for name, family in part.names if part is not None and part.service is vs else service_names(vs):
