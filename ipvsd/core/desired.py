@@ -108,14 +108,6 @@ class _Part:
     opened: bool
     reals: dict[DestKey, RealState]
 
-    def holds(self, vs: VirtualService, kernel: Service | None, health: Mapping[tuple[ServiceKey, DestKey],
-              RealHealth], before: bool | None, grace: Mapping[ServiceKey, float] | None) -> bool:
-        """True when this part is what a build of `vs` with these inputs would make."""
-        return (self.service is vs and (self.kernel is _UNASKED or self.kernel is kernel)
-                and (self.before == before or not vs.hysteresis)
-                and (self.quorum or not grace or self.key not in grace)
-                and tuple(map(health.get, self.checked)) == self.health)
-
 
 def build(
     config: Config,
@@ -140,8 +132,13 @@ def build(
     parts: dict[int, _Part] = {}
     for vs in config.services:
         part = old.get(id(vs))
-        if part is None or not part.holds(vs, kernel.get(part.key), health,
-                                          None if quorum is None else quorum.get(part.key), grace):
+        # part.holds(), with each input looked up only when the part depends on it (most depend on none)
+        if part is None or not (
+                part.service is vs
+                and (part.kernel is _UNASKED or part.kernel is kernel.get(part.key))
+                and (not vs.hysteresis or part.before == (None if quorum is None else quorum.get(part.key)))
+                and (part.quorum or not grace or part.key not in grace)
+                and (not part.checked or tuple(map(health.get, part.checked)) == part.health)):
             part = _part(vs, kernel, health, common, quorum, grace, now)
         parts[id(vs)] = part
         skey = part.key
