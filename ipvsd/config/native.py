@@ -461,15 +461,16 @@ def _revalidated(previous: Reading, raw: list[Any], fresh: list[int]) -> Config 
     to locate it. What the whole validation adds (running the kept models' own validators again) cannot change
     a kept model."""
     _report.share_checks({"services": [raw[i] for i in fresh]})
-    services = list(raw)
+    made = list(raw)
     try:
         for i in fresh:
-            services[i] = VirtualService.model_validate(raw[i])
+            made[i] = VirtualService.model_validate(raw[i])
     except ValueError:  # pydantic's ValidationError is one
         return None
-    if defined_twice(tuple(services)) is not None:
+    services = tuple(made)
+    if defined_twice(services) is not None:
         return None
-    config = previous.config.model_copy(update={"services": tuple(services)})
+    config = previous.config.model_copy(update={"services": services})
     if any(True for _ in _report.kernel_refusals(config, fresh)):
         return None
     return config

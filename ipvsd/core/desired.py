@@ -132,7 +132,7 @@ def build(
     parts: dict[int, _Part] = {}
     for vs in config.services:
         part = old.get(id(vs))
-        # part.holds(), with each input looked up only when the part depends on it (most depend on none)
+        # Rule 7: the part serves again while its inputs hold, each input looked up only when the part depends on it
         if part is None or not (
                 part.service is vs
                 and (part.kernel is _UNASKED or part.kernel is kernel.get(part.key))
