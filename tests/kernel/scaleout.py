@@ -26,6 +26,7 @@ import contextlib
 import io
 import itertools
 import json
+import random
 import re
 import selectors
 import signal
@@ -251,6 +252,13 @@ class Flows:
     def __init__(self, n: int, *, period: float = 0.5, patience: float = 20.0) -> None:
         self.period, self.patience = period, patience
         self.flows: list[Flow] = run_in(CLIENT_NS, lambda: [self._open() for _ in range(n)], timeout=300)
+        # Each flow's probe at its own phase of the period, in an order unrelated to the order they opened in. A
+        # director's rr gave the flows their reals in the order they opened; were they probed in that order, a
+        # crash would move them to another director's rr in that order too, and whether the two agree would
+        # come in long runs, not flow by flow. A fixed seed: the same schedule every run.
+        start = time.monotonic()
+        for rank, f in enumerate(random.Random(n).sample(self.flows, n)):
+            f.next_at = start + period * rank / n
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flows", daemon=True)
         self._thread.start()
