@@ -32,8 +32,8 @@ _LDIRECTORD_LINE = re.compile(r"^(virtual6?|checktimeout|checkinterval|quiescent
                               r"negotiatetimeout|failurecount|emailalert\w*|cleanstop|fork|supervised)\s*=", re.M)
 
 
-def sniff_text(text: str, path: str = "") -> Format:
-    """Guess the format from the file name, then the content."""
+def _named(path: str) -> Format | None:
+    """The format the file name says, if it says one."""
     name = os.path.basename(path).lower()
     if name.endswith(".toml"):
         return "native"
@@ -41,6 +41,13 @@ def sniff_text(text: str, path: str = "") -> Format:
         return "ldirectord"
     if "keepalived" in name:
         return "keepalived"
+    return None
+
+
+def sniff_text(text: str, path: str = "") -> Format:
+    """Guess the format from the file name, then the content."""
+    if (named := _named(path)) is not None:
+        return named
     if _KEEPALIVED_WORDS.search(text) or "{" in text:
         return "keepalived"
     if _LDIRECTORD_LINE.search(text):
@@ -55,7 +62,10 @@ def sniff_text(text: str, path: str = "") -> Format:
 
 
 def sniff(path: str) -> Format:
-    """The format of the file at `path` (refusing, like `load`, anything but a regular file)."""
+    """The format of the file at `path` (refusing, like `load`, anything but a regular file, when the content is
+    read: a name that says the format needs no read, and the reader that follows refuses the same)."""
+    if (named := _named(path)) is not None:
+        return named
     head = _source.read_bytes(path, head=1 << 20).removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     return sniff_text(head, path)
 

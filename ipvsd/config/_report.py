@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -342,6 +343,7 @@ def _mixed(address: str, af: int, what: str) -> str:
 
 
 CONSISTENT_SCHEDULERS = ("mh", "sh")
+_SHIPPED = frozenset(KNOWN_SCHEDULERS)
 MH_FALLBACK = 1  # sched_flags holds the kernel's flag numbers: mh-fallback is flag-1
 
 
@@ -349,7 +351,8 @@ def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
     """What keeps N directors behind ECMP from sending a flow to the same real whichever director gets it: the
     scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md)."""
     out: list[tuple[Loc, str, str]] = []
-    for i, svc in enumerate(config.services):
+    mh = any(map("mh".__eq__, map(operator.attrgetter("scheduler"), config.services)))  # in C: most have none
+    for i, svc in enumerate(config.services if mh else ()):
         if (svc.scheduler == "mh" and MH_FALLBACK not in svc.sched_flags
                 and any(svc.on_failure_for(r) == "quiesce" for r in svc.reals)):
             out.append((("services", i, "scheduler"), "sched_flags", "mh with on_failure = \"quiesce\" and without "
@@ -383,7 +386,10 @@ def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[Con
     of that name is installed), a sysctl newer than Linux 6.1. One warning per source line, however many
     services the line made."""
     out: dict[tuple[str, int | None, str], ConfigWarning] = {}
-    for i, svc in enumerate(config.services):
+    # Each service is looked at only when the schedulers (gathered in C) include one the kernel does not ship:
+    # a reload of 1,000 services lints them all.
+    unknown = not _SHIPPED.issuperset(map(operator.attrgetter("scheduler"), config.services))
+    for i, svc in enumerate(config.services if unknown else ()):
         if svc.scheduler not in KNOWN_SCHEDULERS:
             w = locate(("services", i, "scheduler"), where, default)
             message = (f"unknown scheduler {svc.scheduler!r}: the kernel has {' '.join(KNOWN_SCHEDULERS)}; "

@@ -13,7 +13,7 @@ import itertools
 import operator
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ipvsd.config import _alike, _report, _source
@@ -186,7 +186,7 @@ class _Where(Mapping[Loc, Where]):
     def __init__(self, path: str, lines: _Lines) -> None:
         self.path = path
         self.lines = lines
-        self.services: list[tuple[str, _Lines, int, list[int]]] = []  # (file, its lines, k, real map)
+        self.services: list[tuple[str, _Lines, int, Sequence[int]]] = []  # (file, its lines, k, real map)
 
     def get(self, loc: Loc, default: Any = None) -> Any:
         if not loc or loc[0] != "services":
@@ -410,7 +410,7 @@ def _recut(text: str, before: str, head: str, chunks: tuple[str, ...]) -> tuple[
     if lo <= len(head):  # the head, or where the first service begins, changed
         return _cut(text)
     hi = _common_suffix(text, before, n - lo)
-    ends = list(itertools.accumulate((len(c) for c in chunks), initial=len(head)))  # ends[i + 1]: chunk i's
+    ends = list(itertools.accumulate(map(len, chunks), initial=len(head)))  # ends[i + 1]: chunk i's end
     first = bisect.bisect_right(ends, lo - 1) - 1  # the chunk of the last character before the change...
     last = min(bisect.bisect_right(ends, len(before) - hi) - 1, len(chunks) - 1)  # ...and of the first after
     # Every chunk begins after a newline, so the pieces around the middle are whole lines, and no multi-line
@@ -504,7 +504,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
         if text == old.text:
             files.append((old, False))
             raw += old.services
-            where.services += [(name, old.lines, i, list(o)) for i, o in enumerate(old.origins)]
+            where.services += zip(itertools.repeat(name), itertools.repeat(old.lines), itertools.count(), old.origins)
             continue
         pieces = _pieces(old)
         if pieces is None:
@@ -539,7 +539,7 @@ def _reread(path: str, previous: Reading) -> Reading | None:
             origins.append(tuple(origin))
         raw += old.services[len(old_chunks) - tail:]
         origins += old.origins[len(old_chunks) - tail:]
-        where.services += [(name, lines, i, list(o)) for i, o in enumerate(origins)]
+        where.services += zip(itertools.repeat(name), itertools.repeat(lines), itertools.count(), origins)
         files.append((SourceFile(name, lines, (), tuple(origins), (head, chunks)), True))
         changed = True
     if not changed:

@@ -72,6 +72,19 @@ def test_format_is_sniffed_from_name_then_content(tmp_path: Path, name: str, tex
     assert sniff(str(f)) == fmt
 
 
+def test_a_name_that_says_the_format_is_not_read_to_sniff_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload of a 10,000-real `ipvsd.toml` reads the file once, not once more for its format."""
+    import ipvsd.config
+    from ipvsd.config import _source
+
+    def unread(*a: object, **k: object) -> bytes:
+        raise AssertionError("read to sniff a format its name says")
+
+    monkeypatch.setattr(_source, "read_bytes", unread)
+    for name, fmt in (("ipvsd.toml", "native"), ("ldirectord.cf", "ldirectord"), ("keepalived.conf", "keepalived")):
+        assert ipvsd.config.sniff(str(tmp_path / name)) == fmt
+
+
 def test_check_shows_every_setting_that_decides_a_verdict(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", str(FIXTURES / "ldirectord_features.cf")]) == 0
     out = capsys.readouterr().out
