@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from ipvsd.config.schema import Config
 from ipvsd.core.probes import ProbePlan, service_names
@@ -37,22 +37,26 @@ class Resolution:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+class _Named(NamedTuple):
+    """A service's names worked out afresh, standing where its plan part would be in `names_of`."""
+
+    names: tuple[tuple[str, int], ...]
+
+
 def names_of(config: Config, plan: ProbePlan | None = None) -> dict[str, int]:
     """Every host name the configuration uses, with the address family its service needs; a service `plan` (of
     the running configuration) already planned, the same object, is not looked through again."""
     out: dict[str, int] = {}
     parts = plan.parts if plan is not None else {}
-    # A part is found by id() only for its own service (it holds the model, so the id is not another's): when
-    # every service has one, only the parts that name a host are looked through (found and filtered in C).
-    found = list(map(parts.get, map(id, config.services)))
-    if not any(map(operator.is_, found, itertools.repeat(None))):  # by identity: a part's == is Python's
-        for names in filter(None, map(operator.attrgetter("names"), found)):
-            for name, family in names:
-                out.setdefault(name, family)
-        return out
-    for vs in config.services:
-        part = parts.get(id(vs))
-        for name, family in part.names if part is not None and part.service is vs else service_names(vs):
+    services = config.services
+    # A part is found by id() only for its own service (it holds the model, so the id is not another's). The
+    # services with none (all at a start, those a reload changed) have their names worked out; then only the
+    # services that name a host are looked through, in order (found and filtered in C).
+    found: list[Any] = list(map(parts.get, map(id, services)))
+    for i in itertools.compress(range(len(found)), map(operator.is_, found, itertools.repeat(None))):
+        found[i] = _Named(service_names(services[i]))
+    for names in filter(None, map(operator.attrgetter("names"), found)):
+        for name, family in names:
             out.setdefault(name, family)
     return out
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState
 from ipvsd.core.probes import health_of, plan_probes
+from ipvsd.shell.resolver import names_of
 
 HTTP = {"type": "http", "path": "/", "interval": 1}
 
@@ -124,6 +125,8 @@ def test_a_patched_plan_is_the_whole_planning(first: list[tuple[list[int], int]]
                 else:
                     services[a % len(services)] = made
         config = config.model_copy(update={"services": tuple(services)})
+        # the names a reload asks for, found through the running plan's parts (a changed service has none)
+        assert list(names_of(config, plan).items()) == list(names_of(config).items())
         again = plan_probes(config, resolve=resolve, previous=plan)
         whole = plan_probes(config, resolve=resolve)
         assert again == whole  # jobs (each probe's check, timing included), reals, unresolved, down, decides
