@@ -62,7 +62,9 @@ Rule 9: quiet services. A service both desired and in the kernel whose compariso
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -85,6 +87,9 @@ from ipvsd.model import (
     ServiceKey,
     SvcFlag,
 )
+
+_KEY = operator.attrgetter("key")  # a kernel service's key
+_WANT, _HAVE = operator.itemgetter(0), operator.itemgetter(1)  # of a quiet service's (desired, kernel) pair
 
 DrainKey = tuple[ServiceKey, DestKey]
 
@@ -268,22 +273,29 @@ def plan(
 ) -> Plan:
     """Return the ordered ops that make the owned part of `observed` match `desired` (see Rules above);
     `reuse`: the previous plan, whose quiet services are skipped while they hold (Rule 9)."""
-    kernel = {s.key: s for s in observed}
-    mine = frozenset(owned) | frozenset(desired)
+    table = list(observed)
+    kernel = dict(zip(map(_KEY, table), table, strict=True))
+    wanted = frozenset(desired)
+    # The desired table's key objects first: a set keeps the first of equal keys, and the lookups below (and
+    # the next plan's, through the owned set and the quiet services) then find each key by identity.
+    mine = wanted | frozenset(owned)
     p = _Pass(desired=desired, previous=previous, drains=drains, limits=limits, now=now)
-    was_quiet = reuse.quiet if reuse is not None else {}
     quiet: dict[ServiceKey, tuple[DesiredService, Service]] = {}
-    for skey in mine:  # the steps are sorted at the end
+    if reuse is not None and reuse.quiet:
+        # Rule 9, looked up and compared in C: the services whose desired and kernel entries are still the
+        # objects last found quiet stay quiet (at 10,000 reals, a Python step each was most of a reload's plan).
+        was = reuse.quiet
+        keys, pairs = list(was), list(was.values())
+        held = map(operator.and_, map(operator.is_, map(desired.get, keys), map(_WANT, pairs)),
+                   map(operator.is_, map(kernel.get, keys), map(_HAVE, pairs)))
+        quiet = dict(itertools.compress(zip(keys, pairs, strict=True), held))
+    for skey in mine.difference(quiet) if quiet else mine:  # the steps are sorted at the end
         want, have = desired.get(skey), kernel.get(skey)
         if want is None and have is not None:
             _retire_service(p, have)
         elif want is not None and have is None:
             _create_service(p, skey, want)
         elif want is not None and have is not None:
-            q = was_quiet.get(skey)
-            if q is not None and q[0] is want and q[1] is have:
-                quiet[skey] = q
-                continue
             made, drained = len(p.steps), len(p.new_drains)
             _sync_service(p, want, have)
             if len(p.steps) == made and len(p.new_drains) == drained:
@@ -292,11 +304,12 @@ def plan(
     steps = sorted(p.steps, key=_Step.order)
     ops = tuple(s.op for s in steps)
     # A service is forgotten only once the kernel shows it gone, so a failed delete is retried next pass.
-    still_owned = frozenset(desired) | (mine & kernel.keys())
+    # Owning no more than what is desired (every pass but those that drop services), it is all still owned.
+    still_owned = mine if len(mine) == len(wanted) else wanted | (mine & kernel.keys())
     removals = sum(s.removals for s in steps)
     reason = None
     if removals and not limits.force:  # nothing taken out: nothing to guard, and no dests to count
-        reason = _guard(limits, removals, sum(len(kernel[k].dests) for k in mine if k in kernel))
+        reason = _guard(limits, removals, lambda: sum(len(kernel[k].dests) for k in mine if k in kernel))
     if reason is not None:
         return Plan(ops=(), drains=dict(drains), owned=still_owned, refused=reason, withheld=ops,
                     removals=removals, counted=p.counted, quiet=quiet)
@@ -318,12 +331,13 @@ def settled(p: Plan, desired: Desired, table: Iterable[Service]) -> Plan:
     return replace(p, quiet=quiet)
 
 
-def _guard(limits: PlanLimits, removals: int, total: int) -> str | None:
-    """Return why a plan with these removals is refused (Rule 6), or None."""
+def _guard(limits: PlanLimits, removals: int, owned_dests: Callable[[], int]) -> str | None:
+    """Return why a plan with these removals is refused (Rule 6), or None. The owned dests are counted only
+    when the rule needs them: an edit that takes one real out of 10,000 does not."""
     if limits.max_deletes is not None and removals > limits.max_deletes:
-        return (f"plan takes {removals} of {total} owned dests out of service, over the cap of "
+        return (f"plan takes {removals} of {owned_dests()} owned dests out of service, over the cap of "
                 f"{limits.max_deletes}; refused (force to apply)")
-    if removals > limits.guard_floor and removals > limits.max_delete_share * total:
+    if removals > limits.guard_floor and removals > limits.max_delete_share * (total := owned_dests()):
         return (f"plan takes {removals} of {total} owned dests out of service, over the limit of "
                 f"{limits.max_delete_share:.0%}; refused (force to apply)")
     return None
