@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ipvsd.config.schema import Announce, Config, LvsTimeouts
+from ipvsd.config.schema import Announce, Config, LvsTimeouts, VirtualService
 from ipvsd.core import announce, decide, desired, mirror, slowstart, syncd
 from ipvsd.core.maintenance import MaintenanceKey
 from ipvsd.core.plan import settled as plan_settled
@@ -135,7 +135,7 @@ class Reconciler:
         t0 = self.mono()
         self.passes += 1
         read = fresh or self.mirror is None
-        observed = await self.kernel.services() if read else list(self.mirror or ())
+        observed = await self._read_table(config) if read else list(self.mirror or ())
         daemons = await self._read_daemons() if read else self.daemons
         routes = self._read_routes(config.announce)
 
@@ -147,7 +147,7 @@ class Reconciler:
         d = decided()
         if d.plan.counted and not read:  # a drain waits for connections to end: the mirror's counters are stale
             read = True
-            observed = await self.kernel.services()
+            observed = await self._read_table(config)
             daemons = await self._read_daemons()
             d = decided()
         self.last = d
@@ -168,6 +168,10 @@ class Reconciler:
             self.routes = RouteReport(tuple(done), tuple(failed), held, d.routes.why_not)
         return replace(out, sync=sync, duration=self.mono() - t0, routes=self.routes if routes is not None else None,
                        due=d.due, ramps=d.ramps)
+
+    async def _read_table(self, config: Config) -> list[Service]:
+        """The kernel's table, its services keyed by the configuration's key objects (`mirror.keyed`)."""
+        return mirror.keyed(await self.kernel.services(), map(VirtualService.service_key, config.services))
 
     # --- VIP routes ---------------------------------------------------------------------------------------------
 

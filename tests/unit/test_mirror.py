@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ipvsd.config import native
 from ipvsd.config.schema import Config
-from ipvsd.core.mirror import patched
+from ipvsd.core.mirror import keyed, patched
 from ipvsd.errors import KernelError
 from ipvsd.kernel import apply
 from ipvsd.kernel.fake import FakeKernel
@@ -115,3 +115,28 @@ async def test_passes_plan_on_the_mirror_and_read_the_kernel_when_fresh_or_a_dra
     k.set_counters(SVCS[0], DESTS[1], active_conns=1)
     drained = await r.reconcile(_config(tmp_path, "10.1.0.1"), {}, fresh=False)
     assert drained.read and [str(op) for op in drained.applied] == ["-e -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 0"]
+
+
+def test_keyed_gives_a_read_table_the_configurations_key_objects_and_changes_nothing_else() -> None:
+    read = [Service(ServiceKey.inet(Proto.TCP, f"10.0.0.{i}", 80), ServiceAttrs("rr"), (Dest(DESTS[0], DestAttrs()),))
+            for i in (1, 2, 9)]
+    keys = [ServiceKey.inet(Proto.TCP, f"10.0.0.{i}", 80) for i in (2, 1)]  # equal keys, other objects; 9 unknown
+    out = keyed(read, keys)
+    assert out == read  # the same table, in the same order
+    assert [s.key is k for s, k in zip(out[:2], reversed(keys), strict=True)] == [True, True]
+    assert out[2] is read[2]  # a service the configuration does not name keeps its entry
+    assert keyed(out, keys)[0] is out[0]  # already keyed: the same object, not a copy
+
+
+async def test_a_read_keys_the_mirror_by_the_running_configurations_key_objects(tmp_path: Path) -> None:
+    """A table programmed from one load of the file and read back after a reload (new models, equal keys):
+    the mirror holds the new configuration's key objects, which the passes until the next read look up."""
+    k = FakeKernel()
+    r = Reconciler(k, tmp_path / "state.json")
+    await r.reconcile(_config(tmp_path, "10.1.0.1"), {}, fresh=True)
+    reloaded = _config(tmp_path, "10.1.0.1")
+    (mine,) = [vs.service_key() for vs in reloaded.services]
+    assert (await k.services())[0].key is not mine
+    out = await r.reconcile(reloaded, {}, fresh=True)
+    assert out.read and out.applied == ()
+    assert r.mirror is not None and [s.key for s in r.mirror] == [mine] and r.mirror[0].key is mine
