@@ -51,6 +51,7 @@ def one_service(protocol: int, vip: str, port: int) -> Callable[[], Callable[[],
             family = genl.prid
         finally:
             genl.close()
+        # Freed with the reader when the watcher's thread ends.
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_GENERIC)
         sock.bind((0, 0))
         key = ServiceKey.inet(protocol, vip, port)
@@ -67,7 +68,7 @@ def one_service(protocol: int, vip: str, port: int) -> Callable[[], Callable[[],
                     length, kind = struct.unpack_from("=IH", data, at)
                     if kind == _NLMSG_DONE:
                         return str(dests)
-                    if kind == _NLMSG_ERROR:  # no such service (or a failed dump)
+                    if kind == _NLMSG_ERROR:  # the dump failed (a missing service dumps no dests: "0")
                         return "-"
                     dests += kind == family
                     at += (length + 3) & ~3
@@ -78,7 +79,7 @@ def one_service(protocol: int, vip: str, port: int) -> Callable[[], Callable[[],
 
 
 def dest_count(raw: str) -> Table:
-    """`one_service`'s reading as a digest like `counts`' ({"count": {"rs": dests}}; {} when no such service)."""
+    """`one_service`'s reading as a digest like `counts`' ({"count": {"rs": dests}}; {} when the dump failed)."""
     return {} if raw == "-" else {"count": {"rs": int(raw)}}
 
 
