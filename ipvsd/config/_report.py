@@ -347,12 +347,11 @@ _SHIPPED = frozenset(KNOWN_SCHEDULERS)
 MH_FALLBACK = 1  # sched_flags holds the kernel's flag numbers: mh-fallback is flag-1
 
 
-def _scale_out(config: Config) -> list[tuple[Loc, str, str]]:
+def _scale_out(config: Config, schedulers: set[str]) -> list[tuple[Loc, str, str]]:
     """What keeps N directors behind ECMP from sending a flow to the same real whichever director gets it: the
-    scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md)."""
+    scheduler, reals deleted rather than quiesced, sloppy_tcp (docs/scale-out.md); `schedulers`: the services'."""
     out: list[tuple[Loc, str, str]] = []
-    mh = any(map("mh".__eq__, map(operator.attrgetter("scheduler"), config.services)))  # in C: most have none
-    for i, svc in enumerate(config.services if mh else ()):
+    for i, svc in enumerate(config.services if "mh" in schedulers else ()):
         if (svc.scheduler == "mh" and MH_FALLBACK not in svc.sched_flags
                 and any(svc.on_failure_for(r) == "quiesce" for r in svc.reals)):
             out.append((("services", i, "scheduler"), "sched_flags", "mh with on_failure = \"quiesce\" and without "
@@ -386,16 +385,16 @@ def lint(config: Config, where: Mapping[Loc, Where], default: Where) -> list[Con
     of that name is installed), a sysctl newer than Linux 6.1. One warning per source line, however many
     services the line made."""
     out: dict[tuple[str, int | None, str], ConfigWarning] = {}
-    # Each service is looked at only when the schedulers (gathered in C) include one the kernel does not ship:
-    # a reload of 1,000 services lints them all.
-    unknown = not _SHIPPED.issuperset(map(operator.attrgetter("scheduler"), config.services))
-    for i, svc in enumerate(config.services if unknown else ()):
+    # The schedulers gathered once, in C: each service is looked at only when they include one to warn about
+    # (every reload lints, and most configurations have none).
+    schedulers = set(map(operator.attrgetter("scheduler"), config.services))
+    for i, svc in enumerate(config.services if not schedulers <= _SHIPPED else ()):
         if svc.scheduler not in KNOWN_SCHEDULERS:
             w = locate(("services", i, "scheduler"), where, default)
             message = (f"unknown scheduler {svc.scheduler!r}: the kernel has {' '.join(KNOWN_SCHEDULERS)}; "
                        f"adding the service fails unless a module ip_vs_{svc.scheduler} is installed")
             out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key))
-    for loc, key, message in _scale_out(config):
+    for loc, key, message in _scale_out(config, schedulers):
         w = locate(loc, where, default)
         out.setdefault((w.path, w.line, message), ConfigWarning(message, w.path, w.line, w.key or key))
     for name in config.sysctl:
