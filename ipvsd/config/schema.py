@@ -894,10 +894,11 @@ class Settings(_Frozen):
     readd_quiescent: bool = False
     """Re-add a quiesced real that vanished from the table (ldirectord readdquiescent)."""
     watch_config: bool = True
-    """Reload when the config files change, once a changed file has been quiet for 10 ms; an invalid file is
-    rejected and the running configuration stays. Write a file beside and rename it into place: one written
-    slowly in place can be read half-written. The ldirectord reader follows `autoreload` (default no), the
-    keepalived reader turns it off (keepalived reloads on SIGHUP). SIGHUP and `ipvsd reload` always work."""
+    """Reload when the config files change: at once when a file is renamed into place or closed after writing,
+    10 ms after a removal or a change of mode, and not while a file is still open for writing (1 s after its
+    last write at the latest). An invalid file is rejected and the running configuration stays. The ldirectord
+    reader follows `autoreload` (default no), the keepalived reader turns it off (keepalived reloads on
+    SIGHUP). SIGHUP and `ipvsd reload` always work."""
     config_callback: str | None = None
     """Command run with the config path when the config changes on disk (ldirectord callback)."""
     dns_ttl: PositiveSeconds = 60.0

@@ -44,6 +44,7 @@ from ipvsd.errors import ConfigError, IpvsdError, IpvsMissing
 from ipvsd.kernel import Kernel
 from ipvsd.shell import bus, fdlimit, gcpolicy, resolver
 from ipvsd.shell.clock import StepWatch
+from ipvsd.shell.config_watch import ConfigWatch
 from ipvsd.shell.control import ControlServer, socket_path
 from ipvsd.shell.control_api import ControlApi
 from ipvsd.shell.event_log import EventLog
@@ -64,12 +65,6 @@ PACE_MAX = 5.0  # longest wait forced after a slow pass (see run)
 PASS_WAIT = 15.0  # how long drain/undrain wait for the pass that carries them out
 COLD_START_MAX = 30.0  # longest a cold start waits for the first round of checks
 RESYNC_SLACK = 0.001  # seconds early a resync timer may fire and still count as the resync
-# The file watch reports a change once it has seen no other for WATCH_STEP_MS (at most WATCH_DEBOUNCE_MS after
-# the first): a file is read once it is written, not mid-write. An editor or a tool writes a file in calls
-# microseconds apart, or renames it into place (atomic), so 10 ms is quiet enough; watchfiles' default of 50 ms
-# cost every edit 50-100 ms before its reload began. The watch's thread wakes every step to look for changes.
-WATCH_STEP_MS = 10
-WATCH_DEBOUNCE_MS = 200
 
 
 @dataclass
@@ -371,21 +366,24 @@ class Daemon:
             self.watcher = None
 
     async def _follow_files(self) -> None:
-        """Reload when the config file or its drop-in directory changes (editors replace files: watch dirs)."""
-        import watchfiles
-
-        path = Path(self.opts.config_path).resolve()
-        dropins = path.parent / "conf.d"
-        dirs = [str(path.parent)] + ([str(dropins)] if dropins.is_dir() else [])
-
-        def relevant(change: watchfiles.Change, p: str) -> bool:
-            q = Path(p)
-            return q == path or q.parent == dropins
-
-        async for _ in watchfiles.awatch(*dirs, watch_filter=relevant, debounce=WATCH_DEBOUNCE_MS,
-                                         step=WATCH_STEP_MS,
-                                         stop_event=self.stopping, recursive=False):
-            await self.reload("file changed")
+        """Reload when the config file or its drop-in directory changes, once the changed file is whole
+        (`config_watch`); reloads come one after another, each reading whatever changed before it began."""
+        due = asyncio.Event()
+        watch = ConfigWatch(self.opts.config_path, due.set)
+        try:
+            watch.start()
+        except OSError as e:
+            log.error("cannot follow the config files' changes (%s); SIGHUP and `ipvsd reload` still reload",
+                      e.strerror or e)
+            return
+        try:
+            while not self.stopping.is_set():
+                await self._until(due, None)
+                if due.is_set():
+                    due.clear()
+                    await self.reload("file changed")
+        finally:
+            watch.close()
 
     async def _follow_names(self) -> None:
         """Resolve the config's names again: every dns_ttl, and at the check interval while one does not resolve."""
@@ -800,7 +798,7 @@ class Daemon:
         """Sleep until a trigger, a stop, or `delay` seconds."""
         await self._until(self.dirty, delay)
 
-    async def _until(self, event: asyncio.Event, delay: float) -> None:
+    async def _until(self, event: asyncio.Event, delay: float | None) -> None:
         """Sleep until `event` is set, a stop, or `delay` seconds."""
         waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stopping.wait())]
         try:

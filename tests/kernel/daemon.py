@@ -25,7 +25,7 @@ from tests.kernel.lab import Lab, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NET = "-all,+net_admin,+net_raw"  # the unit's CapabilityBoundingSet= and AmbientCapabilities=
-IMPORTS = "import ipvsd.commands.run, ipvsd.kernel.netlink, ipvsd.shell.daemon, pyroute2, watchfiles"
+IMPORTS = "import ipvsd.commands.run, ipvsd.kernel.netlink, ipvsd.shell.daemon, pyroute2, inotify_simple"
 AS_USER = os.environ.get("IPVSD_TEST_AS_USER")
 
 
