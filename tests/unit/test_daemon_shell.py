@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import socket
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ipvsd.core.probes import ProbeKey
 from ipvsd.kernel.fake import FakeKernel
 from ipvsd.model import DestKey, Proto, ServiceKey
 from ipvsd.shell import bus
+from ipvsd.shell import daemon as daemon_module
 from ipvsd.shell.daemon import Daemon, Options
 from tests.support import vtime
 from tests.support.probes import Scripted
@@ -523,3 +525,32 @@ def test_a_reload_naming_a_scheduler_this_kernel_cannot_load_is_rejected_and_the
 
     run(go)
     no_traceback(caplog)
+
+
+def test_a_reload_that_cannot_block_is_prepared_on_the_loop_and_one_that_resolves_a_name_in_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread of its own costs a small reload more than its work in the lab; a lookup must not hold the loop."""
+    sh = Shell(tmp_path)
+    sh.names = {"web.example": "127.0.0.3"}
+    sh.write(["127.0.0.1:1"])
+    on_loop: list[bool] = []
+    prepare = daemon_module.prepare
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "prepare", recorded)
+
+    async def go() -> None:
+        d = await sh.start()
+        await sh.until(sh.has({("127.0.0.1", 1): 1}), "rs1 in")
+        sh.write(["127.0.0.1:1", "127.0.0.2:2"])
+        assert (await d.reload("test")).outcome == "ok"
+        sh.write(["127.0.0.1:1", "web.example:3"])
+        assert (await d.reload("test")).outcome == "ok"
+        assert await sh.stop() == 0
+
+    run(go)
+    # the start plans every service (in a thread), the edit of literals on the loop, the name in a thread
+    assert on_loop[:3] == [False, True, False]

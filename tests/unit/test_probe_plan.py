@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ipvsd.config.schema import Config
 from ipvsd.core.health import HealthState
-from ipvsd.core.probes import health_of, plan_probes
+from ipvsd.core.probes import ProbePlan, health_of, patches, plan_probes
 from ipvsd.shell.resolver import names_of
 
 HTTP = {"type": "http", "path": "/", "interval": 1}
@@ -146,3 +146,18 @@ def test_a_reload_that_changed_one_service_patches_the_plan() -> None:
     # the patch: the changed service's keys last; the whole planning would keep the configuration's order
     assert [dkey.addr for _, dkey in again.reals][-1] == "10.1.0.66"
     assert plan_probes(edited, previous=again) is again  # nothing changed since: the same plan
+
+
+def test_patches_says_whether_a_reload_patches_the_plan_or_plans_it_whole() -> None:
+    """What the daemon asks to prepare a reload on the loop (a patch) rather than in a thread (the whole)."""
+    config = Config.model_validate({"services": [svc(f"10.0.0.{i}", f"10.1.0.{i}") for i in range(1, 20)]})
+    first = plan_probes(config)
+    other = Config.model_validate({"services": [svc(f"10.0.0.{i}", f"10.1.1.{i}") for i in range(1, 20)]})
+
+    def edited(n: int) -> Config:  # the first n services replaced by other objects
+        return config.model_copy(update={"services": (*other.services[:n], *config.services[n:])})
+
+    assert patches(config, first) and patches(edited(1), first) and patches(edited(8), first)
+    assert not patches(edited(9), first)  # more than PATCH_SHARE of 19, and more than 1/8 of them
+    assert not patches(config.model_copy(update={"services": config.services[1:]}), first)  # one dropped
+    assert not patches(config, None) and not patches(config, ProbePlan.empty())
