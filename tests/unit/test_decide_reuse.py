@@ -37,6 +37,8 @@ def _service(i: int, rng: random.Random) -> dict[str, Any]:
         svc["hysteresis"] = rng.randint(0, 1)
     if rng.random() < 0.3:
         svc["fallback"] = {"address": f"10.0.9.{i + 1}", "inhibit": rng.random() < 0.5}
+    if rng.random() < 0.3:  # a pass hands on the table with the ramps' weights; the next build reuses its own
+        svc["slow_start"] = rng.choice([10, 60])
     return svc
 
 
