@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,12 @@ class Prepared:
 def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup = resolver.getaddrinfo,
             warnings: tuple[str, ...] = (), quiet: frozenset[str] = frozenset(),
             routes: Callable[[Announce], RouteTable] | None = None, path: str | None = None,
-            plan: ProbePlan | None = None) -> Prepared:
+            plan: ProbePlan | None = None, names: Mapping[str, int] | None = None,
+            users: Collection[str] | None = None) -> Prepared:
     """Resolve the names of `config` and build its probe plan (blocking: DNS; run it in a thread), reusing the
     running `plan`'s part for every service the reload left as it was; with [announce] and `routes`, refuse a
-    routing table that is not ipvsd's to use."""
+    routing table that is not ipvsd's to use. `names` and `users`: the config's host names and check users
+    when the caller has worked them out (`resolver.names_of`, `external.users_of`)."""
     if config.announce is not None and routes is not None:
         try:
             conflict = routes(config.announce).conflict()
@@ -113,10 +115,10 @@ def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup
         if conflict is not None:
             key, _, message = conflict.partition(": ")
             raise ConfigError(message, path=path, key=key)
-    for user in sorted(external.users_of(config)):  # refused whole now rather than failing at every check
+    for user in sorted(external.users_of(config) if users is None else users):  # refused whole now, not at each check
         if (problem := external.user_problem(user)) is not None:
             raise ConfigError(problem, path=path)
-    found = resolver.resolve(resolver.names_of(config, plan), previous, lookup, quiet)
+    found = resolver.resolve(resolver.names_of(config, plan) if names is None else names, previous, lookup, quiet)
     resolved = found.addresses
 
     def resolve(name: str) -> str | None:
@@ -125,14 +127,6 @@ def prepare(config: Config, previous: dict[str, str], *, lookup: resolver.Lookup
     probes = plan_probes(config, resolve=resolve, previous=plan)
     fds = fdlimit.needed(probes.jobs.values(), config.settings.limits.check_concurrency)
     return Prepared(config, resolved, probes, fds, warnings, frozenset(found.failed))
-
-
-def may_block(config: Config, plan: ProbePlan | None = None) -> bool:
-    """Whether `prepare` may wait on the world: a host name to resolve, a check's user to look up (the user
-    database may be a directory server), [announce]'s routing table to read. Without any, a reload that
-    patches the probe plan is a few ms of computing at 10,000 reals in the lab, done on the loop: a new thread
-    and the hand-overs to it and back cost 5 ms more there."""
-    return config.announce is not None or bool(external.users_of(config)) or bool(resolver.names_of(config, plan))
 
 
 def restart_only_changes(old: Settings, new: Settings) -> tuple[str, ...]:
@@ -274,12 +268,16 @@ class Daemon:
 
     async def _prepare(self, config: Config, warnings: tuple[str, ...] = (), *, again: bool = False) -> Prepared:
         """Prepare `config` in a thread; at once when it only patches the running probe plan and nothing in it
-        can block (`may_block`). `again`: a periodic re-resolution, quiet about names that still fail."""
+        can wait on the world: no host name to resolve, no check user to look up (the user database may be a
+        directory server), no [announce] routing table to read. Then it is a few ms of computing at 10,000
+        reals in the lab, where a thread of its own and the hand-overs cost 5 ms more. `again`: a periodic
+        re-resolution, quiet about names that still fail."""
+        names, users = resolver.names_of(config, self.probes), external.users_of(config)
         call = functools.partial(prepare, config, dict(self.resolved), lookup=self.lookup, warnings=warnings,
                                  quiet=self.failed_names if again else frozenset(),
                                  routes=None if again else self.route_factory,
-                                 path=self.opts.config_path, plan=self.probes)
-        if patches(config, self.probes) and not may_block(config, self.probes):
+                                 path=self.opts.config_path, plan=self.probes, names=names, users=users)
+        if not names and not users and config.announce is None and patches(config, self.probes):
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
