@@ -90,19 +90,6 @@ def read(path: str, format: Format | None = None, previous: Reading | None = Non
             gc.enable()
 
 
-def reread(path: str, format: Format | None, previous: Reading) -> Reading | None:
-    """`read` with `previous` when only the services whose text changed need reading again (an edit of a large
-    native file: a few ms, cheap enough for the daemon's event loop); None when the file must be read whole,
-    as `read` does (another format, a changed head, a drop-in added, any error: `read` reports it)."""
-    try:
-        if (format or sniff(path)) != "native":
-            return None
-    except (OSError, ConfigError):
-        return None
-    from ipvsd.config import native
-    return native.changed_only(path, previous)
-
-
 def _read(path: str, format: Format | None, previous: Reading | None) -> Reading:
     fmt = format or sniff(path)
     if fmt == "native":

@@ -481,17 +481,11 @@ def reread(path: str, previous: Reading) -> Reading:
     `previous` (an edit of one service in a large file); the result is the one `reading` gives. Anything else
     (a changed head or [check_defaults], a drop-in added or removed, a file that cannot be cut, any error) is
     read whole by `reading`, which also reports the errors, located."""
-    again = changed_only(path, previous)
-    return again if again is not None else reading(path)
-
-
-def changed_only(path: str, previous: Reading) -> Reading | None:
-    """`reread`'s shortcut alone: the reading with only the changed services parsed and validated again, or None
-    when only a whole reading can tell (what `reread` lists). A few ms at 10,000 reals."""
     try:
-        return _reread(path, previous)
+        again = _reread(path, previous)
     except Exception:  # whatever the shortcut trips on, the whole reading decides it and reports it
-        return None
+        again = None
+    return again if again is not None else reading(path)
 
 
 def _reread(path: str, previous: Reading) -> Reading | None:

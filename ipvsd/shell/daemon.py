@@ -318,13 +318,8 @@ class Daemon:
 
     async def _reload(self, why: str) -> bus.Reloaded:
         try:
-            # An edit of a few services is read on the loop (a few ms at 10,000 reals, less than the hand-over
-            # to a thread and back in the lab); a file that must be read whole (seconds, there) in a thread.
-            reading = configmod.reread(self.opts.config_path, self.opts.format, self.reading) \
-                if self.reading is not None else None
-            if reading is None:
-                reading = await asyncio.to_thread(configmod.read, self.opts.config_path, self.opts.format,
-                                                  self.reading)
+            reading = await asyncio.to_thread(configmod.read, self.opts.config_path, self.opts.format,
+                                              self.reading)
             config, warnings = reading.config, reading.warnings
             self.reading = reading
         except RecursionError:  # a reader's bug on hostile input; the running configuration must not pay for it

@@ -554,34 +554,3 @@ def test_a_reload_that_cannot_block_is_prepared_on_the_loop_and_one_that_resolve
     run(go)
     # the start plans every service (in a thread), the edit of literals on the loop, the name in a thread
     assert on_loop[:3] == [False, True, False]
-
-
-def test_an_edit_of_services_is_read_on_the_loop_and_a_changed_head_in_a_thread(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reread of a few services costs less than a thread's hand-overs in the lab; a whole reading (seconds
-    there at 10,000 reals) must not hold the loop."""
-    sh = Shell(tmp_path)
-    sh.write(["127.0.0.1:1"])
-    whole: list[bool] = []  # for each whole reading: whether it ran on the loop's thread
-    read = configmod.read
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        whole.append(threading.current_thread() is threading.main_thread())
-        return read(*args, **kwargs)
-
-    async def go() -> None:
-        d = await sh.start()  # as the tests start it: with the configuration, not the reading it came from
-        await sh.until(sh.has({("127.0.0.1", 1): 1}), "rs1 in")
-        monkeypatch.setattr(configmod, "read", recorded)
-        sh.write(["127.0.0.1:1", "127.0.0.2:2"])
-        assert (await d.reload("test")).outcome == "ok"
-        assert whole == [False]  # nothing to read again from: read whole, in a thread
-        sh.write(["127.0.0.1:1", "127.0.0.2:2", "127.0.0.3:3"])
-        assert (await d.reload("test")).outcome == "ok"
-        assert whole == [False] and d.config.services[0].reals[-1].port == 3  # by the shortcut, on the loop
-        sh.write(["127.0.0.1:1", "127.0.0.2:2", "127.0.0.3:3"], settings="drain_timeout = 5")
-        assert (await d.reload("test")).outcome == "ok"
-        assert whole == [False, False] and d.config.settings.drain_timeout == 5
-        assert await sh.stop() == 0
-
-    run(go)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipvsd.config import Reading, native, read, reread
+from ipvsd.config import Reading, native, read
 from ipvsd.config.schema import Config
 from ipvsd.config.to_toml import to_toml
 from ipvsd.errors import ConfigError
@@ -83,25 +83,6 @@ def test_one_service_edited_is_read_alone_and_the_rest_is_kept(main: Path) -> No
     assert [str(r.address) for r in again.config.services[7].reals][-1] == "10.4.7.9"
     kept = [i for i, (a, b) in enumerate(zip(again.config.services, first.config.services, strict=True)) if a is b]
     assert kept == [i for i in range(40) if i != 7]  # the same objects: not parsed nor validated again
-
-
-def test_the_shortcut_alone_reads_an_edit_and_leaves_a_whole_reading_to_read(main: Path, tmp_path: Path) -> None:
-    """`ipvsd.config.reread`, what the daemon runs on its loop: an edit of services as `read` reads it, and None
-    wherever `read` must read the whole file (a changed head, an error, another format)."""
-    first = read(str(main))
-    main.write_text(text(edit=lambda i, s: s.replace('"10.4.7.3"', '"10.4.7.9"') if i == 7 else s))
-    quick = reread(str(main), None, first)
-    assert quick is not None and outcome(quick) == outcome(read(str(main)))
-    assert quick.config.services[0] is first.config.services[0]
-    main.write_text(text().replace("interval = 2", "interval = 3"))  # the head
-    assert reread(str(main), None, first) is None
-    main.write_text(text(edit=lambda i, s: s.replace("port = 80", "port = 80000") if i == 7 else s))
-    assert reread(str(main), None, first) is None  # an error: the whole reading locates it
-    main.unlink()
-    assert reread(str(main), None, first) is None
-    cf = tmp_path / "ldirectord.cf"
-    cf.write_text("virtual=10.0.0.1:80\n\treal=10.1.0.1:80 masq\n")
-    assert reread(str(cf), "ldirectord", first) is None
 
 
 def test_an_unchanged_file_gives_the_previous_reading(main: Path) -> None:
