@@ -57,7 +57,7 @@ from ipvsd.config.schema import Config, RealServer, VirtualService
 from ipvsd.core import plan
 from ipvsd.core.maintenance import MaintenanceKey, in_maintenance
 from ipvsd.core.plan import DesiredDest, DesiredService, Want
-from ipvsd.core.probes import RealHealth, literal
+from ipvsd.core.probes import RealHealth, literal, patch_limit
 from ipvsd.model import DestKey, Service, ServiceKey
 
 
@@ -131,7 +131,6 @@ class _Absent:
 _ABSENT = _Absent()
 _SERVICE, _FREE = operator.attrgetter("service"), operator.attrgetter("free")
 _KEY, _DESIRED, _QUORUM, _OPENED = (operator.attrgetter(n) for n in ("key", "desired", "quorum", "opened"))
-PATCH_SHARE = 8  # a build whose parts moved at more than 1/PATCH_SHARE of the positions makes its table whole
 
 
 def build(
@@ -193,7 +192,7 @@ def _patched(reuse: Built, old: Mapping[int, _Part], chosen: list[_Part]
     if reuse.made is None or len(before) != len(chosen):
         return None, None, None
     moved = list(itertools.compress(range(len(chosen)), map(operator.is_not, chosen, before)))
-    if len(moved) > max(PATCH_SHARE, len(chosen) // PATCH_SHARE):
+    if len(moved) > patch_limit(len(chosen)):
         return None, None, None
     # copy(), not dict(): a patched dict has the holes its deletions left, which dict() walks entry by entry
     table, quorums = reuse.made.copy(), reuse.quorum.copy()

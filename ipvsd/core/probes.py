@@ -215,8 +215,9 @@ def _moved(part: _ServicePart, resolve: Resolve) -> bool:
 PATCH_SHARE = 8  # a reload that changed more than 1/PATCH_SHARE of the services is planned whole
 
 
-def _patch_limit(services: int) -> int:
-    """The most services a reload may change for its plan to be patched (PATCH_SHARE)."""
+def patch_limit(services: int) -> int:
+    """The most of `services` that may have changed for a copy of what was made for them to be patched rather
+    than everything made again (PATCH_SHARE): a reload's probe plan, a pass's desired table."""
     return max(PATCH_SHARE, services // PATCH_SHARE)
 
 
@@ -227,7 +228,7 @@ def patches(config: Config, previous: ProbePlan | None) -> bool:
     if previous is None or not previous.parts or len(config.services) != len(previous.parts):
         return False
     changed: int = sum(map(operator.ne, map(id, config.services), previous.parts))
-    return changed <= _patch_limit(len(config.services))
+    return changed <= patch_limit(len(config.services))
 
 
 def _patched(config: Config, resolve: Resolve, previous: ProbePlan) -> ProbePlan | None:
@@ -249,7 +250,7 @@ def _patched(config: Config, resolve: Resolve, previous: ProbePlan) -> ProbePlan
             changed.add(i)
     if not changed:
         return previous
-    if len(changed) > _patch_limit(len(ids)) or len(set(ids)) != len(ids):
+    if len(changed) > patch_limit(len(ids)) or len(set(ids)) != len(ids):
         return None
     order = sorted(changed)
     gone = [old_parts[i] for i in order]

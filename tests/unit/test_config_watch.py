@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,10 @@ class Seen:
         self.event.clear()
 
 
-async def settled(watch: ConfigWatch, cond: object, what: str, timeout: float = 5.0) -> None:
+async def settled(cond: Callable[[], object], what: str, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not cond():  # type: ignore[operator]
+    while not cond():
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
@@ -107,7 +108,7 @@ async def test_a_file_held_open_for_writing_is_not_reported_until_it_is_closed(c
         with open(config_dir / "ipvsd.toml", "w") as f:
             f.write("# half\n")
             f.flush()
-            await settled(watch, lambda: watch.state.writing, "the write seen")
+            await settled(lambda: watch.state.writing, "the write seen")
             loop = asyncio.get_running_loop()
             assert watch.state.due is not None and watch.state.due > loop.time() + OPEN_QUIET - 0.5
             assert seen.calls == 0
@@ -126,7 +127,7 @@ async def test_drop_ins_are_followed_also_when_their_directory_comes_later_and_h
     try:
         (config_dir / DROPINS).mkdir()
         await seen.next("conf.d made")  # its reload reads whatever it holds by then
-        await settled(watch, lambda: len(watch.dirs) == 2, "conf.d watched")
+        await settled(lambda: len(watch.dirs) == 2, "conf.d watched")
         with open(config_dir / DROPINS / ".a.toml.swp", "w") as swap:  # an editor's, open while it edits
             swap.write("swap")
             swap.flush()
@@ -137,7 +138,7 @@ async def test_drop_ins_are_followed_also_when_their_directory_comes_later_and_h
             f.unlink()
         (config_dir / DROPINS).rmdir()
         await seen.next("conf.d removed")
-        await settled(watch, lambda: len(watch.dirs) == 1, "conf.d's watch gone")
+        await settled(lambda: len(watch.dirs) == 1, "conf.d's watch gone")
     finally:
         watch.close()
 
