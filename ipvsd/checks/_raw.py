@@ -5,12 +5,17 @@ Per probe, asyncio's add_writer/add_reader/remove_* each cost selector-key looku
 (scripts/bench-probes). Here a connection's socket sits in one `epoll` of ours (C calls only), which the
 asyncio loop watches as a single reader; deadlines wait in one heap of C-compared tuples behind one coarse
 timer. A connection serves one exchange (connect, send, read until done) or, kept, several. TLS uses _net.
+
+An exchange ends by calling its `end` callback once, from the socket's event: `start` is that interface, for
+a prober that runs without a task per probe (the scheduler's direct probes, docs/checks.md); `exchange` is the
+same wrapped in a future, for probe bodies written as coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import heapq
 import itertools
 import math
@@ -27,6 +32,8 @@ _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, 0)
 _TICK = 0.01  # deadlines are enforced at most this late; batching them keeps the timer off the hot path
 
 Done = Callable[[bytearray], bool]
+End = Callable[[BaseException | None], None]
+Ended = Callable[[BaseException | None, float], None]  # OneShot's: the exchange's error (or None), the loop time
 
 
 class Poller:
@@ -36,8 +43,9 @@ class Poller:
         self.loop = loop
         self.ep = select.epoll()
         self.live: dict[int, RawConn] = {}
-        # (deadline, seq, future): a finished exchange leaves its entry behind, holding only its done future.
-        self.deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        # (deadline, seq, conn): the exchange numbered seq times out then, if it is still the conn's (`xid`).
+        # A finished exchange leaves its entry behind until the heap empties or the deadline passes.
+        self.deadlines: list[tuple[float, int, RawConn]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -62,9 +70,10 @@ class Poller:
         if self.live.pop(conn.fd, None) is not None:
             self.ep.unregister(conn.fd)
 
-    def expire_at(self, at: float, fut: asyncio.Future[None]) -> None:
+    def expire_at(self, at: float, conn: RawConn) -> None:
         self.pending += 1
-        heapq.heappush(self.deadlines, (at, next(self._seq), fut))
+        conn.xid = seq = next(self._seq)
+        heapq.heappush(self.deadlines, (at, seq, conn))
         if at < self._timer_at:
             self._set_timer(at)
 
@@ -90,9 +99,9 @@ class Poller:
         heap = self.deadlines
         now = self.loop.time()
         while heap and heap[0][0] <= now:
-            fut = heapq.heappop(heap)[2]
-            if not fut.done():  # the waiting exchange unregisters its socket as it raises
-                fut.set_exception(TimeoutError())
+            _, seq, conn = heapq.heappop(heap)
+            if conn.xid == seq and conn.end is not None:
+                conn.fail(TimeoutError())
         if heap:
             self._set_timer(heap[0][0])
 
@@ -119,7 +128,8 @@ def poller() -> Poller:
 class RawConn:
     """A TCP connection to a target: connected on the first exchange, then reusable while the peer keeps it."""
 
-    __slots__ = ("buf", "connected", "done", "eof", "fd", "fut", "got", "limit", "payload", "poller", "sock")
+    __slots__ = ("armed", "buf", "connected", "done", "end", "eof", "fd", "got", "limit", "payload", "poller", "sock",
+                 "xid")
 
     def __init__(self, target: ProbeTarget) -> None:
         self.poller = poller()
@@ -139,39 +149,58 @@ class RawConn:
         self.payload: bytes | None = None
         self.limit = 0
         self.done: Done | None = None
-        self.fut: asyncio.Future[None] | None = None
+        self.end: End | None = None  # set while an exchange runs
+        self.armed = False  # the running exchange has a deadline in the poller's heap
+        self.xid = -1  # the running exchange's number in that heap
 
-    async def exchange(self, payload: bytes | None, *, limit: int, done: Done | None, deadline: float) -> bytearray:
+    def start(self, payload: bytes | None, *, limit: int, done: Done | None, deadline: float, end: End) -> None:
         """Connect if needed, send `payload`, read until `done(buf)`, EOF or `limit` bytes; `done=None`: connect.
 
-        Raises OSError for socket errors and TimeoutError at `deadline` (loop time).
+        Then `end(None)`, the reply in `buf`; or `end(exc)`: OSError for socket errors, TimeoutError at
+        `deadline` (loop time). `end` is called once, from the loop, and may be called before this returns
+        (a handshake that completed inside connect()). `close()` abandons the exchange without calling it.
         """
-        p = self.poller
-        fut = self.fut = p.loop.create_future()
         self.payload, self.limit, self.done, self.buf, self.got = payload, limit, done, bytearray(), False
+        self.end = end
         if self.connected:
             self._send()
         elif self._established():
             # On loopback and veth the handshake completes inside connect(): go on without a trip through epoll.
             self.connected = True
             if done is None:
-                return self.buf
+                self._finish(None)
+                return
             self._send()
         else:
-            p.watch(self, select.EPOLLOUT)
-        armed = not fut.done()
-        if armed:
-            p.expire_at(deadline, fut)
+            self.poller.watch(self, select.EPOLLOUT)
+        if self.end is not None:
+            self.armed = True
+            self.poller.expire_at(deadline, self)
+
+    async def exchange(self, payload: bytes | None, *, limit: int, done: Done | None, deadline: float) -> bytearray:
+        """`start` as a coroutine: return `buf`, or raise what `end` would be given."""
+        fut = self.poller.loop.create_future()
+        self.start(payload, limit=limit, done=done, deadline=deadline, end=functools.partial(_settle, fut))
         try:
             await fut
-        finally:
-            if armed:
-                p.finished()
-            p.unwatch(self)
-            # A kept connection waits a whole interval for its next exchange: let go of this one's reader (the
-            # response, its head and body) and future meanwhile, 3-4 MB at 10,000 keep-alive reals.
-            self.done = self.fut = None
+        except asyncio.CancelledError:
+            self._finish(None, call=False)
+            raise
         return self.buf
+
+    def _finish(self, exc: BaseException | None, *, call: bool = True) -> None:
+        end, self.end = self.end, None
+        if end is None:
+            return
+        if self.armed:
+            self.armed = False
+            self.poller.finished()
+        self.poller.unwatch(self)
+        # A kept connection waits a whole interval for its next exchange: let go of this one's reader (the
+        # response, its head and body) meanwhile, 3-4 MB at 10,000 keep-alive reals.
+        self.done = None
+        if call:
+            end(exc)
 
     def _established(self) -> bool:
         try:
@@ -191,6 +220,8 @@ class RawConn:
         return False
 
     def close(self) -> None:
+        """Close the connection; an exchange still running is abandoned (its `end` is not called)."""
+        self._finish(None, call=False)
         # Unregister before closing, though closing alone would do it: a forked child that still holds the
         # socket keeps it in the epoll set, reporting events under a descriptor number reused meanwhile.
         self.poller.unwatch(self)
@@ -199,7 +230,7 @@ class RawConn:
     # --- callbacks ----------------------------------------------------------------------------------------
 
     def on_event(self, events: int) -> None:
-        if self.fut is None or self.fut.done():
+        if self.end is None:
             self.poller.unwatch(self)
             return
         if not self.connected:
@@ -209,7 +240,7 @@ class RawConn:
                 return
             self.connected = True
             if self.done is None:  # connect only
-                self.fut.set_result(None)
+                self._finish(None)
                 return
             self._send()
             return
@@ -220,7 +251,7 @@ class RawConn:
         except OSError as e:
             self.eof = True
             if self.got:  # a reset after a complete-enough reply: judge what arrived
-                self.fut.set_result(None)
+                self._finish(None)
             else:
                 self.fail(e)
             return
@@ -233,10 +264,9 @@ class RawConn:
             self.eof = True  # bounded: what we have is all we look at, and the connection is not reusable
         assert self.done is not None
         if self.eof or self.done(self.buf):
-            self.fut.set_result(None)
+            self._finish(None)
 
     def _send(self) -> None:
-        assert self.fut is not None
         if self.payload:
             try:
                 sent = self.sock.send(self.payload)
@@ -249,9 +279,57 @@ class RawConn:
         self.poller.watch(self, select.EPOLLIN)
 
     def fail(self, exc: BaseException) -> None:
-        if self.fut is not None and not self.fut.done():
-            self.fut.set_exception(exc)
-        self.poller.unwatch(self)
+        self._finish(exc)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():  # cancelled meanwhile
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+class OneShot:
+    """One exchange on a new connection to `target`, closed before `end(exc, now)` is called; `end` never runs
+    before the constructor returns (an exchange over at once is reported on the loop's next turn), and
+    `cancel()` drops it without a call. The task-free counterpart of `exchange`."""
+
+    __slots__ = ("conn", "end", "handle", "loop", "starting")
+
+    def __init__(self, target: ProbeTarget, payload: bytes | None, *, limit: int, done: Done | None,
+                 deadline: float, end: Ended) -> None:
+        p = poller()
+        self.loop = p.loop
+        self.end = end
+        self.handle: asyncio.Handle | None = None
+        self.starting = True
+        try:
+            self.conn: RawConn | None = RawConn(target)
+        except OSError as exc:
+            self.conn = None
+            self.handle = self.loop.call_soon(self._report, exc)
+            return
+        self.conn.start(payload, limit=limit, done=done, deadline=deadline, end=self._ended)
+        self.starting = False
+
+    def _ended(self, exc: BaseException | None) -> None:
+        assert self.conn is not None
+        self.conn.close()
+        if self.starting:
+            self.handle = self.loop.call_soon(self._report, exc)
+        else:
+            self.end(exc, self.loop.time())
+
+    def _report(self, exc: BaseException | None) -> None:
+        self.end(exc, self.loop.time())
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.conn is not None:
+            self.conn.close()
 
 
 async def exchange(target: ProbeTarget, payload: bytes | None, *, limit: int, done: Done | None,

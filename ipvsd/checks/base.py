@@ -89,6 +89,22 @@ class Probe(Protocol):
     async def probe(self, target: ProbeTarget, *, timeout: float) -> ProbeResult: ...
 
 
+Report = Callable[[ProbeResult], None]
+
+
+class DirectProbe(Probe, Protocol):
+    """A probe that can also run without a task (the scheduler's direct probes), when its `direct` is true.
+
+    `start` begins one probe that began at loop time `now`; `report(result)` is called once, from the loop,
+    never before `start` returns; the function returned abandons the probe (no report). It never raises for
+    a down backend, as `probe` does not.
+    """
+
+    direct: bool
+
+    def start(self, target: ProbeTarget, *, timeout: float, now: float, report: Report) -> Callable[[], None]: ...
+
+
 ProbeFactory = Callable[[Any], Probe]
 
 # check type name -> factory taking that type's config model (ipvsd.config.schema). Filled by each module.
@@ -154,9 +170,18 @@ async def run_bounded(body: Callable[[], Awaitable[str]], *, timeout: float, bou
         else:
             async with asyncio.timeout(timeout):
                 reason = await body()
-    except (OSError, ProbeFailure, ssl.SSLError, ValueError, UnicodeError, EOFError) as exc:
-        kind, why = classify(exc)
-        if kind is Kind.TIMEOUT and isinstance(exc, TimeoutError):
-            why = f"timed out after {timeout:g}s"
-        return ProbeResult.down(kind, why, loop.time() - start)
+    except VERDICTS as exc:
+        return failed(exc, timeout, loop.time() - start)
     return ProbeResult.up(reason, loop.time() - start)
+
+
+# What a probe body raises for a down backend (ssl.SSLError is an OSError): anything else is a probe bug.
+VERDICTS = (OSError, ProbeFailure, ValueError, UnicodeError, EOFError)
+
+
+def failed(exc: BaseException, timeout: float, latency: float) -> ProbeResult:
+    """The down result for `exc` (one of VERDICTS) raised by a probe that had `timeout` seconds."""
+    kind, why = classify(exc)
+    if kind is Kind.TIMEOUT and isinstance(exc, TimeoutError):
+        why = f"timed out after {timeout:g}s"
+    return ProbeResult.down(kind, why, latency)

@@ -9,12 +9,24 @@ connection between probes (`reuse_connection`). The response is parsed as it arr
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import ssl
+from collections.abc import Callable
 
 from ipvsd.checks import _http1, _raw
 from ipvsd.checks._net import Conn, connect
-from ipvsd.checks.base import Kind, ProbeFailure, ProbeResult, ProbeTarget, register, run_bounded
+from ipvsd.checks.base import (
+    VERDICTS,
+    Kind,
+    ProbeFailure,
+    ProbeResult,
+    ProbeTarget,
+    Report,
+    failed,
+    register,
+    run_bounded,
+)
 from ipvsd.config.schema import HttpCheck
 
 # The response reader takes bytes out of the transport's buffer as they arrive, so these bound one read, not a
@@ -42,7 +54,7 @@ def _ranges(spec: HttpCheck) -> str:
 class HttpProbe:
     """An HTTP(S) GET or HEAD whose status must be expected and whose body must match, if asked."""
 
-    __slots__ = ("_kept", "_request", "digest", "need_body", "regex", "regex_no_match", "spec", "tls")
+    __slots__ = ("_kept", "_request", "digest", "direct", "need_body", "regex", "regex_no_match", "spec", "tls")
 
     def __init__(self, spec: HttpCheck) -> None:
         self.spec = spec
@@ -54,6 +66,8 @@ class HttpProbe:
         self.digest = spec.method == "GET" and spec.digest is not None
         self._request: tuple[ProbeTarget, _http1.Request] | None = None
         self._kept: Conn | _raw.RawConn | None = None  # reuse_connection: the keep-alive connection between probes
+        # A new plain-http connection per probe can run without a task (`start`); TLS and kept ones cannot.
+        self.direct = self.tls is None and not spec.reuse_connection
 
     def request(self, target: ProbeTarget) -> _http1.Request:
         """Return the request for `target` (cached: a probe object serves one target)."""
@@ -76,6 +90,23 @@ class HttpProbe:
         deadline = asyncio.get_running_loop().time() + timeout
         # Plain http runs on _raw, which enforces the deadline itself; https needs asyncio's timeout.
         return await run_bounded(lambda: self._once(target, deadline), timeout=timeout, bounded=self.tls is None)
+
+    def start(self, target: ProbeTarget, *, timeout: float, now: float, report: Report) -> Callable[[], None]:
+        """`probe` without a task, for a `direct` probe: see ipvsd.checks.base.DirectProbe."""
+        resp = self._response(target, self.digest)
+        shot = _raw.OneShot(target, self.request(target).data, limit=_RAW_BUFFER, done=resp, deadline=now + timeout,
+                            end=functools.partial(self._ended, resp, now, timeout, report))
+        return shot.cancel
+
+    def _ended(self, resp: _http1.Response, began: float, timeout: float, report: Report,
+               exc: BaseException | None, now: float) -> None:
+        latency = now - began
+        if exc is None:
+            try:
+                reason = self._verdict(resp.finish(), resp)
+            except VERDICTS as e:
+                exc = e
+        report(ProbeResult.up(reason, latency) if exc is None else failed(exc, timeout, latency))
 
     async def fetch(self, target: ProbeTarget, *, timeout: float) -> tuple[_http1.Head, _http1.Response]:
         """One request, whatever the status: the head and the read response (`ipvsd genhash`). Raises what a
@@ -115,6 +146,10 @@ class HttpProbe:
 
     async def _once(self, target: ProbeTarget, deadline: float) -> str:
         head, resp = await self._read(target, deadline, digest=self.digest)
+        return self._verdict(head, resp)
+
+    def _verdict(self, head: _http1.Head, resp: _http1.Response) -> str:
+        """The reason of a success, or ProbeFailure: the status, then the body if asked."""
         self._check_status(head)
         if not self.need_body:
             return f"{head.status} {head.phrase}".rstrip()

@@ -52,9 +52,15 @@ class Admission:
             self.limit = min(self.ceiling, self.limit + max(1.0, self.limit / 8))
             self._wake()
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a place if one is free and nobody waits for one; never waits."""
         if self.in_flight < int(self.limit) and not self._waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)

@@ -2,7 +2,10 @@
 
 Probes are identified by `ProbeKey` (ipvsd.core.probes), so two virtual services that share a real and a check
 share one probe. A probe has an asyncio task only while it runs (waiting for admission included): between runs
-it is an item in the heap, which at 10,000 reals spares ~7 MB of idle tasks, coroutines and futures.
+it is an item in the heap, which at 10,000 reals spares ~7 MB of idle tasks, coroutines and futures. A probe
+that can run without a task (`direct`: plain http and tcp, ipvsd.checks.base.DirectProbe) and finds a place
+free in admission runs on callbacks alone: started from the timer, its result settled from the socket's
+event, with no task, coroutine or future, and one trip through the loop fewer.
 `update()` is warm: probes whose key survives keep their health state; only their timing
 policy is replaced. Transitions go out through the `on_transition` callback; the daemon decides what they mean
 for the table. Time is `loop.time()`, so a test's virtual-time loop drives the whole schedule.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -20,10 +24,10 @@ import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from ipvsd.checks import make_probe
-from ipvsd.checks.base import Kind, Probe, ProbeResult, ProbeTarget
+from ipvsd.checks.base import DirectProbe, Kind, Probe, ProbeResult, ProbeTarget
 from ipvsd.checks.sentinel import Sentinel
 from ipvsd.config.schema import Check
 from ipvsd.core.health import HealthState, Policy, Start, Transition, first_delay, fold, initial, sentinel_event
@@ -58,10 +62,16 @@ class _Entry:
     next_at: float = 0.0
     slot: int = -1  # the heap item that schedules this entry (an older one, left by a poke, is skipped)
     task: asyncio.Task[None] | None = None  # the run in progress (admission, probe, verdict); None between runs
+    direct: bool = False  # the probe can run without a task
+    abort: Callable[[], None] | None = None  # a direct run in progress: abandons it; None between runs
     stopped: bool = False
     last: ProbeResult | None = None
     cut: bool = False
     repoke: bool = False  # a sentinel event arrived while a probe was in flight: that result predates it
+
+
+def _settling() -> None:
+    """A direct run's `abort` while its result is being settled: there is nothing left to abandon."""
 
 
 TransitionSink = Callable[[ProbeKey, Transition], None]
@@ -123,7 +133,8 @@ class Scheduler:
                 state = initial(replace(policy, start=Start.ADOPT), now=loop.time(), kernel_up=kernel_up[key])
             else:
                 state = initial(policy, now=loop.time())
-            entry = _Entry(key, check, self.factory(check), policy, state)
+            probe = self.factory(check)
+            entry = _Entry(key, check, probe, policy, state, direct=getattr(probe, "direct", False))
             entry.next_at = loop.time() + (0.0 if now else first_delay(policy, u=self.rng.random()))
             new.append(entry)
         # Nothing below can fail: from here on, the update happens whole.
@@ -175,7 +186,7 @@ class Scheduler:
             return
         entry.state = sentinel_event(entry.state)
         entry.next_at = asyncio.get_running_loop().time()
-        if entry.task is None:  # between runs: due now
+        if entry.task is None and entry.abort is None:  # between runs: due now
             self._schedule(entry)
         else:
             entry.repoke = True
@@ -213,8 +224,41 @@ class Scheduler:
         except asyncio.CancelledError:
             entry.task = None
             raise
+        self._settle(entry, result, loop.time())
+
+    def _start(self, entry: _Entry, now: float) -> None:
+        """Run a direct probe that was admitted: its result comes back to `_reported`."""
+        self.stats.lags.append(now - entry.next_at)
+        timeout = entry.policy.timeout
+        entry.cut = False
+        self._in_flight[entry] = now + timeout + GRACE
+        report = functools.partial(self._reported, entry)
+        probe = cast(DirectProbe, entry.probe)  # `direct` says it is one
+        try:
+            entry.abort = probe.start(entry.key.target, timeout=timeout, now=now, report=report)
+        except Exception as exc:  # a probe bug must not stop the schedule; it counts as a failure
+            log.exception("probe %s raised", entry.key)
+            assert self._loop is not None
+            result = ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
+            entry.abort = self._loop.call_soon(report, result).cancel
+
+    def _reported(self, entry: _Entry, result: ProbeResult) -> None:
+        del self._in_flight[entry]
+        self.admission.release()
+        entry.abort = _settling  # still running for poke() until the next run is scheduled
+        assert self._loop is not None
+        self._settle(entry, result, self._loop.time())
+
+    def _abandon(self, entry: _Entry) -> None:
+        """Drop a direct run in progress (stopped, or cut off by the watchdog): no result will come."""
+        abort, entry.abort = entry.abort, None
+        if abort is not None and self._in_flight.pop(entry, None) is not None:
+            abort()
+            self.admission.release()
+
+    def _settle(self, entry: _Entry, result: ProbeResult, now: float) -> None:
+        """A run's verdict: fold the result into the state, report, and put the next run in the heap."""
         self.stats.probes += 1
-        now = loop.time()
         if result.kind is Kind.LOCAL:
             self._local_error(entry, result, now)
         step = fold(entry.state, result, now=now, policy=entry.policy)
@@ -240,7 +284,7 @@ class Scheduler:
         # so schedule lag does not stretch the interval (a real probed at 1 Hz stays at 1 Hz). A probe
         # that overran its slot runs again at once, never in a burst to catch up.
         entry.next_at = max(entry.next_at + delay, now) if delay > 0 else now
-        entry.task = None
+        entry.task = entry.abort = None
         if not entry.stopped:
             self._schedule(entry)
 
@@ -284,6 +328,12 @@ class Scheduler:
                     log.warning("probe %s overran its timeout; cutting it off", entry.key)
                     entry.cut = True
                     entry.task.cancel()
+                elif now > deadline and entry.abort is not None:
+                    log.warning("probe %s overran its timeout; cutting it off", entry.key)
+                    self._abandon(entry)
+                    timeout = entry.policy.timeout
+                    self._settle(entry, ProbeResult.down(
+                        Kind.TIMEOUT, f"timed out after {timeout:g}s (cut off by the scheduler)", timeout + GRACE), now)
 
     def _schedule(self, entry: _Entry) -> None:
         """Put the entry in the heap at its `next_at` (an item it had there before is skipped from now on)."""
@@ -308,11 +358,14 @@ class Scheduler:
         heap = self._heap
         assert self._loop is not None
         now = self._loop.time()
+        admission = self.admission
         while heap and heap[0][0] <= now:
             _, seq, entry = heapq.heappop(heap)
-            if seq == entry.slot and entry.task is None and not entry.stopped:
-                # unnamed: a name per run would cost a string each
-                entry.task = self._loop.create_task(self._run(entry))
+            if seq == entry.slot and entry.task is None and entry.abort is None and not entry.stopped:
+                if entry.direct and admission.try_acquire():
+                    self._start(entry, now)
+                else:  # unnamed: a name per run would cost a string each
+                    entry.task = self._loop.create_task(self._run(entry))
         if heap:
             self._set_timer(heap[0][0])
 
@@ -321,6 +374,7 @@ class Scheduler:
         entry.stopped = True
         if entry.task is not None:
             entry.task.cancel()
+        self._abandon(entry)
         close = getattr(entry.probe, "close", None)
         if close is not None:  # a probe holding a connection between runs (http reuse_connection)
             close()

@@ -16,7 +16,7 @@ from ipvsd.core.health import Transition
 from ipvsd.core.probes import ProbeKey, plan_probes, policy_of, real_health
 from ipvsd.shell.scheduler import Scheduler
 from tests.support import vtime
-from tests.support.probes import Scripted
+from tests.support.probes import Direct, Scripted
 
 FAST = {"interval": 0.02, "timeout": 0.2, "warmup": 0}
 
@@ -333,3 +333,95 @@ def test_a_probe_between_runs_holds_no_task() -> None:
     idle, probed, runs = vtime.run(go())
     assert probed == 200 and runs == 2
     assert idle <= 3, f"{idle} tasks while every probe waits (the test, the watchdog, no probe)"
+
+
+# --- direct probes: run on callbacks alone, without a task ---------------------------------------------------
+
+
+async def test_direct_probes_run_without_tasks_and_follow_results() -> None:
+    factory = Direct()
+    factory.hold = 0.01
+    plan = plan_probes(config(svc("10.0.0.1", 1, 2, checks=[{"type": "tcp", **FAST, "fall": 2}])))
+    async with scheduler(factory) as s:
+        s.update(plan.jobs)
+        await until(lambda: len(s.events) == 2)
+        assert all(t.up for _, t in s.events)
+        await until(lambda: factory.in_flight > 0)
+        assert len(asyncio.all_tasks()) <= 2  # the test and the watchdog: a run in flight holds no task
+        factory.ok[2] = False
+        await until(lambda: len(s.events) == 3)
+        key, t = s.events[2]
+        assert key.target.port == 2 and not t.up and t.result.kind is Kind.REFUSED
+        assert s.last(key) == t.result
+    assert factory.started == sum(factory.calls.values()) >= 6  # every run went direct (none queued)
+    assert s.admission.in_flight == 0
+
+
+async def test_direct_probes_keep_the_concurrency_limit() -> None:
+    """Admitted runs go direct; the ones that find admission full wait in a task, as any probe."""
+    factory = Direct()
+    factory.hold = 0.02
+    jobs = plan_probes(config(svc("10.0.0.1", *range(1, 21)))).jobs
+    async with scheduler(factory, concurrency=3) as s:
+        s.update(jobs)
+        await until(lambda: sum(factory.calls.values()) >= 40)
+    assert factory.max_in_flight == 3
+    assert factory.started > 0
+
+
+def test_a_direct_probe_that_never_reports_is_cut_off() -> None:
+    async def go() -> tuple[float, Kind, int, int]:
+        factory = Direct()
+        factory.hang = True
+        jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
+        async with scheduler(factory) as s:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            s.update(jobs)
+            await until(lambda: len(s.events) == 1)
+            took = loop.time() - start
+            return took, s.events[0][1].result.kind, factory.aborted, s.admission.in_flight
+
+    took, kind, aborted, in_flight = vtime.run(go())
+    assert kind is Kind.TIMEOUT and aborted == 1
+    assert in_flight <= 1  # the next run may have started; the cut one gave its place back
+    assert 0.2 + 0.15 <= took <= 0.2 + 0.15 + 0.1 + 0.01
+
+
+async def test_stopping_a_direct_probe_in_flight_abandons_it() -> None:
+    factory = Direct()
+    factory.hang = True
+    jobs = plan_probes(config(svc("10.0.0.1", 1, 2))).jobs
+    async with scheduler(factory) as s:
+        s.update(jobs, now=True)
+        await until(lambda: factory.in_flight == 2)
+        s.update({})
+        assert factory.aborted == 2 and factory.in_flight == 0
+        assert s.admission.in_flight == 0 and not s.keys()
+
+
+async def test_a_poke_during_a_direct_run_probes_again_after_it() -> None:
+    factory = Direct()
+    factory.hold = 0.05
+    slow = [{"type": "tcp", "interval": 60, "timeout": 0.2, "warmup": 0}]
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=slow))).jobs
+    (key,) = jobs
+    async with scheduler(factory) as s:
+        s.update(jobs, now=True)
+        await until(lambda: factory.in_flight == 1)
+        s.poke(key)  # the run in flight started before the event: its result cannot confirm it
+        await until(lambda: factory.calls.get(1, 0) == 2)
+        await asyncio.sleep(0.2)
+        assert factory.calls[1] == 2  # one confirmation, not one per poke and result
+
+
+async def test_a_direct_probe_that_raises_at_start_is_a_failure_not_a_stop() -> None:
+    factory = Direct()
+    factory.fail_to_start = True
+    jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
+    async with scheduler(factory) as s:
+        s.update(jobs)
+        await until(lambda: len(s.events) == 1)
+        assert s.events[0][1].result.kind is Kind.ERROR
+        await until(lambda: s.stats.probes >= 3)  # the schedule goes on
+        assert s.admission.in_flight <= 1

@@ -10,10 +10,40 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ipvsd.checks.base import ProbeResult, ProbeTarget
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+# How a probe runs: as a coroutine in a task, or on callbacks alone (a direct probe, as the scheduler runs
+# plain http and tcp). Every verdict must be the same both ways.
+WAYS = ("task", "direct")
+
+
+async def run_probe(probe: Any, target: ProbeTarget, timeout: float, way: str) -> ProbeResult:
+    """Probe `target` once, the given way (a probe that cannot run directly runs as a task either way)."""
+    if way == "task" or not getattr(probe, "direct", False):
+        return await probe.probe(target, timeout=timeout)  # type: ignore[no-any-return]
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[ProbeResult] = loop.create_future()
+    returned = False
+
+    def report(result: ProbeResult) -> None:
+        if got.done():
+            got.set_exception(AssertionError(f"reported twice: {got.result()} then {result}"))
+        elif not returned:
+            got.set_exception(AssertionError("reported before start() returned"))
+        else:
+            got.set_result(result)
+
+    probe.start(target, timeout=timeout, now=loop.time(), report=report)
+    returned = True
+    result = await got
+    await asyncio.sleep(0.05)  # a second report would come now
+    return result
 
 
 @contextlib.asynccontextmanager

@@ -14,10 +14,17 @@ from ipvsd.checks import make_probe
 from ipvsd.checks.base import Kind, ProbeResult, ProbeTarget
 from ipvsd.config.schema import HttpCheck
 
-from .conftest import Handler, blackhole, read_head, replying, reset, response, serve
+from .conftest import WAYS, Handler, blackhole, read_head, replying, reset, response, run_probe, serve
 
 TIMEOUT = 0.5
 SLACK = 0.1
+WAY = ["task"]  # how `probe` runs the probe: every test here runs both ways (the fixture below)
+
+
+@pytest.fixture(autouse=True, params=WAYS)
+def way(request: pytest.FixtureRequest) -> str:
+    WAY[0] = request.param
+    return str(request.param)
 
 
 def http(**kw: Any) -> HttpCheck:
@@ -27,7 +34,7 @@ def http(**kw: Any) -> HttpCheck:
 async def probe(check: HttpCheck, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT) -> ProbeResult:
     loop = asyncio.get_running_loop()
     start = loop.time()
-    result = await make_probe(check).probe(ProbeTarget(host, port), timeout=timeout)
+    result = await run_probe(make_probe(check), ProbeTarget(host, port), timeout, WAY[0])
     elapsed = loop.time() - start
     assert elapsed < timeout + SLACK, f"verdict took {elapsed:.3f}s"
     assert result.reason

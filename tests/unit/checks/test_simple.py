@@ -29,15 +29,16 @@ from ipvsd.config.schema import (
     UdpCheck,
 )
 
-from .conftest import blackhole, reset, serve
+from .conftest import WAYS, blackhole, reset, run_probe, serve
 
 TIMEOUT = 0.5
 
 
-async def run(check: Any, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT, **target: Any) -> ProbeResult:
+async def run(check: Any, port: int, host: str = "127.0.0.1", timeout: float = TIMEOUT, way: str = "task",
+              **target: Any) -> ProbeResult:
     loop = asyncio.get_running_loop()
     start = loop.time()
-    result = await make_probe(check).probe(ProbeTarget(host, port, **target), timeout=timeout)
+    result = await run_probe(make_probe(check), ProbeTarget(host, port, **target), timeout, way)
     assert loop.time() - start < timeout + 0.1
     assert result.reason
     return result
@@ -50,29 +51,32 @@ async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 # --- tcp ---
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-async def test_tcp_connect_up(host: str) -> None:
+async def test_tcp_connect_up(host: str, way: str) -> None:
     async with serve(idle, host) as port:
-        result = await run(TcpCheck(type="tcp"), port, host)
+        result = await run(TcpCheck(type="tcp"), port, host, way=way)
     assert result.ok and result.reason == "connected"
 
 
-async def test_tcp_refused_and_timeout() -> None:
+@pytest.mark.parametrize("way", WAYS)
+async def test_tcp_refused_and_timeout(way: str) -> None:
     async with serve(idle) as port:
         pass
-    assert (await run(TcpCheck(type="tcp"), port)).kind is Kind.REFUSED
+    assert (await run(TcpCheck(type="tcp"), port, way=way)).kind is Kind.REFUSED
     with blackhole() as port:
-        assert (await run(TcpCheck(type="tcp"), port)).kind is Kind.TIMEOUT
+        assert (await run(TcpCheck(type="tcp"), port, way=way)).kind is Kind.TIMEOUT
 
 
-async def test_tcp_bindto_source_address() -> None:
+@pytest.mark.parametrize("way", WAYS)
+async def test_tcp_bindto_source_address(way: str) -> None:
     peers: list[str] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peers.append(writer.get_extra_info("peername")[0])
 
     async with serve(handler, "127.0.0.1") as port:
-        assert (await run(TcpCheck(type="tcp"), port, source="127.0.0.9")).ok
+        assert (await run(TcpCheck(type="tcp"), port, way=way, source="127.0.0.9")).ok
         async with asyncio.timeout(2):
             while not peers:
                 await asyncio.sleep(0.01)
