@@ -13,7 +13,9 @@ watchdog measures on every tick. `observe()` is pure arithmetic on what it is gi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Callable
 
 LATE_HIGH = 0.1  # the loop is this late (s): fewer in flight
 LATE_LOW = 0.03  # and below this, with probes waiting: more
@@ -28,7 +30,8 @@ class Admission:
         self.limit = float(self.ceiling)
         self.in_flight = 0
         self.shrinks = 0  # how often the loop was found late: a sign the daemon is short of CPU
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # In arrival order: a task's future, or a direct probe's start (called once admitted, holding a place).
+        self._waiters: deque[asyncio.Future[None] | Callable[[], None]] = deque()
 
     def resize(self, ceiling: int) -> None:
         """Take a new ceiling (a reload changed check_concurrency); probes in flight finish as they are."""
@@ -59,6 +62,18 @@ class Admission:
             return True
         return False
 
+    def queue(self, start: Callable[[], None]) -> None:
+        """Call `start()` when a place is free, holding it (now, if one is); `withdraw(start)` gives up."""
+        if self.try_acquire():
+            start()
+        else:
+            self._waiters.append(start)
+
+    def withdraw(self, start: Callable[[], None]) -> None:
+        """Take back a `start` that was queued and not yet called."""
+        with contextlib.suppress(ValueError):  # already started
+            self._waiters.remove(start)
+
     async def acquire(self) -> None:
         if self.try_acquire():
             return
@@ -79,10 +94,14 @@ class Admission:
 
     def _wake(self) -> None:
         while self._waiters and self.in_flight < int(self.limit):
-            fut = self._waiters.popleft()
-            if not fut.done():
+            waiter = self._waiters.popleft()
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    self.in_flight += 1
+                    waiter.set_result(None)
+            else:
                 self.in_flight += 1
-                fut.set_result(None)
+                waiter()
 
     async def __aenter__(self) -> None:
         await self.acquire()

@@ -3,9 +3,9 @@
 Probes are identified by `ProbeKey` (ipvsd.core.probes), so two virtual services that share a real and a check
 share one probe. A probe has an asyncio task only while it runs (waiting for admission included): between runs
 it is an item in the heap, which at 10,000 reals spares ~7 MB of idle tasks, coroutines and futures. A probe
-that can run without a task (`direct`: plain http and tcp, ipvsd.checks.base.DirectProbe) and finds a place
-free in admission runs on callbacks alone: started from the timer, its result settled from the socket's
-event, with no task, coroutine or future, and one trip through the loop fewer.
+that can run without a task (`direct`: plain http and tcp, ipvsd.checks.base.DirectProbe) runs on callbacks
+alone: queued in admission as a callback, started from the timer (or from the release of a place), its
+result settled from the socket's event, with no task, coroutine or future, and one trip through the loop fewer.
 `update()` is warm: probes whose key survives keep their health state; only their timing
 policy is replaced. Transitions go out through the `on_transition` callback; the daemon decides what they mean
 for the table. Time is `loop.time()`, so a test's virtual-time loop drives the whole schedule.
@@ -140,8 +140,7 @@ class Scheduler:
         # Nothing below can fail: from here on, the update happens whole.
         if self._watchdog is None:
             self._watchdog = loop.create_task(self._watch(), name="probe watchdog")
-        for key in [k for k in self._entries if k not in jobs]:
-            self._stop(key)
+        self._stop_all([k for k in self._entries if k not in jobs])
         for key, check in jobs.items():
             kept = self._entries.get(key)
             if kept is not None:
@@ -194,8 +193,7 @@ class Scheduler:
     async def close(self) -> None:
         """Stop every probe and sentinel and wait for them."""
         tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for key in list(self._entries):
-            self._stop(key)
+        self._stop_all(list(self._entries))
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -226,8 +224,20 @@ class Scheduler:
             raise
         self._settle(entry, result, loop.time())
 
-    def _start(self, entry: _Entry, now: float) -> None:
+    def _queue(self, entry: _Entry) -> None:
+        """Have admission start a direct probe when a place is free (at once, if one is)."""
+        start = functools.partial(self._start, entry)
+        entry.abort = functools.partial(self.admission.withdraw, start)  # until it starts
+        self.admission.queue(start)
+
+    def _start(self, entry: _Entry) -> None:
         """Run a direct probe that was admitted: its result comes back to `_reported`."""
+        if entry.stopped:  # admitted while the update that stops it was under way
+            entry.abort = None
+            self.admission.release()
+            return
+        assert self._loop is not None
+        now = self._loop.time()
         self.stats.lags.append(now - entry.next_at)
         timeout = entry.policy.timeout
         entry.cut = False
@@ -238,7 +248,6 @@ class Scheduler:
             entry.abort = probe.start(entry.key.target, timeout=timeout, now=now, report=report)
         except Exception as exc:  # a probe bug must not stop the schedule; it counts as a failure
             log.exception("probe %s raised", entry.key)
-            assert self._loop is not None
             result = ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
             entry.abort = self._loop.call_soon(report, result).cancel
 
@@ -250,10 +259,12 @@ class Scheduler:
         self._settle(entry, result, self._loop.time())
 
     def _abandon(self, entry: _Entry) -> None:
-        """Drop a direct run in progress (stopped, or cut off by the watchdog): no result will come."""
+        """Drop a direct run queued or in progress (stopped, or cut off by the watchdog): no result will come."""
         abort, entry.abort = entry.abort, None
-        if abort is not None and self._in_flight.pop(entry, None) is not None:
-            abort()
+        if abort is None:
+            return
+        abort()  # withdraws it from the queue, or drops its exchange
+        if self._in_flight.pop(entry, None) is not None:
             self.admission.release()
 
     def _settle(self, entry: _Entry, result: ProbeResult, now: float) -> None:
@@ -358,16 +369,21 @@ class Scheduler:
         heap = self._heap
         assert self._loop is not None
         now = self._loop.time()
-        admission = self.admission
         while heap and heap[0][0] <= now:
             _, seq, entry = heapq.heappop(heap)
             if seq == entry.slot and entry.task is None and entry.abort is None and not entry.stopped:
-                if entry.direct and admission.try_acquire():
-                    self._start(entry, now)
+                if entry.direct:
+                    self._queue(entry)
                 else:  # unnamed: a name per run would cost a string each
                     entry.task = self._loop.create_task(self._run(entry))
         if heap:
             self._set_timer(heap[0][0])
+
+    def _stop_all(self, keys: list[ProbeKey]) -> None:
+        for key in keys:  # first, so that none of them starts when a place another one held frees up
+            self._entries[key].stopped = True
+        for key in keys:
+            self._stop(key)
 
     def _stop(self, key: ProbeKey) -> None:
         entry = self._entries.pop(key)

@@ -358,15 +358,31 @@ async def test_direct_probes_run_without_tasks_and_follow_results() -> None:
 
 
 async def test_direct_probes_keep_the_concurrency_limit() -> None:
-    """Admitted runs go direct; the ones that find admission full wait in a task, as any probe."""
+    """The runs that find admission full wait in its queue, as callbacks, and start as places free up."""
     factory = Direct()
     factory.hold = 0.02
     jobs = plan_probes(config(svc("10.0.0.1", *range(1, 21)))).jobs
     async with scheduler(factory, concurrency=3) as s:
         s.update(jobs)
+        await until(lambda: s.admission.waiting > 0)
+        assert len(asyncio.all_tasks()) <= 2  # queued runs hold no task either
         await until(lambda: sum(factory.calls.values()) >= 40)
     assert factory.max_in_flight == 3
-    assert factory.started > 0
+    assert factory.started == sum(factory.calls.values())
+
+
+async def test_stopping_a_queued_direct_probe_withdraws_it() -> None:
+    factory = Direct()
+    factory.hang = True
+    jobs = plan_probes(config(svc("10.0.0.1", 1, 2))).jobs
+    async with scheduler(factory, concurrency=1) as s:
+        s.update(jobs, now=True)
+        await until(lambda: factory.in_flight == 1 and s.admission.waiting == 1)
+        s.update({})
+        assert factory.aborted == 1 and factory.in_flight == 0  # the one started; the queued one never starts
+        assert s.admission.in_flight == 0 and s.admission.waiting == 0
+        await asyncio.sleep(0.05)
+        assert factory.started == 1
 
 
 def test_a_direct_probe_that_never_reports_is_cut_off() -> None:
