@@ -13,9 +13,10 @@ watchdog measures on every tick. `observe()` is pure arithmetic on what it is gi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable
+
+Start = Callable[[], bool]  # a queued start: True if it took the place it was given
 
 LATE_HIGH = 0.1  # the loop is this late (s): fewer in flight
 LATE_LOW = 0.03  # and below this, with probes waiting: more
@@ -31,7 +32,7 @@ class Admission:
         self.in_flight = 0
         self.shrinks = 0  # how often the loop was found late: a sign the daemon is short of CPU
         # In arrival order: a task's future, or a direct probe's start (called once admitted, holding a place).
-        self._waiters: deque[asyncio.Future[None] | Callable[[], None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | Start] = deque()
 
     def resize(self, ceiling: int) -> None:
         """Take a new ceiling (a reload changed check_concurrency); probes in flight finish as they are."""
@@ -62,17 +63,14 @@ class Admission:
             return True
         return False
 
-    def queue(self, start: Callable[[], None]) -> None:
-        """Call `start()` when a place is free, holding it (now, if one is); `withdraw(start)` gives up."""
+    def queue(self, start: Start) -> None:
+        """Call `start()` when a place is free (now, if one is): it keeps the place, or returns False to give it
+        back (what it was to start was stopped meanwhile: withdrawing it from the queue would cost a search)."""
         if self.try_acquire():
-            start()
+            if not start():
+                self.in_flight -= 1
         else:
             self._waiters.append(start)
-
-    def withdraw(self, start: Callable[[], None]) -> None:
-        """Take back a `start` that was queued and not yet called."""
-        with contextlib.suppress(ValueError):  # already started
-            self._waiters.remove(start)
 
     async def acquire(self) -> None:
         if self.try_acquire():
@@ -101,7 +99,8 @@ class Admission:
                     waiter.set_result(None)
             else:
                 self.in_flight += 1
-                waiter()
+                if not waiter():
+                    self.in_flight -= 1
 
     async def __aenter__(self) -> None:
         await self.acquire()

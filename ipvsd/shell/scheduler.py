@@ -74,6 +74,10 @@ def _settling() -> None:
     """A direct run's `abort` while its result is being settled: there is nothing left to abandon."""
 
 
+def _queued() -> None:
+    """A direct run's `abort` while it waits in admission's queue: stopped, it is skipped when its turn comes."""
+
+
 TransitionSink = Callable[[ProbeKey, Transition], None]
 ResultSink = Callable[[ProbeKey, ProbeResult, HealthState], None]
 
@@ -226,16 +230,14 @@ class Scheduler:
 
     def _queue(self, entry: _Entry) -> None:
         """Have admission start a direct probe when a place is free (at once, if one is)."""
-        start = functools.partial(self._start, entry)
-        entry.abort = functools.partial(self.admission.withdraw, start)  # until it starts
-        self.admission.queue(start)
+        entry.abort = _queued
+        self.admission.queue(functools.partial(self._start, entry))
 
-    def _start(self, entry: _Entry) -> None:
-        """Run a direct probe that was admitted: its result comes back to `_reported`."""
-        if entry.stopped:  # admitted while the update that stops it was under way
-            entry.abort = None
-            self.admission.release()
-            return
+    def _start(self, entry: _Entry) -> bool:
+        """Run a direct probe that was admitted: its result comes back to `_reported`. False: it was stopped
+        while queued, and gives its place back."""
+        if entry.stopped:
+            return False
         assert self._loop is not None
         now = self._loop.time()
         self.stats.lags.append(now - entry.next_at)
@@ -250,6 +252,7 @@ class Scheduler:
             log.exception("probe %s raised", entry.key)
             result = ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
             entry.abort = self._loop.call_soon(report, result).cancel
+        return True
 
     def _reported(self, entry: _Entry, result: ProbeResult) -> None:
         del self._in_flight[entry]
@@ -263,7 +266,7 @@ class Scheduler:
         abort, entry.abort = entry.abort, None
         if abort is None:
             return
-        abort()  # withdraws it from the queue, or drops its exchange
+        abort()  # drops its exchange (a queued run is skipped when its turn comes: it is stopped)
         if self._in_flight.pop(entry, None) is not None:
             self.admission.release()
 

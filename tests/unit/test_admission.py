@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -75,19 +76,21 @@ async def test_a_waiter_admitted_then_cancelled_gives_its_place_back() -> None:
 async def test_queued_starts_and_waiting_tasks_are_admitted_in_arrival_order() -> None:
     a = Admission(1)
     order: list[str] = []
-    a.queue(lambda: order.append("first"))  # a place is free: called at once
+
+    def start(name: str, take: bool = True) -> Callable[[], bool]:
+        return lambda: order.append(name) is None and take
+
+    a.queue(start("first"))  # a place is free: called at once
     assert order == ["first"] and a.in_flight == 1
     second = asyncio.create_task(a.acquire())
     await asyncio.sleep(0)
-    a.queue(lambda: order.append("third"))
-    gone = lambda: order.append("withdrawn")  # noqa: E731
-    a.queue(gone)
-    a.withdraw(gone)
-    assert a.waiting == 2
+    a.queue(start("stopped", take=False))  # gives its place back when its turn comes
+    a.queue(start("fourth"))
+    assert a.waiting == 3
     a.release()  # the task, which came first
     await second
     assert order == ["first"] and a.in_flight == 1
     a.release()
-    assert order == ["first", "third"] and a.in_flight == 1 and a.waiting == 0
+    assert order == ["first", "stopped", "fourth"] and a.in_flight == 1 and a.waiting == 0
     a.release()
     assert a.in_flight == 0

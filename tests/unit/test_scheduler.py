@@ -441,3 +441,17 @@ async def test_a_direct_probe_that_raises_at_start_is_a_failure_not_a_stop() -> 
         assert s.events[0][1].result.kind is Kind.ERROR
         await until(lambda: s.stats.probes >= 3)  # the schedule goes on
         assert s.admission.in_flight <= 1
+
+
+async def test_stopping_thousands_of_queued_direct_probes_at_once() -> None:
+    """A reload that drops thousands of reals while their runs wait for admission: each freed place passes
+    over the stopped runs in a loop, not by one call inside the other (that was a RecursionError)."""
+    factory = Direct()
+    factory.hang = True
+    jobs = plan_probes(config(svc("10.0.0.1", *range(1, 3001)))).jobs
+    async with scheduler(factory, concurrency=2) as s:
+        s.update(jobs, now=True)
+        await until(lambda: s.admission.waiting == 2998)
+        s.update({})
+        assert factory.started == 2 and factory.aborted == 2
+        assert s.admission.in_flight == 0 and s.admission.waiting == 0
