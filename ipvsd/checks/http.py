@@ -93,8 +93,12 @@ class HttpProbe:
 
     def start(self, target: ProbeTarget, *, timeout: float, now: float, report: Report) -> Callable[[], None]:
         """`probe` without a task, for a `direct` probe: see ipvsd.checks.base.DirectProbe."""
+        try:
+            data = self.request(target).data  # made once per target: what h11 refuses is a verdict, as in `probe`
+        except VERDICTS as exc:
+            return asyncio.get_running_loop().call_soon(report, failed(exc, timeout, 0.0)).cancel
         resp = self._response(target, self.digest)
-        shot = _raw.OneShot(target, self.request(target).data, limit=_RAW_BUFFER, done=resp, deadline=now + timeout,
+        shot = _raw.OneShot(target, data, limit=_RAW_BUFFER, done=resp, deadline=now + timeout,
                             end=functools.partial(self._ended, resp, now, timeout, report))
         return shot.cancel
 

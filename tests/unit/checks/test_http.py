@@ -353,3 +353,18 @@ async def test_a_deadline_outlives_a_finished_exchange_and_goes_with_the_last() 
     assert slow.kind is Kind.TIMEOUT, slow  # the fast probe finishing first did not drop the slow one's deadline
     poller = _raw.poller()
     assert poller.pending == 0 and not poller.deadlines  # the fast one's (later) deadline would wake the loop
+
+
+@pytest.mark.parametrize("host", ["é.example", "a\r\nb"])
+async def test_a_host_no_request_can_carry_ends_alike_both_ways(host: str) -> None:
+    """The request is made before connecting; what refusing it gives (a verdict, or an error the scheduler
+    logs as a probe bug) is the same whether the probe runs in a task or directly."""
+    outcomes = []
+    with blackhole() as port:
+        for way in WAYS:
+            try:
+                r = await run_probe(make_probe(http(host=host)), ProbeTarget("127.0.0.1", port), TIMEOUT, way)
+                outcomes.append((r.ok, r.kind))
+            except Exception as e:
+                outcomes.append((False, type(e).__name__))
+    assert outcomes[0] == outcomes[1] and not outcomes[0][0], outcomes
