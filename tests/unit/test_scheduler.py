@@ -145,19 +145,28 @@ async def test_adopt_starts_as_the_kernel_shows() -> None:
         assert all(st.up for st in s.states().values())
 
 
-async def test_global_concurrency_limit() -> None:
-    factory = Scripted()
+@pytest.mark.parametrize("make", [Scripted, Direct], ids=["task", "direct"])
+async def test_global_concurrency_limit(make: type[Scripted]) -> None:
+    """The runs that find admission full wait in its queue (a direct probe's as a callback, holding no task)
+    and start as places free up."""
+    factory = make()
     factory.hold = 0.02
     jobs = plan_probes(config(svc("10.0.0.1", *range(1, 21)))).jobs
     async with scheduler(factory, concurrency=3) as s:
         s.update(jobs)
+        await until(lambda: s.admission.waiting > 0)
+        if isinstance(factory, Direct):
+            assert len(asyncio.all_tasks()) <= 2  # the test and the watchdog
         await until(lambda: sum(factory.calls.values()) >= 40)
     assert factory.max_in_flight == 3
+    if isinstance(factory, Direct):
+        assert factory.started == sum(factory.calls.values())
 
 
-def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
-    async def go() -> tuple[float, Kind]:
-        factory = Scripted()
+@pytest.mark.parametrize("make", [Scripted, Direct], ids=["task", "direct"])
+def test_a_probe_that_ignores_its_timeout_is_cut_off(make: type[Scripted]) -> None:
+    async def go() -> tuple[float, Kind, int, int]:
+        factory = make()
         factory.hang = True
         jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
         async with scheduler(factory) as s:
@@ -165,10 +174,13 @@ def test_a_probe_that_ignores_its_timeout_is_cut_off() -> None:
             start = loop.time()
             s.update(jobs)
             await until(lambda: len(s.events) == 1)
-            return loop.time() - start, s.events[0][1].result.kind
+            took = loop.time() - start
+            aborted = factory.aborted if isinstance(factory, Direct) else 1  # a task is cancelled instead
+            return took, s.events[0][1].result.kind, aborted, s.admission.in_flight
 
-    took, kind = vtime.run(go())
-    assert kind is Kind.TIMEOUT
+    took, kind, aborted, in_flight = vtime.run(go())
+    assert kind is Kind.TIMEOUT and aborted == 1
+    assert in_flight <= 1  # the next run may have started; the cut one gave its place back
     # cut at timeout + GRACE, seen by the watchdog at its next tick (virtual time: no machine-load slack)
     assert 0.2 + 0.15 <= took <= 0.2 + 0.15 + 0.1 + 0.01
 
@@ -357,20 +369,6 @@ async def test_direct_probes_run_without_tasks_and_follow_results() -> None:
     assert s.admission.in_flight == 0
 
 
-async def test_direct_probes_keep_the_concurrency_limit() -> None:
-    """The runs that find admission full wait in its queue, as callbacks, and start as places free up."""
-    factory = Direct()
-    factory.hold = 0.02
-    jobs = plan_probes(config(svc("10.0.0.1", *range(1, 21)))).jobs
-    async with scheduler(factory, concurrency=3) as s:
-        s.update(jobs)
-        await until(lambda: s.admission.waiting > 0)
-        assert len(asyncio.all_tasks()) <= 2  # queued runs hold no task either
-        await until(lambda: sum(factory.calls.values()) >= 40)
-    assert factory.max_in_flight == 3
-    assert factory.started == sum(factory.calls.values())
-
-
 async def test_stopping_a_queued_direct_probe_withdraws_it() -> None:
     factory = Direct()
     factory.hang = True
@@ -383,25 +381,6 @@ async def test_stopping_a_queued_direct_probe_withdraws_it() -> None:
         assert s.admission.in_flight == 0 and s.admission.waiting == 0
         await asyncio.sleep(0.05)
         assert factory.started == 1
-
-
-def test_a_direct_probe_that_never_reports_is_cut_off() -> None:
-    async def go() -> tuple[float, Kind, int, int]:
-        factory = Direct()
-        factory.hang = True
-        jobs = plan_probes(config(svc("10.0.0.1", 1, checks=[{"type": "tcp", **FAST, "alpha": False}]))).jobs
-        async with scheduler(factory) as s:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            s.update(jobs)
-            await until(lambda: len(s.events) == 1)
-            took = loop.time() - start
-            return took, s.events[0][1].result.kind, factory.aborted, s.admission.in_flight
-
-    took, kind, aborted, in_flight = vtime.run(go())
-    assert kind is Kind.TIMEOUT and aborted == 1
-    assert in_flight <= 1  # the next run may have started; the cut one gave its place back
-    assert 0.2 + 0.15 <= took <= 0.2 + 0.15 + 0.1 + 0.01
 
 
 async def test_stopping_a_direct_probe_in_flight_abandons_it() -> None:
