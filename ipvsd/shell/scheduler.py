@@ -63,7 +63,8 @@ class _Entry:
     slot: int = -1  # the heap item that schedules this entry (an older one, left by a poke, is skipped)
     task: asyncio.Task[None] | None = None  # the run in progress (admission, probe, verdict); None between runs
     direct: bool = False  # the probe can run without a task
-    abort: Callable[[], None] | None = None  # a direct run in progress: abandons it; None between runs
+    # A direct run: drops it while in flight (`_queued` or `_settling` before and after that); None between runs
+    abort: Callable[[], None] | None = None
     stopped: bool = False
     last: ProbeResult | None = None
     cut: bool = False
