@@ -243,7 +243,6 @@ class Scheduler:
         now = self._loop.time()
         self.stats.lags.append(now - entry.next_at)
         timeout = entry.policy.timeout
-        entry.cut = False
         self._in_flight[entry] = now + timeout + GRACE
         report = functools.partial(self._reported, entry)
         probe = cast(DirectProbe, entry.probe)  # `direct` says it is one
