@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.bench_lab import many as manymod
-from scripts.bench_lab.peers import DAEMONS, RENDER, Daemon, Virtual, cpu_seconds, rss_kib
+from scripts.bench_lab.peers import DAEMONS, RENDER, Daemon, Virtual, cpu_times, rss_kib
 from scripts.bench_lab.poll import Table, Watcher, counts, dest_count, one_service
 from scripts.bench_lab.traffic import Traffic
 from tests.kernel.lab import RECEIVE, Lab, RealHost
@@ -213,10 +213,10 @@ def scale(b: Bench, kind: str, n: int) -> Result:
             time.sleep(2.0)
             pids = d.pids()
             offset = many.log_size()
-            c0, w0, m0 = cpu_seconds(pids), time.time(), time.monotonic()
+            (u0, s0), w0, m0 = cpu_times(pids), time.time(), time.monotonic()
             time.sleep(b.plan.scale_window)
             pids = d.pids()
-            c1, w1, m1 = cpu_seconds(pids), time.time(), time.monotonic()
+            (u1, s1), w1, m1 = cpu_times(pids), time.time(), time.monotonic()
             out["rss_mib"] = round(rss_kib(pids) / 1024, 1)
             out["processes"] = len(pids)
         time.sleep(1.5)  # nginx flushes its access log every second
@@ -225,8 +225,10 @@ def scale(b: Bench, kind: str, n: int) -> Result:
         gaps = sorted(y - x for v in seen.values() for x, y in itertools.pairwise(v))
         window = m1 - m0
         out.update({
-            "window_s": round(window, 2), "cpu_s": round(c1 - c0, 2), "checks": checks,
-            "cpu_s_per_1000_checks": round((c1 - c0) / checks * 1000, 3) if checks else None,
+            "window_s": round(window, 2), "cpu_s": round(u1 - u0 + s1 - s0, 2), "cpu_sys_s": round(s1 - s0, 2),
+            "checks": checks,
+            "cpu_s_per_1000_checks": round((u1 - u0 + s1 - s0) / checks * 1000, 3) if checks else None,
+            "sys_s_per_1000_checks": round((s1 - s0) / checks * 1000, 3) if checks else None,
             "checks_per_s": round(checks / window, 1), "expected_per_s": round(n / interval, 1),
             "reals_checked": len(seen),
             "gap_p50_s": round(gaps[len(gaps) // 2], 3) if gaps else None,
