@@ -133,7 +133,8 @@ def cpu_times(pids: list[int]) -> tuple[float, float]:
     """User and system (kernel) CPU seconds of these processes and every child they reaped.
 
     Apart because a probe's TCP connection costs kernel time that a faster prober cannot save: the split says
-    whether a gap to a peer is the daemon's own code (user) or the connections and syscalls it makes (system).
+    how much of a gap to a peer is the daemon's own code (user) and how much the kernel's work (system: its
+    connections and system calls, and the network softirqs that ran while it did, as the kernel charges them).
     """
     user = system = 0
     for p in pids:
