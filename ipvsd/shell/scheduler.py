@@ -70,6 +70,23 @@ class _Entry:
     cut: bool = False
     repoke: bool = False  # a sentinel event arrived while a probe was in flight: that result predates it
 
+    @property
+    def idle(self) -> bool:
+        """Between runs: neither a task nor a direct run (queued, in flight or settling)."""
+        return self.task is None and self.abort is None
+
+
+def _cut_off(timeout: float) -> ProbeResult:
+    """The verdict of a run the watchdog cut off after `timeout` (and the grace)."""
+    return ProbeResult.down(Kind.TIMEOUT, f"timed out after {timeout:g}s (cut off by the scheduler)", timeout + GRACE)
+
+
+def _raised(key: ProbeKey, exc: Exception) -> ProbeResult:
+    """The verdict of a probe that raised (called in the handler): a probe bug must not stop the schedule; it
+    counts as a failure, logged with its traceback."""
+    log.exception("probe %s raised", key)
+    return ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
+
 
 def _settling() -> None:
     """A direct run's `abort` while its result is being settled: there is nothing left to abandon."""
@@ -190,7 +207,7 @@ class Scheduler:
             return
         entry.state = sentinel_event(entry.state)
         entry.next_at = asyncio.get_running_loop().time()
-        if entry.task is None and entry.abort is None:  # between runs: due now
+        if entry.idle:  # between runs: due now
             self._schedule(entry)
         else:
             entry.repoke = True
@@ -248,10 +265,8 @@ class Scheduler:
         probe = cast(DirectProbe, entry.probe)  # `direct` says it is one
         try:
             entry.abort = probe.start(entry.key.target, timeout=timeout, now=now, report=report)
-        except Exception as exc:  # a probe bug must not stop the schedule; it counts as a failure
-            log.exception("probe %s raised", entry.key)
-            result = ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
-            entry.abort = self._loop.call_soon(report, result).cancel
+        except Exception as exc:
+            entry.abort = self._loop.call_soon(report, _raised(entry.key, exc)).cancel
         return True
 
     def _reported(self, entry: _Entry, result: ProbeResult) -> None:
@@ -322,11 +337,9 @@ class Scheduler:
             if not entry.cut or task is None:
                 raise
             task.uncancel()
-            return ProbeResult.down(Kind.TIMEOUT, f"timed out after {timeout:g}s (cut off by the scheduler)",
-                                    timeout + GRACE)
-        except Exception as exc:  # a probe bug must not stop the schedule; it counts as a failure
-            log.exception("probe %s raised", entry.key)
-            return ProbeResult.down(Kind.ERROR, f"probe error: {type(exc).__name__}: {exc}")
+            return _cut_off(timeout)
+        except Exception as exc:
+            return _raised(entry.key, exc)
         finally:
             del self._in_flight[entry]
 
@@ -338,16 +351,15 @@ class Scheduler:
             now = loop.time()
             self.admission.observe(now - due)
             for entry, deadline in list(self._in_flight.items()):
-                if now > deadline and not entry.cut and entry.task is not None:
-                    log.warning("probe %s overran its timeout; cutting it off", entry.key)
-                    entry.cut = True
+                if now <= deadline or entry.cut:  # (only a task's run is cut off while it unwinds)
+                    continue
+                log.warning("probe %s overran its timeout; cutting it off", entry.key)
+                if entry.task is not None:
+                    entry.cut = True  # its run reports the cut-off as it unwinds
                     entry.task.cancel()
-                elif now > deadline and entry.abort is not None:
-                    log.warning("probe %s overran its timeout; cutting it off", entry.key)
+                else:  # a direct run, whose `abort` is set while it is in flight: nothing of it will report
                     self._abandon(entry)
-                    timeout = entry.policy.timeout
-                    self._settle(entry, ProbeResult.down(
-                        Kind.TIMEOUT, f"timed out after {timeout:g}s (cut off by the scheduler)", timeout + GRACE), now)
+                    self._settle(entry, _cut_off(entry.policy.timeout), now)
 
     def _schedule(self, entry: _Entry) -> None:
         """Put the entry in the heap at its `next_at` (an item it had there before is skipped from now on)."""
@@ -374,7 +386,7 @@ class Scheduler:
         now = self._loop.time()
         while heap and heap[0][0] <= now:
             _, seq, entry = heapq.heappop(heap)
-            if seq == entry.slot and entry.task is None and entry.abort is None and not entry.stopped:
+            if seq == entry.slot and entry.idle and not entry.stopped:
                 if entry.direct:
                     self._queue(entry)
                 else:  # unnamed: a name per run would cost a string each
